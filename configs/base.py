@@ -1,0 +1,138 @@
+"""Shared defaults for every jaxgen config, and the parser of config arguments.
+
+Each family file (``configs/<family>.py``) calls :func:`parse_args` on the text
+after the colon in ``--config=configs/<family>.py:<args>``, starts from
+:func:`get_base_config` and overrides what its model needs. Presets:
+
+* ``smoke``: the whole train, checkpoint, sample and eval path in seconds (tests).
+* ``cpu``: recognisable samples on a 2-core CPU in about ten minutes.
+* default (no preset): the full-size published configuration.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from jaxgen.errors import UserError
+
+PRESETS = ("smoke", "cpu", "full")
+CONDITIONINGS = ("none", "class", "text")
+
+
+def parse_args(arg: str | None, allowed: dict[str, object]) -> dict[str, object]:
+    """Parses ``key=value,key=value`` into a dict typed like ``allowed``.
+
+    Args:
+      arg: the text after the colon in ``--config=<file>:<arg>`` (may be empty).
+      allowed: every accepted key with its default value; a value's type decides
+        how the text is converted (bool, int, float or str).
+
+    Raises:
+      UserError: naming an unknown key, a malformed pair or a value of the wrong type.
+    """
+    values = dict(allowed)
+    if not arg:
+        return values
+    for pair in arg.split(","):
+        if not pair:
+            continue
+        if "=" not in pair:
+            raise UserError(f"config argument {pair!r} is not of the form key=value")
+        key, text = pair.split("=", 1)
+        key = key.strip()
+        if key not in allowed:
+            raise UserError(f"unknown config argument {key!r}; expected one of {sorted(allowed)}")
+        values[key] = _convert(key, text.strip(), allowed[key])
+    if "preset" in values and values["preset"] not in PRESETS:
+        raise UserError(f"config argument preset={values['preset']!r}: expected one of {PRESETS}")
+    if "cond" in values and values["cond"] not in CONDITIONINGS:
+        raise UserError(f"config argument cond={values['cond']!r}: expected one of {CONDITIONINGS}")
+    return values
+
+
+def _convert(key: str, text: str, default: object) -> object:
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes"):
+            return True
+        if text.lower() in ("0", "false", "no"):
+            return False
+        raise UserError(f"config argument {key}={text!r}: expected true or false")
+    for kind in (int, float):
+        if isinstance(default, kind):
+            try:
+                return kind(text)
+            except ValueError:
+                raise UserError(
+                    f"config argument {key}={text!r}: expected {kind.__name__}"
+                ) from None
+    return text
+
+
+def common_args(**family_args: object) -> dict[str, object]:
+    """The arguments every generator family accepts, plus the family's own."""
+    return dict(preset="full", data="fashion_mnist", cond="none", **family_args)
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    """Defaults shared by every family. Families override, never delete, keys."""
+    c = ml_collections.ConfigDict()
+    c.family = ""  # key of jaxgen.methods.REGISTRY
+    c.seed = 0
+    c.init_from = ""  # another run's workdir or checkpoint step dir, for fine-tuning
+    c.precision = "float32"
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "fashion_mnist"  # fashion_mnist | digits | sprites | tfds:<name>[:<split>]
+    c.data.dir = ""
+    c.data.image_size = 28  # images are resized to image_size x image_size
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    c.data.prefetch = 2
+    c.data.cond = "none"  # none | class | text
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 10_000
+    c.train.batch_size = 128  # global, over all processes and devices
+    c.train.log_every = 100
+    c.train.checkpoint_every = 1000
+    c.train.sample_every = 1000
+    c.train.eval_every = 0  # 0: evaluate only at the end of training
+    c.train.keep_checkpoints = 3
+    c.train.ema_decay = 0.999
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adam"  # adam | adamw
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.999
+    c.optimizer.eps = 1e-8
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.schedule = "constant"  # constant | cosine
+    c.optimizer.warmup_steps = 0
+    c.optimizer.grad_clip_norm = 0.0  # 0: no clipping
+
+    c.model = ml_collections.ConfigDict()
+
+    c.sample = ml_collections.ConfigDict()
+    c.sample.num = 64
+    c.sample.label = -1  # -1: labels cycle over the classes when conditioned
+    c.sample.prompt = ""
+    c.sample.prompts_file = ""
+    c.sample.sampler = ""
+    c.sample.steps = 0
+    c.sample.guidance = 0.0
+
+    c.evals = ml_collections.ConfigDict()
+    return c
+
+
+def shrink_for_preset(c: ml_collections.ConfigDict, preset: str) -> None:
+    """Applies the loop sizes shared by all families for ``smoke`` and ``cpu``."""
+    if preset == "smoke":
+        c.train.num_steps = 4
+        c.train.batch_size = 8
+        c.train.log_every = 2
+        c.train.checkpoint_every = 2
+        c.train.sample_every = 4
+        c.train.keep_checkpoints = 2
+        c.sample.num = 8

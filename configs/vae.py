@@ -1,0 +1,57 @@
+"""Convolutional VAE with a discretized-logistic likelihood (Kingma & Welling 2014).
+
+  python launch.py --config=configs/vae.py:preset=cpu --workdir=runs/vae
+  python launch.py --config=configs/vae.py:preset=cpu --workdir=runs/vae --mode=eval
+
+Arguments: ``preset=smoke|cpu`` (default: full), ``data=<source>``,
+``cond=none|class``, ``beta=<float>`` (beta-VAE, Higgins et al. 2017).
+"""
+
+from configs.base import common_args, get_base_config, parse_args, shrink_for_preset
+
+
+def get_config(arg: str | None = None):
+    args = parse_args(arg, common_args(beta=1.0))
+    c = get_base_config()
+    c.family = "vae"
+    c.data.name = args["data"]
+    c.data.cond = args["cond"]
+    c.data.image_size = 8 if args["data"] == "digits" else 28
+
+    c.model.channels = (64, 128)
+    c.model.latent_dim = 32
+    c.model.latent_channels = 0
+    c.model.hidden_dim = 512
+    c.model.beta = args["beta"]
+    c.model.iwae_k = 1000  # importance samples per test image (Burda et al. use 5000)
+
+    c.train.num_steps = 100_000
+    c.train.batch_size = 128
+    c.train.ema_decay = 0.999
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_steps = 1000
+    c.optimizer.grad_clip_norm = 1.0
+
+    c.evals.likelihood = dict(type="likelihood", num_examples=10_000, batch_size=500, every=0)
+    c.evals.params = dict(type="params", every=0)
+
+    if args["preset"] == "cpu":
+        c.model.channels = (32, 64)
+        c.model.hidden_dim = 256
+        c.model.iwae_k = 128
+        c.train.num_steps = 3000
+        c.train.log_every = 100
+        c.train.checkpoint_every = 1000
+        c.train.sample_every = 1000
+        c.optimizer.warmup_steps = 100
+    elif args["preset"] == "smoke":
+        shrink_for_preset(c, "smoke")
+        c.model.channels = (8, 16)
+        c.model.latent_dim = 4
+        c.model.hidden_dim = 32
+        c.model.iwae_k = 4
+        c.optimizer.warmup_steps = 0
+        c.evals.likelihood.num_examples = 16
+        c.evals.likelihood.batch_size = 8
+    return c

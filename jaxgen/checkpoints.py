@@ -1,0 +1,163 @@
+"""Orbax checkpoints of a run: ``<workdir>/checkpoints/<step>/{state,data}``.
+
+``state`` is the :class:`~jaxgen.methods.base.TrainState` (params, optimizer
+state, EMA, model state, step, RNG); ``data`` is the input iterator's state as
+JSON. A checkpoint that fails to restore is reported by step and path; readers
+may fall back to an earlier one (:meth:`Checkpoints.restore_latest`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxgen.errors import UserError
+
+log = logging.getLogger("jaxgen")
+
+
+class CorruptCheckpointError(UserError):
+    """A checkpoint directory exists but cannot be restored."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def list_steps(workdir: str) -> list[int]:
+    """Finished checkpoint steps in ``workdir``, oldest first (no Orbax manager needed)."""
+    directory = checkpoint_dir(workdir)
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+class Checkpoints:
+    """Saves every ``checkpoint_every`` steps and keeps the newest ``keep``."""
+
+    def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
+        self.directory = checkpoint_dir(workdir)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None if read_only else max(keep, 1),
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=False,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "data")
+        )
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, data_state: dict) -> None:
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+        """Restores step ``step`` into the structure and shardings of ``abstract_state``."""
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+                ),
+            )
+            _check_finite_tree(restored.state)
+        except Exception as e:  # Orbax/tensorstore raise many types for damaged files
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CorruptCheckpointError(
+                f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored: {reason}"
+            ) from None
+        return restored.state, restored.data
+
+    def restore_latest(self, abstract_state: Any, fall_back: bool) -> tuple[int, Any, dict]:
+        """Restores the newest checkpoint; with ``fall_back``, the newest that restores.
+
+        Raises:
+          UserError: when there is no checkpoint, or the newest is corrupt and
+            ``fall_back`` is off (nothing is deleted either way).
+        """
+        steps = self.all_steps()
+        if not steps:
+            raise UserError(f"no checkpoint in {self.directory}; train first (--mode=train)")
+        for step in reversed(steps):
+            try:
+                state, data = self.restore(step, abstract_state)
+                return step, state, data
+            except CorruptCheckpointError as e:
+                if not fall_back:
+                    raise CorruptCheckpointError(
+                        f"{e}; move it away to resume from the previous one"
+                    ) from None
+                log.warning("%s; falling back to the previous checkpoint", e)
+        raise UserError(f"no checkpoint in {self.directory} can be restored")
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def _check_finite_tree(tree: Any) -> None:
+    for leaf in jax.tree.leaves(tree):
+        if jax.dtypes.issubdtype(leaf.dtype, np.floating) and not bool(
+            jax.numpy.isfinite(leaf).all()
+        ):
+            raise ValueError("non-finite values in the restored state")
+
+
+def load_params_from(path: str, abstract_params: Any, key: str = "params") -> Any:
+    """Parameters of another run for fine-tuning (``init_from``).
+
+    Args:
+      path: a run's workdir (its latest checkpoint is used) or one ``checkpoints/<step>`` dir.
+      abstract_params: the structure expected by this run (shapes and dtypes).
+      key: which entry of the saved TrainState to read (``params`` or ``ema_params``).
+
+    Raises:
+      UserError: listing every parameter whose name or shape differs.
+    """
+    step_dir = path
+    if os.path.isdir(checkpoint_dir(path)):
+        steps = list_steps(path)
+        if not steps:
+            raise UserError(f"config key init_from={path!r}: the run has no checkpoint")
+        step_dir = os.path.join(checkpoint_dir(path), str(steps[-1]))
+    state_dir = os.path.join(step_dir, "state")
+    if not os.path.isdir(state_dir):
+        raise UserError(f"config key init_from={path!r}: not a workdir or checkpoint directory")
+    try:
+        saved = ocp.StandardCheckpointer().restore(os.path.abspath(state_dir))
+    except Exception as e:
+        raise UserError(f"config key init_from={path!r}: cannot read checkpoint: {e}") from None
+    if key not in saved:
+        raise UserError(f"config key init_from={path!r}: checkpoint has no {key!r}")
+    source = {
+        jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(saved[key])
+    }
+    target = jax.tree_util.tree_leaves_with_path(abstract_params)
+    problems = []
+    for path_key, leaf in target:
+        name = jax.tree_util.keystr(path_key)
+        if name not in source:
+            problems.append(f"{name} missing")
+        elif tuple(source[name].shape) != tuple(leaf.shape):
+            problems.append(f"{name} shape {tuple(source[name].shape)} != {tuple(leaf.shape)}")
+    extra = set(source) - {jax.tree_util.keystr(k) for k, _ in target}
+    problems += [f"{name} unexpected" for name in sorted(extra)]
+    if problems:
+        raise UserError(
+            f"config key init_from={path!r}: parameters do not match: " + "; ".join(problems[:20])
+        )
+    leaves = [np.asarray(source[jax.tree_util.keystr(k)], leaf.dtype) for k, leaf in target]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract_params), leaves)

@@ -1,0 +1,182 @@
+"""Random-access image sources: ``len(source)`` and ``source[i]``.
+
+Every source returns ``{"image": uint8 [H, W, C], "label": int32 scalar}``
+(label ``-1`` when the dataset has none) and exposes ``image_shape``,
+``num_classes`` and ``class_names``. Sources are looked up by
+``config.data.name`` in :data:`SOURCES`; ``tfds:<name>[:<split>]`` goes
+through ``tfds.data_source``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from jaxgen.errors import UserError
+
+FASHION_MNIST_CLASSES = (
+    "t-shirt/top", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+)  # fmt: skip
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_INSTALL = "sudo apt-get install -y dataset-fashion-mnist"
+
+
+class ArraySource:
+    """A source backed by in-memory arrays (images uint8 [N, H, W, C], labels int32 [N])."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]):
+        if images.ndim == 3:
+            images = images[..., None]
+        self.images = np.ascontiguousarray(images, dtype=np.uint8)
+        self.labels = np.asarray(labels, dtype=np.int32)
+        self.class_names = tuple(class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {"image": self.images[index], "label": self.labels[index]}
+
+
+def _read_idx(path: str) -> np.ndarray:
+    """Reads an IDX file (gzip-compressed) into a uint8 array."""
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise UserError(f"cannot read IDX file {path}: {e}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise UserError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(data) - offset != expected:
+        raise UserError(f"{path} is truncated: expected {expected} bytes of data for shape {dims}")
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
+
+
+def fashion_mnist_dirs(data_dir: str) -> list[str]:
+    """The places searched for the Fashion-MNIST IDX files, in order."""
+    dirs = [data_dir] if data_dir else []
+    env = os.environ.get("JAXGEN_DATA_DIR")
+    if env:
+        dirs.append(os.path.join(env, "fashion_mnist"))
+    dirs.append(FASHION_MNIST_SYSTEM_DIR)
+    return dirs
+
+
+def fashion_mnist(split: str, data_dir: str = "") -> ArraySource:
+    if split not in FASHION_MNIST_FILES:
+        raise UserError(f"fashion_mnist has splits {sorted(FASHION_MNIST_FILES)}, not {split!r}")
+    image_file, label_file = FASHION_MNIST_FILES[split]
+    dirs = fashion_mnist_dirs(data_dir)
+    for d in dirs:
+        if os.path.exists(os.path.join(d, image_file)) and os.path.exists(
+            os.path.join(d, label_file)
+        ):
+            images = _read_idx(os.path.join(d, image_file))
+            labels = _read_idx(os.path.join(d, label_file))
+            if len(images) != len(labels):
+                raise UserError(f"{d}: {len(images)} images but {len(labels)} labels")
+            return ArraySource(images, labels, FASHION_MNIST_CLASSES)
+    raise UserError(
+        f"Fashion-MNIST files ({image_file}, {label_file}) not found in "
+        f"{', '.join(dirs)}; install them with: {FASHION_MNIST_INSTALL}"
+    )
+
+
+def digits(split: str, data_dir: str = "") -> ArraySource:
+    """scikit-learn's 8x8 digits (1,797 images, 16 grey levels scaled to 0..255).
+
+    The split is deterministic: every fifth image (index % 5 == 0) is ``test``.
+    """
+    del data_dir
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+    is_test = np.arange(len(images)) % 5 == 0
+    if split not in ("train", "test"):
+        raise UserError(f"digits has splits ['test', 'train'], not {split!r}")
+    keep = is_test if split == "test" else ~is_test
+    return ArraySource(images[keep], d.target[keep], tuple(str(i) for i in range(10)))
+
+
+class TfdsSource:
+    """Any TFDS dataset through ``tfds.data_source`` (random access, no TensorFlow)."""
+
+    def __init__(self, name: str, split: str, data_dir: str):
+        import tensorflow_datasets as tfds
+
+        try:
+            self._source = tfds.data_source(name, split=split, data_dir=data_dir or None)
+            builder = tfds.builder(name, data_dir=data_dir or None)
+        except Exception as e:  # tfds raises many types for missing data
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"TFDS dataset {name}:{split} is not available: {first}") from None
+        features = builder.info.features
+        self._image_key = "image"
+        label = features["label"] if "label" in features else None
+        self.class_names = tuple(label.names) if label is not None else ()
+        example = self._source[0]
+        image = np.asarray(example[self._image_key])
+        self.image_shape = tuple(image.shape if image.ndim == 3 else (*image.shape, 1))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        example = self._source[index]
+        image = np.asarray(example[self._image_key], dtype=np.uint8)
+        if image.ndim == 2:
+            image = image[..., None]
+        label = np.int32(example["label"]) if self.class_names else np.int32(-1)
+        return {"image": image, "label": label}
+
+
+SOURCES: dict[str, Callable[[str, str], object]] = {
+    "fashion_mnist": fashion_mnist,
+    "digits": digits,
+}
+
+
+def register_source(name: str, factory: Callable[[str, str], object]) -> None:
+    """Adds a source ``factory(split, data_dir)`` under ``name``."""
+    SOURCES[name] = factory
+
+
+def get_source(name: str, split: str, data_dir: str = ""):
+    """Returns the source ``name`` for ``split``; see the module docstring."""
+    if name.startswith("tfds:"):
+        parts = name.split(":")
+        if len(parts) not in (2, 3) or not parts[1]:
+            raise UserError(f"config key data.name={name!r}: expected tfds:<name>[:<split>]")
+        return TfdsSource(parts[1], parts[2] if len(parts) == 3 else split, data_dir)
+    if name == "sprites" and name not in SOURCES:
+        from jaxgen.data import sprites  # noqa: F401  (registers itself)
+    if name not in SOURCES:
+        raise UserError(
+            f"config key data.name={name!r}: expected one of {sorted(SOURCES)} or tfds:<name>"
+        )
+    return SOURCES[name](split, data_dir)

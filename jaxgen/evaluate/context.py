@@ -1,0 +1,59 @@
+"""What an evaluator may use: the model, its parameters, real data and samples."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxgen.methods.base import DataSpec, Method
+
+
+@dataclasses.dataclass
+class EvalContext:
+    """Shared by all evaluators of one evaluation round.
+
+    Attributes:
+      config: the run's full config.
+      method: the family's :class:`Method`.
+      params: the parameters used for evaluation (EMA where the family keeps one).
+      model_state: non-trainable state of the model.
+      spec: image shape, number of classes and conditioning of the data.
+      train_source / eval_source: random-access real data (train and eval split).
+      rng: a key reserved for evaluation.
+      workdir: the run directory (evaluators may cache files under it).
+      generate: ``generate(num, rng) -> {"images": uint8 [num, H, W, C],
+        "labels": int32 [num] (or absent)}``; results are cached per ``num``.
+    """
+
+    config: ml_collections.ConfigDict
+    method: Method
+    params: Any
+    model_state: Any
+    spec: DataSpec
+    train_source: Any
+    eval_source: Any
+    rng: jax.Array
+    workdir: str
+    generate_fn: Callable[[int, jax.Array], dict[str, np.ndarray]]
+    _sample_cache: dict[int, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+
+    def generate(self, num: int) -> dict[str, np.ndarray]:
+        """``num`` samples from the model, the same ones for every evaluator."""
+        if num not in self._sample_cache:
+            self._sample_cache[num] = self.generate_fn(num, jax.random.fold_in(self.rng, num))
+        return self._sample_cache[num]
+
+    def real(self, num: int, split: str = "eval") -> dict[str, np.ndarray]:
+        """The first ``num`` real images (uint8 [num, H, W, C]) and labels of a split."""
+        source = self.eval_source if split == "eval" else self.train_source
+        num = min(num, len(source))
+        items = [source[i] for i in range(num)]
+        return {
+            "images": np.stack([x["image"] for x in items]),
+            "labels": np.asarray([x["label"] for x in items], np.int32),
+        }

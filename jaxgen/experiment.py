@@ -1,0 +1,143 @@
+"""An experiment: config, data, model family, mesh and the jitted functions over them.
+
+Train, sample and eval modes all build one :class:`Experiment`, so they share
+the same state layout, the same sampling function and the same evaluators.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxgen import parallel
+from jaxgen.checkpoints import Checkpoints
+from jaxgen.data.pipeline import Pipeline, data_spec, load_source
+from jaxgen.errors import UserError
+from jaxgen.evaluate import EvalContext, check_evaluators, run_evaluators
+from jaxgen.images import to_uint8
+from jaxgen.methods import get_method_class
+from jaxgen.methods.base import TrainState
+
+SAMPLE_STREAM = 1  # fold_in tags that separate the RNG streams of one seed
+EVAL_STREAM = 2
+SAMPLE_CHUNK = 256
+
+
+class Experiment:
+    """Everything derived from a config, built once per process."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config = config
+        self.workdir = workdir
+        self.train_source = load_source(config.data, config.data.train_split)
+        self.eval_source = load_source(config.data, config.data.eval_split)
+        self.spec = data_spec(self.train_source, config.data.cond)
+        self.method = get_method_class(config.family)(config, self.spec)
+        self.mesh = parallel.make_mesh()
+        parallel.check_batch_size(config.train.batch_size, self.mesh)
+        self.tx = self.method.make_optimizer()
+        check_evaluators(config.evals)
+        self.rng = jax.random.PRNGKey(config.seed)
+        self._sample_fn = jax.jit(self.method.sample, static_argnums=(2,))
+
+    # --- data -----------------------------------------------------------
+    def pipeline(self) -> Pipeline:
+        return Pipeline(
+            self.train_source,
+            self.config.train.batch_size,
+            seed=self.config.seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            prefetch=self.config.data.prefetch,
+            transform=self.method.batch_transform(),
+        )
+
+    def example_batch(self) -> dict[str, np.ndarray]:
+        """A global-batch-shaped example (zeros) for shape inference."""
+        item = self.method.batch_transform()(self.train_source[0])
+        n = self.config.train.batch_size
+        return {k: np.zeros((n, *np.shape(v)), np.asarray(v).dtype) for k, v in item.items()}
+
+    # --- state ----------------------------------------------------------
+    @functools.cached_property
+    def abstract_state(self) -> TrainState:
+        return jax.eval_shape(self._init_state_fn, self.rng, self.example_batch())
+
+    def _init_state_fn(self, rng, batch):
+        return self.method.init_state(rng, batch, self.tx)
+
+    def init_state(self) -> TrainState:
+        repl = parallel.replicated(self.mesh)
+        init = jax.jit(self._init_state_fn, out_shardings=repl)
+        return init(self.rng, self.example_batch())
+
+    def abstract_sharded_state(self) -> TrainState:
+        repl = parallel.replicated(self.mesh)
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), self.abstract_state
+        )
+
+    def checkpoints(self, read_only: bool = False) -> Checkpoints:
+        return Checkpoints(self.workdir, self.config.train.keep_checkpoints, read_only=read_only)
+
+    # --- sampling -------------------------------------------------------
+    def conditioning(self, num: int) -> dict[str, jax.Array] | None:
+        """Labels for ``num`` samples: ``sample.label`` or the classes in turn."""
+        if self.spec.cond == "class":
+            label = self.config.sample.label
+            if label >= self.spec.num_classes:
+                last = self.spec.num_classes - 1
+                raise UserError(f"config key sample.label={label}: expected -1 or 0..{last}")
+            labels = np.full(num, label) if label >= 0 else np.arange(num) % self.spec.num_classes
+            return {"label": jnp.asarray(labels, jnp.int32)}
+        if self.spec.cond == "text":
+            return self.method.text_conditioning(num, self.config.sample)
+        return None
+
+    def generate(self, state: TrainState, num: int, rng: jax.Array) -> dict[str, np.ndarray]:
+        """``num`` samples as uint8 ``[num, H, W, C]`` (+ ``labels``), in chunks."""
+        params = self.method.sampling_params(state)
+        conditioning = self.conditioning(num)
+        images = []
+        for start in range(0, num, SAMPLE_CHUNK):
+            count = min(SAMPLE_CHUNK, num - start)
+            chunk_cond = (
+                None
+                if conditioning is None
+                else jax.tree.map(lambda x, s=start, c=count: x[s : s + c], conditioning)
+            )
+            out = self._sample_fn(params, jax.random.fold_in(rng, start), count, chunk_cond)
+            images.append(to_uint8(jax.device_get(out)))
+        result = {"images": np.concatenate(images)}
+        if conditioning is not None:
+            result.update(
+                {
+                    ("labels" if k == "label" else k): np.asarray(v)
+                    for k, v in conditioning.items()
+                    if k != "tokens"
+                }
+            )
+        return result
+
+    def sample_rng(self) -> jax.Array:
+        return jax.random.fold_in(self.rng, SAMPLE_STREAM)
+
+    # --- evaluation -----------------------------------------------------
+    def evaluate(self, state: TrainState, step: int, final: bool) -> dict[str, float]:
+        ctx = EvalContext(
+            config=self.config,
+            method=self.method,
+            params=self.method.sampling_params(state),
+            model_state=state.model_state,
+            spec=self.spec,
+            train_source=self.train_source,
+            eval_source=self.eval_source,
+            rng=jax.random.fold_in(jax.random.fold_in(self.rng, EVAL_STREAM), step),
+            workdir=self.workdir,
+            generate_fn=lambda num, rng: self.generate(state, num, rng),
+        )
+        return run_evaluators(ctx, self.config.evals, step, final)

@@ -1,0 +1,198 @@
+"""The interface between a model family and the generic trainer.
+
+A family subclasses :class:`Method`. Single-optimizer families implement
+``init_params``, ``loss`` and ``sample``; the default :meth:`Method.train_step`
+differentiates ``loss``, applies the optax update and the EMA. Families whose
+step has another shape (the GAN's two players) override ``init_state`` and
+``train_step`` but keep the same :class:`TrainState`, so checkpoints, resume,
+sharding and logging stay in one place (``jaxgen/train.py``).
+
+Conventions:
+  * ``batch["image"]``: uint8 ``[B, H, W, C]``; ``batch["label"]``: int32 ``[B]``
+    (``-1`` when unlabelled); with text conditioning ``batch["tokens"]``: int32
+    ``[B, L]``.
+  * ``sample`` returns float32 images in ``[0, 1]`` of shape ``[N, H, W, C]``.
+  * ``likelihood`` returns per-example arrays, in nats and bits/dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+PyTree = Any
+Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a checkpoint holds besides the data-iterator state.
+
+    Attributes:
+      step: int32 scalar, number of updates applied.
+      params: trainable parameters (for a GAN ``{"generator", "discriminator"}``).
+      opt_state: optax state (a dict of states for several optimizers).
+      ema_params: exponential moving average of ``params``, used for sampling.
+      model_state: non-trainable collections (e.g. spectral-norm vectors).
+      rng: base PRNG key; step ``s`` uses ``fold_in(rng, s)``.
+      first_nonfinite_step: int32 scalar, first step whose loss was NaN/inf, or -1.
+    """
+
+    step: jax.Array
+    params: PyTree
+    opt_state: PyTree
+    ema_params: PyTree
+    model_state: PyTree
+    rng: jax.Array
+    first_nonfinite_step: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """What the data pipeline provides: image shape and conditioning."""
+
+    image_shape: tuple[int, int, int]  # (H, W, C)
+    num_classes: int  # 0 when the source has no labels
+    cond: str = "none"  # none | class | text
+
+
+def images_to_unit(images: jax.Array) -> jax.Array:
+    """uint8 [0, 255] -> float32 [0, 1]."""
+    return images.astype(jnp.float32) / 255.0
+
+
+def images_to_symmetric(images: jax.Array) -> jax.Array:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def select_image_and_label(item: dict) -> dict:
+    return {"image": item["image"], "label": item["label"]}
+
+
+def ema_update(ema: PyTree, new: PyTree, decay: float) -> PyTree:
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, new)
+
+
+class Method:
+    """Base class of a model family; see the module docstring."""
+
+    def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
+        self.config = config
+        self.data = data
+
+    # --- what a single-optimizer family implements -------------------------
+    def init_params(self, rng: jax.Array, batch: dict[str, jax.Array]) -> PyTree:
+        """Returns the trainable parameters for an example batch."""
+        raise NotImplementedError
+
+    def init_model_state(self, rng: jax.Array, batch: dict[str, jax.Array]) -> PyTree:
+        """Non-trainable state (default: none)."""
+        del rng, batch
+        return {}
+
+    def loss(
+        self, params: PyTree, batch: dict[str, jax.Array], rng: jax.Array
+    ) -> tuple[jax.Array, Metrics]:
+        """Scalar training loss and scalar metrics for one global batch."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        params: PyTree,
+        rng: jax.Array,
+        num: int,
+        conditioning: dict[str, jax.Array] | None = None,
+    ) -> jax.Array:
+        """float32 images in [0, 1], ``[num, H, W, C]``.
+
+        ``conditioning`` holds ``label`` int32 ``[num]`` and/or ``tokens``.
+        """
+        raise NotImplementedError
+
+    def likelihood(
+        self, params: PyTree, batch: dict[str, jax.Array], rng: jax.Array
+    ) -> dict[str, jax.Array] | None:
+        """Per-example ``{"bits_per_dim": [B], ...}``, or None without a likelihood."""
+        del params, batch, rng
+        return None
+
+    def batch_transform(self):
+        """Per-example function of the input pipeline: source item -> batched fields."""
+        return select_image_and_label
+
+    def text_conditioning(self, num: int, sample_config) -> dict[str, jax.Array]:
+        """Conditioning arrays for ``num`` samples from ``sample.prompt``/``prompts_file``."""
+        del num, sample_config
+        from jaxgen.errors import UserError
+
+        raise UserError(f"family {self.config.family!r} has no text conditioning")
+
+    def write_extras(self, params: PyTree, real: dict, rng: jax.Array, out_dir: str, step: int):
+        """Family-specific outputs of ``--mode=sample`` (e.g. a VAE's interpolations)."""
+        del params, real, rng, out_dir, step
+
+    def sampling_params(self, state: TrainState) -> PyTree:
+        """The parameters used for sampling and evaluation (EMA by default)."""
+        return state.ema_params
+
+    # --- the generic step; override for other step shapes ------------------
+    def make_optimizer(self) -> optax.GradientTransformation:
+        """The optimizer passed back to ``init_state`` and ``train_step``."""
+        from jaxgen.optim import build_optimizer
+
+        return build_optimizer(self.config.optimizer, self.config.train.num_steps)
+
+    def init_state(
+        self, rng: jax.Array, batch: dict[str, jax.Array], tx: optax.GradientTransformation
+    ) -> TrainState:
+        init_rng, state_rng, step_rng = jax.random.split(rng, 3)
+        params = self.init_params(init_rng, batch)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            ema_params=params,
+            model_state=self.init_model_state(state_rng, batch),
+            rng=step_rng,
+            first_nonfinite_step=jnp.full((), -1, jnp.int32),
+        )
+
+    def train_step(
+        self,
+        state: TrainState,
+        batch: dict[str, jax.Array],
+        tx: optax.GradientTransformation,
+        ema_decay: float,
+    ) -> tuple[TrainState, Metrics]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
+            state.params, batch, rng
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree_utils.tree_norm(grads))
+        return (
+            state.replace(
+                step=state.step + 1,
+                params=params,
+                opt_state=opt_state,
+                ema_params=ema_update(state.ema_params, params, ema_decay),
+                first_nonfinite_step=mark_nonfinite(state, loss),
+            ),
+            metrics,
+        )
+
+
+def mark_nonfinite(state: TrainState, loss: jax.Array) -> jax.Array:
+    """Records the first step whose loss is not finite (checked on the host later)."""
+    already = state.first_nonfinite_step >= 0
+    return jnp.where(already | jnp.isfinite(loss), state.first_nonfinite_step, state.step).astype(
+        jnp.int32
+    )

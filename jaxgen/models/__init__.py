@@ -1,0 +1,1 @@
+"""Pure Flax linen modules."""

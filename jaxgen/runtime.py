@@ -1,0 +1,59 @@
+"""Process-level setup: multi-process initialisation and the compilation cache."""
+
+from __future__ import annotations
+
+import logging as pylogging
+import os
+
+import jax
+
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "jaxgen", "xla")
+
+
+def multi_process_env() -> dict | None:
+    """Arguments for ``jax.distributed.initialize`` when this is one of several processes.
+
+    Explicit ``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``
+    win; under SLURM (``SLURM_NTASKS`` > 1) or on a multi-host TPU
+    (``TPU_WORKER_HOSTNAMES`` listing several hosts) JAX detects the rest.
+    """
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") and os.environ.get("JAX_NUM_PROCESSES"):
+        return {
+            "coordinator_address": os.environ["JAX_COORDINATOR_ADDRESS"],
+            "num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
+            "process_id": int(os.environ.get("JAX_PROCESS_ID", "0")),
+        }
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and os.environ.get("SLURM_JOB_ID"):
+        return {}
+    if len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1:
+        return {}
+    return None
+
+
+def enable_compilation_cache() -> None:
+    """Persistent XLA cache (``$JAXGEN_COMPILATION_CACHE``; empty string turns it off)."""
+    path = os.environ.get("JAXGEN_COMPILATION_CACHE", DEFAULT_CACHE)
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def initialize() -> None:
+    """Joins the other processes (if any) and turns on the compilation cache."""
+    kwargs = multi_process_env()
+    if kwargs is not None:
+        # Only affects the CPU backend; must be set before the backend starts.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(**kwargs)
+    enable_compilation_cache()
+    configure_logging()
+
+
+def configure_logging() -> None:
+    """jaxgen's own progress lines at INFO; libraries (Orbax, absl) at WARNING."""
+    pylogging.basicConfig(
+        format="%(asctime)s %(levelname).1s %(name)s] %(message)s", datefmt="%H:%M:%S"
+    )
+    pylogging.getLogger().setLevel(pylogging.WARNING)
+    pylogging.getLogger("absl").setLevel(pylogging.WARNING)
+    pylogging.getLogger("jaxgen").setLevel(pylogging.INFO)

@@ -1,0 +1,66 @@
+"""Shared fixtures: smoke configs, launcher subprocesses, a persistent compilation cache."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.setdefault(
+    "JAXGEN_COMPILATION_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxgen", "xla")
+)
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+
+def load_config(spec: str):
+    """``configs/<family>.py:args`` -> ConfigDict, as the launcher builds it."""
+    from jaxgen.cli import load_config_file
+
+    path, _, arg = spec.partition(":")
+    return load_config_file(os.path.join(REPO, path) + (f":{arg}" if arg else ""))
+
+
+def launch(
+    *args: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Runs ``python launch.py ARGS`` in the repo and returns the finished process."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "launch.py"), *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tree_digest(directory: str) -> str:
+    """A hash of every file's path and bytes under ``directory`` (to show nothing changed)."""
+    digest = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(directory)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, directory).encode())
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
+def has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache():
+    from jaxgen import runtime
+
+    runtime.enable_compilation_cache()
+    runtime.configure_logging()

@@ -1,0 +1,33 @@
+import pytest
+
+from configs.base import parse_args
+from jaxgen.errors import UserError
+from tests.conftest import load_config
+
+
+def test_parse_args_types_and_defaults():
+    args = parse_args("preset=smoke,beta=4,flag=false", dict(preset="full", beta=1.0, flag=True))
+    assert args == {"preset": "smoke", "beta": 4.0, "flag": False}
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("nope=1", "unknown config argument 'nope'"),
+        ("beta=abc", "beta='abc': expected float"),
+        ("preset", "not of the form key=value"),
+        ("preset=huge", "preset='huge'"),
+    ],
+)
+def test_parse_args_errors_name_the_key(arg, message):
+    with pytest.raises(UserError, match=message):
+        parse_args(arg, dict(preset="full", beta=1.0))
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "full"])
+def test_vae_presets_load(preset):
+    config = load_config(f"configs/vae.py:preset={preset}")
+    assert config.family == "vae"
+    assert config.train.num_steps > 0
+    if preset == "smoke":
+        assert config.train.num_steps <= 10

@@ -1,0 +1,105 @@
+"""Data parallelism: 8 simulated CPU devices and 2 processes match one device."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from tests.conftest import REPO
+
+ONE_STEP = r"""
+import sys, jax, numpy as np
+sys.path.insert(0, {repo!r})
+from jaxgen.cli import load_config_file
+from jaxgen.experiment import Experiment
+from jaxgen.train import Trainer
+config = load_config_file("configs/vae.py:preset=smoke")
+config.train.batch_size = 16
+exp = Experiment(config, {workdir!r})
+trainer = Trainer(exp)
+state = exp.init_state()
+pipeline = exp.pipeline()
+from jaxgen import parallel
+state, metrics = trainer.step_fn(state, parallel.global_batch(next(pipeline), exp.mesh))
+leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+np.savez({out!r}, loss=np.asarray(metrics["loss"]), devices=len(jax.devices()), *leaves)
+"""
+
+
+def _one_step(tmp_path, devices):
+    out = str(tmp_path / f"step_{devices}.npz")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    code = ONE_STEP.format(repo=REPO, workdir=str(tmp_path / f"w{devices}"), out=out)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(out)
+
+
+def test_eight_devices_match_one(tmp_path):
+    one, eight = _one_step(tmp_path, 1), _one_step(tmp_path, 8)
+    assert int(one["devices"]) == 1 and int(eight["devices"]) == 8
+    np.testing.assert_allclose(one["loss"], eight["loss"], atol=1e-5)
+    names = [k for k in one.files if k.startswith("arr_")]
+    assert names
+    for name in names:
+        np.testing.assert_allclose(one[name], eight[name], atol=1e-5, err_msg=name)
+
+
+TWO_PROCESS = r"""
+import os, sys, jax, numpy as np
+sys.path.insert(0, {repo!r})
+from jaxgen import runtime
+runtime.initialize()
+from jaxgen.cli import load_config_file
+from jaxgen.run import run
+config = load_config_file("configs/vae.py:preset=smoke")
+config.train.num_steps = 6
+state = run(config, {workdir!r}, "train")
+leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
+np.savez({out!r}.format(jax.process_index()), processes=jax.process_count(), *leaves)
+"""
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_together_and_only_process_0_writes(tmp_path):
+    workdir = str(tmp_path / "run")
+    out = str(tmp_path / "params_{}.npz")
+    code = TWO_PROCESS.format(repo=REPO, workdir=workdir, out=out)
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        env = dict(
+            os.environ,
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(pid),
+            JAX_PLATFORMS="cpu",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+            )
+        )
+    for p in procs:
+        _, err = p.communicate(timeout=400)
+        assert p.returncode == 0, err[-3000:]
+    p0, p1 = np.load(out.format(0)), np.load(out.format(1))
+    assert int(p0["processes"]) == 2
+    for name in (k for k in p0.files if k.startswith("arr_")):
+        np.testing.assert_array_equal(p0[name], p1[name])
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        steps = [line.split(",")[0] for line in f if '"loss"' in line]
+    assert steps == ['{"step": 2', '{"step": 4', '{"step": 6'], steps  # one writer, no duplicates
+    assert (
+        os.listdir(os.path.join(workdir, "tb"))
+        and len(os.listdir(os.path.join(workdir, "tb"))) == 1
+    )
