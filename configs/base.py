@@ -79,7 +79,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.family = ""  # key of jaxgen.methods.REGISTRY
     c.seed = 0
     c.init_from = ""  # another run's workdir or checkpoint step dir, for fine-tuning
-    c.precision = "float32"
+    c.precision = "float32"  # float32 | bfloat16 (bf16 compute, float32 params and optimizer)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "fashion_mnist"  # fashion_mnist | digits | sprites | tfds:<name>[:<split>]
@@ -99,6 +99,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 0  # 0: evaluate only at the end of training
     c.train.keep_checkpoints = 3
     c.train.ema_decay = 0.999
+    c.train.grad_accum_steps = 1  # micro-batches per step (activation memory / k)
+    c.train.param_sharding = "replicated"  # replicated | fsdp (state split over the data axis)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"  # adam | adamw
@@ -112,6 +114,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.optimizer.grad_clip_norm = 0.0  # 0: no clipping
 
     c.model = ml_collections.ConfigDict()
+    c.model.remat = "none"  # none | full | dots: recompute activations in the backward pass
 
     c.sample = ml_collections.ConfigDict()
     c.sample.num = 64

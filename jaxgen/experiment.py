@@ -70,15 +70,22 @@ class Experiment:
     def _init_state_fn(self, rng, batch):
         return self.method.init_state(rng, batch, self.tx)
 
+    @functools.cached_property
+    def state_shardings(self) -> TrainState:
+        """Per-leaf shardings of the state (``train.param_sharding``)."""
+        return parallel.state_shardings(
+            self.abstract_state, self.mesh, self.config.train.get("param_sharding", "replicated")
+        )
+
     def init_state(self) -> TrainState:
-        repl = parallel.replicated(self.mesh)
-        init = jax.jit(self._init_state_fn, out_shardings=repl)
+        init = jax.jit(self._init_state_fn, out_shardings=self.state_shardings)
         return init(self.rng, self.example_batch())
 
     def abstract_sharded_state(self) -> TrainState:
-        repl = parallel.replicated(self.mesh)
         return jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), self.abstract_state
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            self.abstract_state,
+            self.state_shardings,
         )
 
     def checkpoints(self, read_only: bool = False) -> Checkpoints:

@@ -24,6 +24,38 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+FSDP_MIN_SIZE = 2**14  # smaller arrays stay replicated: gathering them costs more than it saves
+PARAM_SHARDINGS = ("replicated", "fsdp")
+
+
+def state_shardings(abstract_state, mesh: Mesh, mode: str):
+    """Shardings for every leaf of a train state.
+
+    ``replicated``: every device holds everything. ``fsdp``: each array of at
+    least ``FSDP_MIN_SIZE`` elements is split over the data axis along its
+    largest dimension divisible by the number of devices (parameters, EMA and
+    optimizer moments alike); ``jax.jit`` inserts the gathers.
+    """
+    if mode not in PARAM_SHARDINGS:
+        raise UserError(
+            f"config key train.param_sharding={mode!r}: expected one of {PARAM_SHARDINGS}"
+        )
+    if mode == "replicated":
+        return jax.tree.map(lambda _: replicated(mesh), abstract_state)
+
+    def leaf_sharding(x):
+        if x.ndim == 0 or x.size < FSDP_MIN_SIZE:
+            return replicated(mesh)
+        dims = [d for d in np.argsort(x.shape)[::-1] if x.shape[d] % mesh.size == 0]
+        if not dims:
+            return replicated(mesh)
+        spec = [None] * x.ndim
+        spec[dims[0]] = DATA_AXIS
+        return NamedSharding(mesh, PartitionSpec(*spec))
+
+    return jax.tree.map(leaf_sharding, abstract_state)
+
+
 def check_batch_size(global_batch: int, mesh: Mesh) -> None:
     if global_batch % mesh.size:
         raise UserError(

@@ -109,8 +109,8 @@ class Trainer:
         step_fn = functools.partial(exp.method.train_step, tx=exp.tx, ema_decay=self.cfg.ema_decay)
         self.step_fn = jax.jit(
             step_fn,
-            in_shardings=(repl, parallel.batch_sharded(exp.mesh)),
-            out_shardings=(repl, repl),
+            in_shardings=(exp.state_shardings, parallel.batch_sharded(exp.mesh)),
+            out_shardings=(exp.state_shardings, repl),
             donate_argnums=0,
         )
         self.writer = MetricWriter(exp.workdir, parallel.is_main_process())
@@ -127,8 +127,9 @@ class Trainer:
         state = exp.init_state()
         if exp.config.init_from:
             params = load_params_from(exp.config.init_from, state.params)
-            params = jax.device_put(params, parallel.replicated(exp.mesh))
-            state = state.replace(params=params, ema_params=params, opt_state=exp.tx.init(params))
+            params = jax.device_put(params, exp.state_shardings.params)
+            opt_state = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)(params)
+            state = state.replace(params=params, ema_params=params, opt_state=opt_state)
             log.info("initialised parameters from %s", exp.config.init_from)
         return state
 

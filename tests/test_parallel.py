@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO
 
@@ -17,6 +18,7 @@ from jaxgen.experiment import Experiment
 from jaxgen.train import Trainer
 config = load_config_file("configs/vae.py:preset=smoke")
 config.train.batch_size = 16
+config.train.param_sharding = {sharding!r}
 exp = Experiment(config, {workdir!r})
 trainer = Trainer(exp)
 state = exp.init_state()
@@ -24,14 +26,17 @@ pipeline = exp.pipeline()
 from jaxgen import parallel
 state, metrics = trainer.step_fn(state, parallel.global_batch(next(pipeline), exp.mesh))
 leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]
-np.savez({out!r}, loss=np.asarray(metrics["loss"]), devices=len(jax.devices()), *leaves)
+sharded = sum(not x.sharding.is_fully_replicated for x in jax.tree.leaves(state.params))
+info = dict(loss=np.asarray(metrics["loss"]), devices=len(jax.devices()), sharded=sharded)
+np.savez({out!r}, *leaves, **info)
 """
 
 
-def _one_step(tmp_path, devices):
-    out = str(tmp_path / f"step_{devices}.npz")
+def _one_step(tmp_path, devices, sharding="replicated"):
+    out = str(tmp_path / f"step_{devices}_{sharding}.npz")
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    code = ONE_STEP.format(repo=REPO, workdir=str(tmp_path / f"w{devices}"), out=out)
+    workdir = str(tmp_path / f"w{devices}{sharding}")
+    code = ONE_STEP.format(repo=REPO, workdir=workdir, out=out, sharding=sharding)
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
@@ -39,9 +44,11 @@ def _one_step(tmp_path, devices):
     return np.load(out)
 
 
-def test_eight_devices_match_one(tmp_path):
-    one, eight = _one_step(tmp_path, 1), _one_step(tmp_path, 8)
+@pytest.mark.parametrize("sharding", ["replicated", "fsdp"])
+def test_eight_devices_match_one(tmp_path, sharding):
+    one, eight = _one_step(tmp_path, 1), _one_step(tmp_path, 8, sharding)
     assert int(one["devices"]) == 1 and int(eight["devices"]) == 8
+    assert (int(eight["sharded"]) > 0) == (sharding == "fsdp")
     np.testing.assert_allclose(one["loss"], eight["loss"], atol=1e-5)
     names = [k for k in one.files if k.startswith("arr_")]
     assert names

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxgen.methods.gradients import PRECISIONS, REMAT_POLICIES, loss_and_grads
+
 PyTree = Any
 Metrics = dict[str, jax.Array]
 
@@ -62,14 +64,36 @@ class DataSpec:
     cond: str = "none"  # none | class | text
 
 
-def images_to_unit(images: jax.Array) -> jax.Array:
-    """uint8 [0, 255] -> float32 [0, 1]."""
-    return images.astype(jnp.float32) / 255.0
+def images_to_unit(images: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """uint8 [0, 255] -> [0, 1] in ``dtype``."""
+    return (images.astype(jnp.float32) / 255.0).astype(dtype)
 
 
-def images_to_symmetric(images: jax.Array) -> jax.Array:
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return images.astype(jnp.float32) / 127.5 - 1.0
+def images_to_symmetric(images: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """uint8 [0, 255] -> [-1, 1] in ``dtype``."""
+    return (images.astype(jnp.float32) / 127.5 - 1.0).astype(dtype)
+
+
+def check_step_options(config: ml_collections.ConfigDict, supports_bfloat16: bool) -> None:
+    """Validates ``precision``, ``model.remat`` and ``train.grad_accum_steps``."""
+    from jaxgen.errors import UserError
+
+    precision = config.get("precision", "float32")
+    if precision not in PRECISIONS:
+        raise UserError(f"config key precision={precision!r}: expected one of {list(PRECISIONS)}")
+    if precision == "bfloat16" and not supports_bfloat16:
+        raise UserError(
+            f"config key precision=bfloat16: family {config.family!r} computes in float32 only"
+        )
+    remat = config.model.get("remat", "none")
+    if remat not in REMAT_POLICIES:
+        raise UserError(f"config key model.remat={remat!r}: expected one of {list(REMAT_POLICIES)}")
+    accum = config.train.get("grad_accum_steps", 1)
+    if accum < 1 or config.train.batch_size % accum:
+        raise UserError(
+            f"config key train.grad_accum_steps={accum}: must be >= 1 and divide "
+            f"train.batch_size={config.train.batch_size}"
+        )
 
 
 def select_image_and_label(item: dict) -> dict:
@@ -83,9 +107,13 @@ def ema_update(ema: PyTree, new: PyTree, decay: float) -> PyTree:
 class Method:
     """Base class of a model family; see the module docstring."""
 
+    supports_bfloat16 = False  # True once the family's modules compute in ``compute_dtype``
+
     def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
         self.config = config
         self.data = data
+        check_step_options(config, self.supports_bfloat16)
+        self.compute_dtype = PRECISIONS[config.get("precision", "float32")]
 
     # --- what a single-optimizer family implements -------------------------
     def init_params(self, rng: jax.Array, batch: dict[str, jax.Array]) -> PyTree:
@@ -172,8 +200,14 @@ class Method:
         ema_decay: float,
     ) -> tuple[TrainState, Metrics]:
         rng = jax.random.fold_in(state.rng, state.step)
-        (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
-            state.params, batch, rng
+        (loss, metrics), grads = loss_and_grads(
+            self.loss,
+            state.params,
+            batch,
+            rng,
+            compute_dtype=self.compute_dtype,
+            remat=self.config.model.get("remat", "none"),
+            accum_steps=self.config.train.get("grad_accum_steps", 1),
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -62,7 +62,13 @@ def _sum_except_batch(x: jax.Array) -> jax.Array:
 
 
 class VAE(Method):
-    """The VAE family; ``model.num_classes`` (via ``cond=class``) makes it conditional."""
+    """The VAE family; ``cond=class`` makes it conditional.
+
+    With ``precision=bfloat16`` the networks run on bfloat16 inputs and weights;
+    the likelihood and KL are summed in float32.
+    """
+
+    supports_bfloat16 = True
 
     def __init__(self, config, data):
         super().__init__(config, data)
@@ -114,13 +120,18 @@ class VAE(Method):
 
     def _terms(self, params, batch, rng):
         """Per-image reconstruction log-likelihood and KL, in nats, each [B]."""
-        x = images_to_symmetric(batch["image"])
+        x = images_to_symmetric(batch["image"], self.compute_dtype)
         labels = self._labels(batch)
         mean, log_var = self.encoder.apply({"params": params["encoder"]}, x, labels)
-        z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape)
+        z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape, mean.dtype)
         px_mean, px_log_scale = self.decoder.apply({"params": params["decoder"]}, z, labels)
-        log_px = _sum_except_batch(discretized_logistic_log_prob(x, px_mean, px_log_scale))
-        kl = _sum_except_batch(gaussian_kl_to_standard(mean, log_var))
+        f32 = jnp.float32
+        log_px = _sum_except_batch(
+            discretized_logistic_log_prob(
+                x.astype(f32), px_mean.astype(f32), px_log_scale.astype(f32)
+            )
+        )
+        kl = _sum_except_batch(gaussian_kl_to_standard(mean.astype(f32), log_var.astype(f32)))
         return log_px, kl
 
     def loss(self, params, batch, rng):

@@ -1,0 +1,120 @@
+"""Train-step throughput of any config: images/s, step and compile time, memory, FLOPs, MFU.
+
+  python benchmarks/train_step.py --config=configs/vae.py:preset=cpu
+  python benchmarks/train_step.py --config=configs/ddpm.py --set precision=bfloat16 \
+      --set train.batch_size=128 --out benchmarks/results/train_step.jsonl
+
+The step is the trainer's own jitted, sharded, donated ``train_step`` on real
+batches from the config's data pipeline. Compile time is measured with the
+persistent cache off. FLOPs per step come from XLA's cost analysis of the
+compiled step; model FLOPs utilisation divides the achieved FLOP/s by the
+devices' dense peak (``--peak-tflops`` or the table in ``benchmarks/common.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import hardware, peak_memory_bytes, peak_tflops, write_record  # noqa: E402
+from jaxgen import parallel  # noqa: E402
+from jaxgen.cli import load_config_file  # noqa: E402
+from jaxgen.experiment import Experiment  # noqa: E402
+from jaxgen.train import Trainer  # noqa: E402
+
+
+def apply_overrides(config, pairs: list[str]) -> None:
+    """``key.sub=value`` strings -> config, typed like the current value."""
+    for pair in pairs:
+        key, value = pair.split("=", 1)
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        current = node[leaf]
+        if isinstance(current, bool):
+            node[leaf] = value.lower() in ("1", "true", "yes")
+        elif isinstance(current, (int, float)):
+            node[leaf] = type(current)(value)
+        else:
+            node[leaf] = value
+
+
+def flops_of(compiled) -> float | None:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list):
+        analysis = analysis[0] if analysis else None
+    return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
+
+def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
+    jax.config.update("jax_enable_compilation_cache", False)
+    with tempfile.TemporaryDirectory() as workdir:
+        exp = Experiment(config, workdir)
+        trainer = Trainer(exp)
+        state = exp.init_state()
+        pipeline = exp.pipeline()
+        batches = [parallel.global_batch(next(pipeline), exp.mesh) for _ in range(2)]
+        start = time.perf_counter()
+        compiled = trainer.step_fn.lower(state, batches[0]).compile()
+        compile_seconds = time.perf_counter() - start
+        for i in range(warmup):
+            state, metrics = compiled(state, batches[i % 2])
+        jax.block_until_ready(state)
+        times = []
+        for i in range(steps):
+            start = time.perf_counter()
+            state, metrics = compiled(state, batches[i % 2])
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - start)
+        trainer.writer.close()
+    step_seconds = float(np.median(times))
+    flops = flops_of(compiled)
+    memory, memory_kind = peak_memory_bytes()
+    peak = peak or peak_tflops(config.precision)
+    record = {
+        "benchmark": "train_step",
+        "family": config.family,
+        "batch_size": config.train.batch_size,
+        "precision": config.precision,
+        "params": int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
+        "step_seconds": step_seconds,
+        "images_per_sec": config.train.batch_size / step_seconds,
+        "images_per_sec_per_device": config.train.batch_size / step_seconds / jax.device_count(),
+        "compile_seconds": compile_seconds,
+        "flops_per_step": flops,
+        memory_kind: memory,
+        "mfu": (flops / step_seconds / (peak * 1e12 * jax.device_count()))
+        if flops and peak
+        else None,
+        "timed_steps": steps,
+    }
+    return record
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="configs/<family>.py[:args]")
+    parser.add_argument("--set", action="append", default=[], help="config override key=value")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--out", default=None, help="append the JSON record to this file")
+    args = parser.parse_args(argv)
+    config = load_config_file(args.config)
+    apply_overrides(config, args.set)
+    record = benchmark(config, args.steps, args.warmup, args.peak_tflops)
+    record.update(config_spec=args.config, overrides=args.set, **hardware())
+    write_record(record, args.out)
+
+
+if __name__ == "__main__":
+    main()
