@@ -35,6 +35,8 @@ def get_config(arg: str | None = None):
 
     c.evals.likelihood = dict(type="likelihood", num_examples=10_000, batch_size=500, every=0)
     c.evals.params = dict(type="params", every=0)
+    for kind in ("quality", "classifier", "diversity", "c2st"):
+        c.evals[kind] = dict(type=kind, num_samples=1000, every=0)
 
     if args["preset"] == "cpu":
         c.model.channels = (32, 64)
@@ -54,4 +56,6 @@ def get_config(arg: str | None = None):
         c.optimizer.warmup_steps = 0
         c.evals.likelihood.num_examples = 16
         c.evals.likelihood.batch_size = 8
+        for kind in ("quality", "classifier", "diversity", "c2st"):
+            c.evals[kind].num_samples = 16
     return c

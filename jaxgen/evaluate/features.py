@@ -1,0 +1,298 @@
+"""Feature extractors for the sample metrics, and cached reference features of real data.
+
+Extractors (``evals.<name>.features``):
+  * ``domain``: the small classifier trained on the run's dataset by
+    ``configs/classifier.py`` (weights ``jaxgen/evaluate/weights/<data>_classifier.npz``
+    or ``evals.<name>.classifier_weights``): penultimate-layer features and logits.
+  * ``inception``: the FID InceptionV3 (pool3, 2048-d, and the 1008 logits); weights
+    from ``evals.<name>.inception_weights`` (see :mod:`jaxgen.evaluate.inception_weights`).
+  * ``pixels``: the flattened image in [0, 1] (no logits).
+
+Features of real data are computed once per dataset, split, image size, extractor
+(with a fingerprint of its weights) and number of images, and cached as ``.npz`` under
+``$JAXGEN_CACHE_DIR/refstats`` (default ``~/.cache/jaxgen/refstats``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgen.errors import UserError
+
+EXTRACTORS = ("domain", "inception", "pixels")
+WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
+
+
+@dataclasses.dataclass(frozen=True)
+class Extractor:
+    """A jitted feature function with a name that identifies it in caches and results.
+
+    Attributes:
+      name: ``domain``, ``inception`` or ``pixels``.
+      weights: path of the weight file ('' for pixels).
+      fingerprint: first 12 hex digits of the weight file's SHA-256 ('' for pixels).
+      num_classes: width of the logits (0: no logits).
+      image_shape: the (H, W, C) it accepts, or None for any.
+      apply: ``apply(float32 [B, H, W, C] in [0, 1]) -> (features [B, D], logits [B, K] | None)``.
+      batch_size: images per call of ``apply``.
+    """
+
+    name: str
+    weights: str
+    fingerprint: str
+    num_classes: int
+    image_shape: tuple[int, int, int] | None
+    apply: Callable
+    batch_size: int = 256
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}-{self.fingerprint}" if self.fingerprint else self.name
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """uint8 ``[N, H, W, C]`` -> ``{"features": float32 [N, D], "logits": [N, K] (if any)}``."""
+        images = np.asarray(images)
+        if self.image_shape is not None and tuple(images.shape[1:]) != tuple(self.image_shape):
+            raise UserError(
+                f"{self.name} feature extractor ({self.weights}) expects images of shape "
+                f"{tuple(self.image_shape)}, got {tuple(images.shape[1:])}"
+            )
+        feats, logits = [], []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            pad = self.batch_size - len(chunk)
+            if pad:  # one compiled shape for every batch
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            f, lg = self.apply(jnp.asarray(chunk, jnp.float32) / 255.0)
+            feats.append(np.asarray(f)[: len(chunk) - pad])
+            if lg is not None:
+                logits.append(np.asarray(lg)[: len(chunk) - pad])
+        out = {"features": np.concatenate(feats).astype(np.float32)}
+        if logits:
+            out["logits"] = np.concatenate(logits).astype(np.float32)
+        return out
+
+
+def file_fingerprint(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+# --- the domain classifier's weight file -----------------------------------------------
+
+
+def default_classifier_weights(data_name: str) -> str:
+    """``jaxgen/evaluate/weights/<data>_classifier.npz`` (``:`` and ``/`` become ``_``)."""
+    return os.path.join(WEIGHTS_DIR, f"{re.sub(r'[^A-Za-z0-9_.-]', '_', data_name)}_classifier.npz")
+
+
+def save_classifier(path: str, params, meta: dict) -> None:
+    """Writes ``params`` (flattened ``params/<module>/<leaf>``) and ``meta`` (JSON) to ``path``.
+
+    ``meta`` holds at least ``num_classes``, ``channels``, ``feature_dim`` and ``image_shape``.
+    """
+    from jaxgen.evaluate.inception_weights import flatten
+
+    flat = {f"params/{k}": np.asarray(v, np.float32) for k, v in flatten(params).items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.savez_compressed(path, meta=np.asarray(json.dumps(meta, sort_keys=True)), **flat)
+
+
+def load_classifier(path: str) -> tuple[dict, dict]:
+    """``(params, meta)`` from a file written by :func:`save_classifier`."""
+    from jaxgen.evaluate.inception_weights import unflatten
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+            flat = {k[len("params/") :]: f[k] for k in f.files if k.startswith("params/")}
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot read classifier weights {path}: {e}") from None
+    missing = {"num_classes", "channels", "feature_dim", "image_shape"} - set(meta)
+    if missing or not flat:
+        raise UserError(f"classifier weights {path} lack {sorted(missing) or 'parameters'}")
+    return unflatten(flat), meta
+
+
+@functools.lru_cache(maxsize=8)
+def _domain_extractor(path: str, mtime: float) -> Extractor:
+    del mtime  # part of the cache key only
+    from jaxgen.models.classifier import ClassifierNet
+
+    params, meta = load_classifier(path)
+    net = ClassifierNet(
+        num_classes=int(meta["num_classes"]),
+        channels=tuple(meta["channels"]),
+        feature_dim=int(meta["feature_dim"]),
+    )
+    try:
+        jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, *meta["image_shape"])))
+        net.apply({"params": params}, jnp.zeros((1, *meta["image_shape"])), return_features=True)
+    except Exception as e:  # flax raises ScopeParamShapeError and friends
+        raise UserError(
+            f"classifier weights {path} do not fit the recorded model: {str(e).splitlines()[0]}"
+        ) from None
+    # Parameters are an argument, not constants folded into the compiled program.
+    jitted = jax.jit(functools.partial(net.apply, return_features=True))
+    apply = functools.partial(jitted, {"params": jax.tree.map(jnp.asarray, params)})
+    return Extractor(
+        name="domain",
+        weights=path,
+        fingerprint=file_fingerprint(path),
+        num_classes=int(meta["num_classes"]),
+        image_shape=tuple(meta["image_shape"]),
+        apply=apply,
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _inception_extractor(path: str, mtime: float) -> Extractor:
+    del mtime
+    from jaxgen.evaluate.inception_weights import load_inception_variables
+    from jaxgen.models.inception import NUM_LOGITS, InceptionV3
+
+    variables = load_inception_variables(path)
+    net = InceptionV3()
+    return Extractor(
+        name="inception",
+        weights=path,
+        fingerprint=file_fingerprint(path),
+        num_classes=NUM_LOGITS,
+        image_shape=None,
+        apply=functools.partial(jax.jit(net.apply), jax.tree.map(jnp.asarray, variables)),
+        batch_size=50,
+    )
+
+
+def _pixels(x: jax.Array) -> tuple[jax.Array, None]:
+    return x.reshape(x.shape[0], -1), None
+
+
+def get_extractor(cfg, data_name: str) -> Extractor:
+    """The extractor named by ``cfg.features`` (default ``domain``) for dataset ``data_name``;
+    ``cfg.batch_size`` (optional) sets the images per call."""
+    extractor = _get_extractor(cfg, data_name)
+    batch_size = int(cfg.get("batch_size", 0) or 0)
+    return dataclasses.replace(extractor, batch_size=batch_size) if batch_size > 0 else extractor
+
+
+def _get_extractor(cfg, data_name: str) -> Extractor:
+    name = cfg.get("features", "domain")
+    if name == "pixels":
+        return Extractor("pixels", "", "", 0, None, jax.jit(_pixels))
+    if name == "domain":
+        path = cfg.get("classifier_weights", "") or default_classifier_weights(data_name)
+        if not os.path.isfile(path):
+            raise UserError(
+                f"no domain classifier for data {data_name!r}: {path} does not exist; train "
+                f"one with `python launch.py --config=configs/classifier.py:data={data_name} "
+                "--workdir=<dir>` and `python scripts/export_classifier.py --workdir=<dir>`"
+            )
+        return _domain_extractor(os.path.abspath(path), os.path.getmtime(path))
+    if name == "inception":
+        from jaxgen.evaluate.inception_weights import read_weight_file
+
+        path = cfg.get("inception_weights", "")
+        if not path or not os.path.isfile(path):
+            read_weight_file(path)  # raises the UserError that says what is missing
+        return _inception_extractor(os.path.abspath(path), os.path.getmtime(path))
+    raise UserError(f"evals option features={name!r}: expected one of {EXTRACTORS}")
+
+
+# --- cached features of real data and of the round's samples ---------------------------
+
+
+def cache_dir() -> str:
+    root = os.environ.get("JAXGEN_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "jaxgen"
+    )
+    return os.path.join(root, "refstats")
+
+
+def split_name(config, split: str) -> str:
+    """``eval``/``train`` -> the dataset split they stand for (``data.eval_split``...)."""
+    if split not in ("eval", "train"):
+        raise UserError(f"evals option split={split!r}: expected 'eval' or 'train'")
+    return config.data.eval_split if split == "eval" else config.data.train_split
+
+
+def reference_features(ctx, extractor: Extractor, split: str, num: int) -> dict[str, np.ndarray]:
+    """Features (and logits, labels, mean ``mu``, covariance ``sigma``) of the first ``num``
+    real images of ``split``; computed once, then read from the cache."""
+    config = ctx.config
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{config.data.name}_{split_name(config, split)}")
+    size = config.data.get("image_size", 0)
+    path = os.path.join(cache_dir(), f"{tag}_{size}px_{extractor.key}_n{num}.npz")
+    if os.path.isfile(path):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError):
+            pass  # a damaged cache entry is recomputed
+    real = ctx.real(num, split=split)
+    out = extractor(real["images"])
+    out["labels"] = real["labels"]
+    feats = out["features"].astype(np.float64)
+    out["mu"], out["sigma"] = feats.mean(0), np.cov(feats, rowvar=False)
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, **out)
+        os.replace(tmp, path)
+    return out
+
+
+def generated_features(ctx, extractor: Extractor, num: int) -> dict[str, np.ndarray]:
+    """Features of ``ctx.generate(num)``, computed once per round and extractor.
+
+    Stored in the round's sample dict under ``_features/<extractor>`` so that every
+    evaluator of the round reuses them. Adds ``labels`` when the samples are conditioned.
+    """
+    samples = ctx.generate(num)
+    key = f"_features/{extractor.key}"
+    if key not in samples:
+        out = extractor(samples["images"])
+        if "labels" in samples:
+            out["labels"] = np.asarray(samples["labels"])
+        samples[key] = out
+    return samples[key]
+
+
+def record(ctx, entries: dict[str, dict]) -> None:
+    """Merges ``{metric: info}`` into ``<workdir>/eval/evaluators.json`` (what each
+    metric was computed on: number of samples, split, extractor, weights)."""
+    if jax.process_index() != 0 or not ctx.workdir:
+        return
+    path = os.path.join(ctx.workdir, "eval", "evaluators.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    data = {}
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            data = {}
+    data.update(entries)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def describe(extractor: Extractor, **extra) -> dict:
+    """The provenance fields recorded with every metric."""
+    return dict(extractor=extractor.name, weights=extractor.weights,
+                weights_sha256=extractor.fingerprint, **extra)  # fmt: skip

@@ -1,0 +1,192 @@
+"""Evaluators on generated samples: ``fn(ctx, cfg) -> dict[str, float]``.
+
+Declared in a config as ``evals.<name> = dict(type=<type>, ...)``:
+
+=============  ==================================================  ==========================
+type           keys                                                metric functions
+=============  ==================================================  ==========================
+quality        fd, kid, precision, recall                          :mod:`.metrics`
+classifier     classifier_score, class_coverage, class_entropy     :mod:`.metrics`
+               (+ class_accuracy for class-conditional samples)
+diversity      diversity, diversity_within_class, diversity_real   :mod:`.metrics`
+c2st           c2st_accuracy, c2st_fooled                          :mod:`.c2st`
+=============  ==================================================  ==========================
+
+Options shared by all: ``num_samples`` (default 1000), ``features`` (``domain``,
+``inception`` or ``pixels``), ``split`` of the real data (``eval``, the default, or
+``train``), ``num_real`` (default ``num_samples``), ``classifier_weights`` /
+``inception_weights`` (weight files), ``prefix`` (prepended to every key, for two
+evaluators of one type). Each result also carries ``<first key>_num_samples``, and
+``<workdir>/eval/evaluators.json`` records the split, extractor and weights of each key.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import re
+
+import jax
+import numpy as np
+
+from jaxgen.errors import UserError
+from jaxgen.evaluate import metrics
+from jaxgen.evaluate.c2st import classifier_two_sample_test
+from jaxgen.evaluate.features import (
+    describe,
+    generated_features,
+    get_extractor,
+    record,
+    reference_features,
+    split_name,
+)
+
+log = logging.getLogger("jaxgen")
+
+
+def _setup(ctx, cfg, need_real: bool = True):
+    num = int(cfg.get("num_samples", 1000))
+    if num < 4:
+        raise UserError(f"evals option num_samples={num}: expected at least 4")
+    split = cfg.get("split", "eval")
+    split_name(ctx.config, split)  # validates the option before any sampling
+    extractor = get_extractor(cfg, ctx.config.data.name)
+    gen = generated_features(ctx, extractor, num)
+    info = describe(extractor, num_samples=len(gen["features"]), data=ctx.config.data.name)
+    real = None
+    if need_real:
+        real = reference_features(ctx, extractor, split, int(cfg.get("num_real", num)))
+        info.update(num_real=len(real["features"]), split=split_name(ctx.config, split))
+    return extractor, real, gen, info
+
+
+def _finish(ctx, cfg, results: dict, info: dict) -> dict[str, float]:
+    prefix = cfg.get("prefix", "")
+    first = next(iter(results))
+    results[f"{first}_num_samples"] = float(info["num_samples"])
+    out = {f"{prefix}{k}": float(v) for k, v in results.items()}
+    record(ctx, {key: info for key in out})
+    return out
+
+
+def _seed(ctx) -> int:
+    return int(jax.random.randint(ctx.rng, (), 0, 2**31 - 1))
+
+
+def quality(ctx, cfg) -> dict[str, float]:
+    """Fréchet distance, KID and precision/recall of samples against real features.
+
+    Extra options: ``kid_subsets`` (100), ``kid_subset_size`` (1000), ``k`` (3).
+    """
+    _, real, gen, info = _setup(ctx, cfg)
+    fake = gen["features"].astype(np.float64)
+    mu, sigma = metrics.feature_statistics(fake)
+    kid, _ = metrics.kernel_inception_distance(
+        real["features"], fake, int(cfg.get("kid_subsets", 100)),
+        int(cfg.get("kid_subset_size", 1000)), seed=_seed(ctx),
+    )  # fmt: skip
+    precision, recall = metrics.precision_recall(real["features"], fake, k=int(cfg.get("k", 3)))
+    results = {
+        "fd": metrics.frechet_distance(real["mu"], real["sigma"], mu, sigma),
+        "kid": kid,
+        "precision": precision,
+        "recall": recall,
+    }
+    return _finish(ctx, cfg, results, info)
+
+
+def _predictions(extractor, feats: dict) -> tuple[np.ndarray, np.ndarray]:
+    if "logits" not in feats:
+        raise UserError(
+            f"features={extractor.name!r} has no class logits; use 'domain' or 'inception'"
+        )
+    logits = feats["logits"].astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    return probs / probs.sum(1, keepdims=True), logits.argmax(1)
+
+
+def previous_coverage(workdir: str, key: str = "class_coverage") -> float | None:
+    """``key`` in the latest ``<workdir>/eval/step_<N>.json`` that has it, or None."""
+    found = []
+    for path in glob.glob(os.path.join(workdir, "eval", "step_*.json")):
+        match = re.search(r"step_(\d+)\.json$", path)
+        if match:
+            found.append((int(match.group(1)), path))
+    for _, path in sorted(found, reverse=True):
+        try:
+            with open(path) as f:
+                value = json.load(f).get(key)
+        except (OSError, ValueError):
+            continue
+        if value is not None:
+            return float(value)
+    return None
+
+
+def classifier(ctx, cfg) -> dict[str, float]:
+    """Classifier score, class coverage and class entropy of the samples' predicted labels.
+
+    Extra options: ``splits`` of the classifier score (1), ``coverage_threshold`` (0.1).
+    Logs a warning when the coverage is below 1 or below the previous evaluation's
+    (for GANs the first sign of mode collapse).
+    """
+    extractor, _, gen, info = _setup(ctx, cfg, need_real=False)
+    probs, predicted = _predictions(extractor, gen)
+    k = extractor.num_classes
+    score, _ = metrics.classifier_score(probs, int(cfg.get("splits", 1)))
+    coverage = metrics.class_coverage(predicted, k, float(cfg.get("coverage_threshold", 0.1)))
+    results = {
+        "classifier_score": score,
+        "class_coverage": coverage,
+        "class_entropy": metrics.class_entropy(predicted, k),
+    }
+    labels = gen.get("labels")
+    if labels is not None and (labels >= 0).all():
+        results["class_accuracy"] = float((predicted == labels).mean())
+    key = f"{cfg.get('prefix', '')}class_coverage"
+    before = previous_coverage(ctx.workdir, key) if ctx.workdir else None
+    if coverage < 1.0 or (before is not None and coverage < before):
+        share = metrics.class_histogram(predicted, k)
+        log.warning(
+            "class coverage %.3f (previous evaluation: %s): samples of classes %s are (nearly) "
+            "missing; a falling coverage is the usual sign of mode collapse",
+            coverage, "none" if before is None else f"{before:.3f}",
+            np.flatnonzero(share < float(cfg.get("coverage_threshold", 0.1)) / k).tolist(),
+        )  # fmt: skip
+    return _finish(ctx, cfg, results, info)
+
+
+def diversity(ctx, cfg) -> dict[str, float]:
+    """Mean pairwise feature distance of the samples, overall and within each class, and
+    of as many real images (``diversity_real``) for scale.
+
+    Classes are the conditioning labels of class-conditional samples, otherwise the
+    extractor's predicted labels (no within-class value for ``pixels`` features).
+    """
+    extractor, real, gen, info = _setup(ctx, cfg)
+    results = {
+        "diversity": metrics.mean_pairwise_distance(gen["features"]),
+        "diversity_real": metrics.mean_pairwise_distance(real["features"]),
+    }
+    labels = gen.get("labels")
+    if labels is None or (labels < 0).any():
+        labels = _predictions(extractor, gen)[1] if "logits" in gen else None
+    if labels is not None:
+        results["diversity_within_class"] = metrics.within_class_diversity(gen["features"], labels)
+    return _finish(ctx, cfg, results, info)
+
+
+def c2st(ctx, cfg) -> dict[str, float]:
+    """Classifier two-sample test between held-out real images and samples.
+
+    Extra options: ``hidden`` (128), ``steps`` (500) of the fresh MLP.
+    """
+    _, real, gen, info = _setup(ctx, cfg)
+    out = classifier_two_sample_test(
+        real["features"], gen["features"], seed=_seed(ctx),
+        hidden=int(cfg.get("hidden", 128)), steps=int(cfg.get("steps", 500)),
+    )  # fmt: skip
+    info = dict(info, c2st_num_train=out["num_train"], c2st_num_test=out["num_test"])
+    return _finish(ctx, cfg, {"c2st_accuracy": out["accuracy"], "c2st_fooled": out["fooled"]}, info)
