@@ -1,0 +1,103 @@
+"""Diffusion models; the default reproduces DDPM on CIFAR-10 (Ho et al. 2020, Appendix B).
+
+  python launch.py --config=configs/ddpm.py:preset=cpu --workdir=runs/ddpm
+  python launch.py --config=configs/ddpm.py:preset=cpu --workdir=runs/ddpm --mode=eval
+  python launch.py --config=configs/ddpm.py --workdir=runs/ddpm_cifar10       # the paper's run
+
+Arguments: ``preset=smoke|cpu`` (default: full), ``data=<source>``, ``cond=none|class``,
+``prediction=eps|x0|v``, ``schedule=linear|cosine``, ``edm=true`` (EDM preconditioning and
+noise distribution instead of the DDPM process), ``autoencoder=<VAE workdir>`` (latent
+diffusion), ``sampler=ddpm|ddim|dpm_solver_pp|heun`` and ``steps=<int>`` (0: the sampler's
+default). With ``cond=class`` labels are dropped with probability 0.1 in training and
+``sample.guidance`` sets classifier-free guidance (0: unconditional, 1: conditional).
+"""
+
+from configs.base import common_args, get_base_config, parse_args, shrink_for_preset
+
+
+def get_config(arg: str | None = None):
+    defaults = common_args(
+        prediction="eps", schedule="linear", edm=False, autoencoder="", sampler="", steps=0
+    )
+    args = parse_args(arg, dict(defaults, data=""))  # "": CIFAR-10 at full size, else Fashion-MNIST
+    if not args["data"]:
+        args["data"] = "tfds:cifar10" if args["preset"] == "full" else "fashion_mnist"
+    c = get_base_config()
+    c.family = "ddpm"
+    c.data.name = args["data"]
+    c.data.cond = args["cond"]
+    c.data.image_size = 32
+
+    # The paper's CIFAR-10 model: 35.7M parameters.
+    c.model.unet = dict(
+        ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1,
+        num_heads=1, num_groups=32, resample_with_conv=True,
+    )  # fmt: skip
+    c.model.diffusion = dict(
+        process="edm" if args["edm"] else "vp",
+        schedule=args["schedule"], timesteps=1000, beta_start=1e-4, beta_end=0.02,
+        prediction=args["prediction"], variance="large",
+        sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, p_mean=-1.2, p_std=1.2,
+    )  # fmt: skip
+    c.model.cond_drop_prob = 0.1 if args["cond"] == "class" else 0.0
+    c.model.clip_denoised = True
+    c.model.random_flip = True
+    c.model.autoencoder = args["autoencoder"]
+    c.model.latent_scale = 1.0
+    c.model.vlb_terms = 0  # 0: the exact bound over all timesteps
+
+    c.train.num_steps = 800_000
+    c.train.batch_size = 128
+    c.train.ema_decay = 0.9999
+    c.train.checkpoint_every = 10_000
+    c.train.sample_every = 10_000
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 2e-4
+    c.optimizer.warmup_steps = 5000
+    c.optimizer.grad_clip_norm = 1.0
+
+    c.sample.sampler = args["sampler"] or "ddpm"
+    c.sample.steps = args["steps"]
+    c.sample.guidance = 1.0
+    c.sample.eta = 0.0  # ddim only
+    c.sample.spacing = ""  # "": the sampler's default (uniform, logsnr or karras)
+
+    c.evals.quality = dict(type="quality", num_samples=50_000, features="inception", every=0)
+    c.evals.likelihood = dict(type="likelihood", num_examples=10_000, batch_size=250, every=0)
+    c.evals.params = dict(type="params", every=0)
+
+    if args["preset"] == "cpu":
+        c.data.image_size = 8 if args["data"] == "digits" else 28
+        c.model.unet = dict(
+            ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0,
+            num_heads=1, num_groups=8, resample_with_conv=True,
+        )  # fmt: skip
+        c.model.random_flip = False
+        c.model.vlb_terms = 50
+        c.train.num_steps = 3000
+        c.train.batch_size = 32
+        c.train.ema_decay = 0.998
+        c.train.log_every = 100
+        c.train.checkpoint_every = 500
+        c.train.sample_every = 1000
+        c.optimizer.learning_rate = 1e-3
+        c.optimizer.warmup_steps = 200
+        c.optimizer.schedule = "cosine"
+        c.sample.sampler = args["sampler"] or "dpm_solver_pp"
+        c.evals.quality = dict(type="quality", num_samples=1000, features="domain", every=0)
+        c.evals.likelihood = dict(type="likelihood", num_examples=500, batch_size=250, every=0)
+    elif args["preset"] == "smoke":
+        shrink_for_preset(c, "smoke")
+        c.data.image_size = 8 if args["data"] == "digits" else 28
+        c.model.unet = dict(
+            ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(14,), dropout=0.1,
+            num_heads=1, num_groups=4, resample_with_conv=True,
+        )  # fmt: skip
+        c.model.diffusion.timesteps = 100
+        c.model.vlb_terms = 3
+        c.optimizer.warmup_steps = 0
+        c.sample.sampler = args["sampler"] or "ddim"
+        c.sample.steps = args["steps"] or 4
+        c.evals = dict(params=c.evals.params.to_dict())
+        c.evals.likelihood = dict(type="likelihood", num_examples=16, batch_size=8, every=0)
+    return c

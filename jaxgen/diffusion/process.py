@@ -1,0 +1,122 @@
+"""Noise processes: how training draws noise levels and how sampling grids are laid out.
+
+Two processes are provided, both written as ``x = alpha * x_0 + sigma * eps``:
+
+* :class:`VPProcess`, the discrete-time variance-preserving process of DDPM, with a linear or
+  cosine schedule. The network's time input is the 0-based timestep index (a float; fractional
+  values between two timesteps are used by the ``karras`` and ``logsnr`` grids).
+* :class:`EDMProcess`, the variance-exploding process of Karras et al. (2022): ``alpha = 1``,
+  training noise ``log sigma ~ N(p_mean, p_std^2)``, network time input ``250 * log(sigma)``
+  (EDM's ``c_noise = log(sigma) / 4``, times 1000 so that it spans a range like DDPM's indices).
+
+Grid spacings (``Process.grid(steps, spacing)``):
+
+* ``uniform``: uniform in the network's time (DDIM's evenly spaced timesteps; EDM: log sigma).
+* ``logsnr``: uniform in ``log(alpha / sigma)`` (DPM-Solver's ``logSNR`` spacing).
+* ``karras``: EDM's ``sigma_i = (s_max^(1/rho) + i/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho``
+  with ``rho = 7``, in the scaled noise level ``sigma / alpha``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgen.diffusion.schedules import DiscreteSchedule
+from jaxgen.errors import UserError
+from jaxgen.samplers.base import Grid, make_grid
+
+SPACINGS = ("uniform", "logsnr", "karras")
+EDM_TIME_SCALE = 250.0
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> np.ndarray:
+    """EDM's noise levels, decreasing from ``sigma_max`` to ``sigma_min``; float64 ``[steps]``."""
+    ramp = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
+    inv_max, inv_min = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    return (inv_max + ramp * (inv_min - inv_max)) ** rho
+
+
+def _check_steps(steps: int, spacing: str) -> None:
+    if steps < 1:
+        raise UserError(f"config key sample.steps={steps}: expected a positive number of steps")
+    if spacing not in SPACINGS:
+        raise UserError(f"sampler spacing {spacing!r}: expected one of {SPACINGS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VPProcess:
+    """DDPM's discrete variance-preserving process over ``schedule.timesteps`` steps."""
+
+    schedule: DiscreteSchedule
+
+    @property
+    def timesteps(self) -> int:
+        return self.schedule.timesteps
+
+    def coefficients(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(alpha, sigma)`` at integer timesteps ``t`` (any shape), float32."""
+        alphas = jnp.asarray(self.schedule.alphas, jnp.float32)
+        sigmas = jnp.asarray(self.schedule.sigmas, jnp.float32)
+        return alphas[t], sigmas[t]
+
+    def sample_train_levels(self, rng: jax.Array, batch: int):
+        """Uniform timesteps: ``(t_model, alpha, sigma)``, float32 ``[batch]`` each."""
+        t = jax.random.randint(rng, (batch,), 0, self.timesteps)
+        alpha, sigma = self.coefficients(t)
+        return t.astype(jnp.float32), alpha, sigma
+
+    def grid(self, steps: int, spacing: str = "uniform") -> Grid:
+        """``steps`` noisy levels between timestep ``T - 1`` and ``0``, then the clean level."""
+        _check_steps(steps, spacing)
+        sched, num = self.schedule, self.timesteps
+        if spacing == "uniform":
+            if steps > num:
+                raise UserError(
+                    f"config key sample.steps={steps}: at most {num} for the uniform spacing"
+                )
+            t = np.round(np.linspace(num - 1, 0, steps)).astype(np.float64)
+            return make_grid(t, sched.alphas[t.astype(int)], sched.sigmas[t.astype(int)])
+        # Work in log(sigma / alpha) = -lambda / 2, increasing in t; interpolate t between indices.
+        log_ratio = -0.5 * sched.log_snr()
+        lo, hi = log_ratio[0], log_ratio[-1]
+        if spacing == "logsnr":
+            targets = np.linspace(hi, lo, steps)
+        else:
+            targets = np.log(karras_sigmas(np.exp(lo), np.exp(hi), steps))
+        t = np.interp(targets, log_ratio, np.arange(num, dtype=np.float64))
+        ratio = np.exp(targets)  # sigma / alpha
+        alpha = 1.0 / np.sqrt(1.0 + ratio**2)
+        return make_grid(t, alpha, ratio * alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class EDMProcess:
+    """The EDM process (Karras et al. 2022, Table 1): ``alpha = 1``, lognormal training noise."""
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    rho: float = 7.0
+
+    @staticmethod
+    def model_time(sigma: jax.Array) -> jax.Array:
+        return EDM_TIME_SCALE * jnp.log(sigma)
+
+    def sample_train_levels(self, rng: jax.Array, batch: int):
+        """``(t_model, alpha, sigma)``, float32 ``[batch]``; ``log sigma ~ N(p_mean, p_std^2)``."""
+        sigma = jnp.exp(self.p_mean + self.p_std * jax.random.normal(rng, (batch,)))
+        return self.model_time(sigma), jnp.ones_like(sigma), sigma
+
+    def grid(self, steps: int, spacing: str = "karras") -> Grid:
+        _check_steps(steps, spacing)
+        if spacing == "karras":
+            sigmas = karras_sigmas(self.sigma_min, self.sigma_max, steps, self.rho)
+        else:  # uniform in the network's time and in log-SNR are both uniform in log sigma
+            sigmas = np.exp(np.linspace(np.log(self.sigma_max), np.log(self.sigma_min), steps))
+        return make_grid(EDM_TIME_SCALE * np.log(sigmas), np.ones(steps), sigmas)

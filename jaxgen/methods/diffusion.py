@@ -1,0 +1,278 @@
+"""Diffusion models: DDPM (Ho et al. 2020), EDM preconditioning, guidance, latent diffusion.
+
+Per training batch, with ``x_0`` the images in [-1, 1] (or a VAE's latents):
+
+  (t, alpha, sigma) ~ the process's noise levels        uniform timesteps, or EDM's lognormal
+  x_t = alpha * x_0 + sigma * eps,  eps ~ N(0, I)       the forward process q(x_t | x_0)
+  F = UNet(c_in * x_t, t, label)                         label dropped with prob cond_drop_prob
+  loss = mean (F - F*)^2                                 F* = eps, x_0, v or EDM's target
+
+Sampling integrates from noise with a sampler from :mod:`jaxgen.samplers` (``sample.sampler``,
+``sample.steps``) driven by ``x0_hat = c_skip x_t + c_out F`` of the EMA parameters, with
+classifier-free guidance ``F = F_uncond + sample.guidance * (F_cond - F_uncond)``: guidance 0 is
+the unconditional model, 1 the conditional one (no extra cost), above 1 sharper samples.
+``likelihood`` is the variational bound in bits/dim (discrete VP process, pixel space only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgen.diffusion.likelihood import VariationalBound, nats_to_bits_per_dim
+from jaxgen.diffusion.objectives import Preconditioning, guided, q_sample
+from jaxgen.diffusion.process import EDMProcess, VPProcess
+from jaxgen.diffusion.schedules import make_schedule
+from jaxgen.errors import UserError
+from jaxgen.methods.base import Method, images_to_symmetric
+from jaxgen.models.unet import UNet, UNetConfig
+from jaxgen.samplers import get_sampler, initial_noise
+
+PROCESSES = ("vp", "edm")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig:
+    """The ``model.diffusion`` section.
+
+    ``process``: ``vp`` (DDPM's discrete process; ``schedule``, ``timesteps``, ``beta_*``,
+    ``prediction`` apply) or ``edm`` (Karras et al.: preconditioned network, lognormal noise;
+    ``sigma_*`` and ``p_*`` apply). ``variance``: the reverse-process variance of the ancestral
+    sampler and the bound, ``small`` (beta~) or ``large`` (beta).
+    """
+
+    process: str = "vp"
+    schedule: str = "linear"
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction: str = "eps"
+    variance: str = "large"
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+    @classmethod
+    def from_config(cls, cfg) -> DiffusionConfig:
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(cfg.keys()) - set(fields)
+        if unknown:
+            raise UserError(
+                f"config key model.diffusion.{sorted(unknown)[0]}: unknown; "
+                f"expected one of {sorted(fields)}"
+            )
+        values = {}
+        for name, kind in fields.items():
+            if name in cfg:
+                convert = {"str": str, "int": int, "float": float}[kind]
+                try:
+                    values[name] = convert(cfg[name])
+                except (TypeError, ValueError):
+                    raise UserError(
+                        f"config key model.diffusion.{name}={cfg[name]!r}: expected {kind}"
+                    ) from None
+        result = cls(**values)
+        if result.process not in PROCESSES:
+            raise UserError(
+                f"config key model.diffusion.process={result.process!r}: "
+                f"expected one of {PROCESSES}"
+            )
+        if result.variance not in ("small", "large"):
+            raise UserError(
+                f"config key model.diffusion.variance={result.variance!r}: expected small or large"
+            )
+        return result
+
+
+class Diffusion(Method):
+    """The diffusion family (``family = "ddpm"``)."""
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        model = config.model
+        self.dcfg = DiffusionConfig.from_config(model.diffusion)
+        if self.dcfg.process == "edm":
+            self.process = EDMProcess(
+                self.dcfg.sigma_min, self.dcfg.sigma_max, self.dcfg.sigma_data,
+                self.dcfg.p_mean, self.dcfg.p_std,
+            )  # fmt: skip
+            self.precond = Preconditioning("edm", self.dcfg.sigma_data)
+            self.bound = None
+        else:
+            schedule = make_schedule(
+                self.dcfg.schedule, self.dcfg.timesteps, self.dcfg.beta_start, self.dcfg.beta_end
+            )
+            self.process = VPProcess(schedule)
+            self.precond = Preconditioning(self.dcfg.prediction)
+            self.bound = VariationalBound(schedule, self.dcfg.variance)
+        if data.cond == "text":
+            raise UserError(
+                "family 'ddpm' with cond=text needs the text encoder (not available yet)"
+            )
+        self.num_classes = data.num_classes if data.cond == "class" else 0
+        if data.cond == "class" and not self.num_classes:
+            raise UserError(f"cond=class but data {config.data.name!r} has no labels")
+        self.cond_drop_prob = float(model.get("cond_drop_prob", 0.0))
+        if not 0.0 <= self.cond_drop_prob <= 1.0:
+            raise UserError(
+                f"config key model.cond_drop_prob={self.cond_drop_prob}: expected in [0, 1]"
+            )
+        self.autoencoder = None
+        if model.get("autoencoder", ""):
+            from jaxgen.diffusion.latent import LatentAutoencoder
+
+            self.autoencoder = LatentAutoencoder(
+                model.autoencoder, data, float(model.get("latent_scale", 1.0))
+            )
+        self.x_shape = self.autoencoder.latent_shape if self.autoencoder else data.image_shape
+        self.unet_config = UNetConfig.from_config(
+            model.unet, out_channels=self.x_shape[-1], num_classes=self.num_classes
+        )
+        self.unet_config.check_input(*self.x_shape[:2])
+        self.net = UNet(self.unet_config)
+        # Clipping x0_hat to the data range only makes sense in pixel space.
+        self.clip = bool(model.get("clip_denoised", True)) and self.autoencoder is None
+        self.random_flip = bool(model.get("random_flip", False))
+        self.vlb_terms = int(model.get("vlb_terms", 0))
+        self._sampler_settings()  # fail early on a bad sampler name or step count
+
+    # --- data <-> diffusion space ------------------------------------------
+    def _encode(self, batch, rng) -> jax.Array:
+        """uint8 images -> ``x_0``: [-1, 1] pixels or scaled VAE latents, ``[B, *x_shape]``."""
+        flip_rng, enc_rng = jax.random.split(rng)
+        images = batch["image"]
+        if self.random_flip:
+            flip = jax.random.bernoulli(flip_rng, 0.5, (images.shape[0], 1, 1, 1))
+            images = jnp.where(flip, images[:, :, ::-1], images)
+        if self.autoencoder is not None:
+            return self.autoencoder.encode(images, enc_rng)
+        return images_to_symmetric(images)
+
+    def _decode(self, x0: jax.Array) -> jax.Array:
+        """``x_0`` -> float32 images in [0, 1]."""
+        if self.autoencoder is not None:
+            return self.autoencoder.decode(x0)
+        return jnp.clip((x0 + 1.0) / 2.0, 0.0, 1.0)
+
+    # --- the network as a denoiser -----------------------------------------
+    def _output(self, params, x_t, t, alpha, sigma, labels, train=False, rng=None):
+        """Raw network output ``F`` for ``x_t`` ``[B, ...]`` at per-example levels ``[B]``."""
+        rngs = {"dropout": rng} if train else None
+        x_in = self.precond.network_input(x_t, alpha, sigma)
+        labels = labels if self.num_classes else None
+        return self.net.apply({"params": params}, x_in, t, labels, train=train, rngs=rngs)
+
+    def _x0(self, output, x_t, alpha, sigma) -> jax.Array:
+        x0 = self.precond.denoised(output, x_t, alpha, sigma)
+        return jnp.clip(x0, -1.0, 1.0) if self.clip else x0
+
+    def denoiser(self, params, labels=None, guidance: float = 1.0):
+        """``denoise(x, t, alpha, sigma) -> x0_hat`` (scalar levels) with guidance.
+
+        ``labels`` int32 ``[B]`` or None (unconditional, the null class). ``guidance`` must be a
+        Python number: 0 and 1 take one network pass, other values two.
+        """
+        null = None
+        if not self.num_classes:
+            guidance = 1.0
+        else:
+            null = None if labels is None else jnp.full_like(labels, self.num_classes)
+            if labels is None or guidance == 0:
+                labels, guidance = null, 1.0
+
+        def denoise(x, t, alpha, sigma):
+            b = x.shape[0]
+            tb, ab, sb = (jnp.full((b,), v, jnp.float32) for v in (t, alpha, sigma))
+            if guidance == 1:
+                out = self._output(params, x, tb, ab, sb, labels)
+            else:
+                both = self._output(
+                    params, jnp.concatenate([x, x]), jnp.concatenate([tb, tb]),
+                    jnp.concatenate([ab, ab]), jnp.concatenate([sb, sb]),
+                    jnp.concatenate([null, labels]),
+                )  # fmt: skip
+                out = guided(both[:b], both[b:], guidance)
+            return self._x0(out, x, ab, sb)
+
+        return denoise
+
+    # --- Method interface ----------------------------------------------------
+    def init_params(self, rng, batch):
+        del batch
+        x = jnp.zeros((1, *self.x_shape), jnp.float32)
+        labels = jnp.zeros((1,), jnp.int32) if self.num_classes else None
+        return self.net.init({"params": rng}, x, jnp.zeros((1,)), labels)["params"]
+
+    def loss(self, params, batch, rng):
+        data_rng, drop_rng, level_rng, noise_rng, dropout_rng = jax.random.split(rng, 5)
+        x0 = self._encode(batch, data_rng)
+        b = x0.shape[0]
+        labels = None
+        if self.num_classes:
+            drop = jax.random.bernoulli(drop_rng, self.cond_drop_prob, (b,))
+            labels = jnp.where(drop | (batch["label"] < 0), self.num_classes, batch["label"])
+        t, alpha, sigma = self.process.sample_train_levels(level_rng, b)
+        x_t = q_sample(x0, jax.random.normal(noise_rng, x0.shape), alpha, sigma)
+        out = self._output(params, x_t, t, alpha, sigma, labels, train=True, rng=dropout_rng)
+        target = self.precond.target(x0, x_t, alpha, sigma)
+        loss = jnp.mean((out - target) ** 2)
+        return loss, {"mse": loss}
+
+    def _sampler_settings(self, name: str | None = None, steps: int | None = None):
+        """``(spec, grid, options)`` of a sampler; ``None`` takes ``config.sample``'s value."""
+        cfg = self.config.sample
+        name = (cfg.get("sampler", "") if name is None else name) or "ddpm"
+        spec = get_sampler(name)
+        steps = int(cfg.get("steps", 0)) if steps is None else int(steps)
+        steps = steps or spec.default_steps or self.dcfg.timesteps
+        spacing = cfg.get("spacing", "") or spec.spacing
+        options = {}
+        if name == "ddim":
+            options["eta"] = float(cfg.get("eta", 0.0))
+        elif name == "ddpm":
+            options["variance"] = self.dcfg.variance
+        grid = self.process.grid(steps, spacing)
+        return spec, grid, options
+
+    def sample(self, params, rng, num, conditioning=None):
+        """``num`` images in [0, 1], float32 ``[num, H, W, C]``, by ``config.sample``'s sampler."""
+        return self.sample_with(params, rng, num, conditioning)
+
+    def sample_with(self, params, rng, num, conditioning=None, sampler=None, steps=None):
+        """:meth:`sample` with another ``sampler`` name and number of ``steps`` (Python values)."""
+        spec, grid, options = self._sampler_settings(sampler, steps)
+        labels = None if conditioning is None else conditioning.get("label")
+        guidance = float(self.config.sample.get("guidance", 1.0))
+        denoise = self.denoiser(params, labels, guidance)
+        noise_rng, sampler_rng = jax.random.split(rng)
+        x = initial_noise(noise_rng, (num, *self.x_shape), grid)
+        return self._decode(spec.fn(denoise, x, grid, sampler_rng, **options))
+
+    def likelihood(self, params, batch, rng):
+        """The variational bound per image in bits/dim (``model.vlb_terms`` sampled timesteps).
+
+        Conditional models are evaluated with the true labels (``-log p(x | y)``). Returns None
+        for the EDM process and for latent diffusion, where it is not defined here.
+        """
+        if self.bound is None or self.autoencoder is not None:
+            return None
+        x0 = images_to_symmetric(batch["image"])
+        labels = batch["label"] if self.num_classes else None
+
+        def x0_fn(x_t, t):
+            alpha, sigma = self.process.coefficients(t)
+            out = self._output(params, x_t, t.astype(jnp.float32), alpha, sigma, labels)
+            return self._x0(out, x_t, alpha, sigma)
+
+        nats = self.bound.nats(x0_fn, x0, rng, self.vlb_terms)
+        dims = int(np.prod(self.data.image_shape))
+        return {
+            "bits_per_dim": nats_to_bits_per_dim(nats["total"], dims),
+            "vlb_prior_bits_per_dim": nats_to_bits_per_dim(nats["prior"], dims),
+            "vlb_decoder_bits_per_dim": nats_to_bits_per_dim(nats["decoder"], dims),
+        }
