@@ -1,0 +1,106 @@
+"""GANs. The default is SN-GAN's unconditional CIFAR-10 ResNet setting.
+
+Miyato, Kataoka, Koyama & Yoshida, "Spectral Normalization for Generative
+Adversarial Networks", ICLR 2018 (ResNet, hinge loss; reported FID 21.7,
+Inception score 8.22): generator width 256 from a 4x4 start, discriminator
+width 128 with spectral norm everywhere, z ~ N(0, I) of size 128, Adam
+(lr 2e-4, beta1 0, beta2 0.9) for both players, n_dis = 5 discriminator
+updates of batch 64 per generator update, 50k generator updates with the
+learning rate decayed linearly to 0 (as in the authors' code). The paper
+samples from the raw generator: ``train.ema_decay=0`` keeps that (try 0.9999).
+
+  python launch.py --config=configs/gan.py --workdir=runs/sngan_cifar10
+  python launch.py --config=configs/gan.py:preset=cpu --workdir=runs/gan_fmnist
+  python launch.py --config=configs/gan.py:preset=cpu,cond=class --workdir=runs/cgan_fmnist
+
+Arguments: ``preset=smoke|cpu`` (default: full), ``data=<source>`` (full
+default ``tfds:cifar10``, otherwise ``fashion_mnist``), ``cond=none|class``
+(class: conditional batch norm in G, projection discriminator), ``loss=``
+``nonsaturating|hinge|wasserstein`` (default: the preset's), ``arch=dcgan|resnet``.
+"""
+
+from configs.base import common_args, get_base_config, parse_args, shrink_for_preset
+
+
+def get_config(arg: str | None = None):
+    allowed = common_args(loss="", arch="")
+    allowed["data"] = ""
+    args = parse_args(arg, allowed)
+    preset = args["preset"]
+    c = get_base_config()
+    c.family = "gan"
+    c.data.name = args["data"] or ("tfds:cifar10" if preset == "full" else "fashion_mnist")
+    c.data.cond = args["cond"]
+    c.data.image_size = 32 if c.data.name.startswith("tfds:cifar") else 28
+    if c.data.name == "digits":
+        c.data.image_size = 8
+
+    c.model.arch = "resnet"
+    c.model.z_dim = 128
+    c.model.g_width = 256
+    c.model.d_width = 128
+    c.model.d_norm = "spectral"  # spectral | batch | layer | none
+    c.model.d_extra_blocks = 2
+
+    c.gan = dict(loss="hinge", gp_weight=0.0, r1_gamma=0.0, r1_every=1, g_batch_size=0)
+
+    c.train.num_steps = 50_000  # generator updates
+    c.train.d_steps = 5
+    c.train.batch_size = 64 * 5  # 5 discriminator micro-batches of 64
+    c.train.ema_decay = 0.0
+    c.train.log_every = 100
+    c.train.checkpoint_every = 5000
+    c.train.sample_every = 5000
+    c.optimizer.learning_rate = 2e-4  # generator
+    c.optimizer.d_learning_rate = 2e-4
+    c.optimizer.b1 = 0.0
+    c.optimizer.b2 = 0.9
+    c.optimizer.schedule = "linear"
+
+    c.evals.quality = dict(type="quality", num_samples=10_000, features="inception", every=0)
+    c.evals.classifier = dict(type="classifier", num_samples=10_000, features="domain", every=0)
+    c.evals.c2st = dict(type="c2st", num_samples=5_000, features="inception", every=0)
+
+    if preset == "cpu":
+        # DCGAN at 28x28 with a spectrally normalised discriminator.
+        c.model.arch = "dcgan"
+        c.model.z_dim = 64
+        c.model.g_width = 32
+        c.model.d_width = 32
+        c.gan.loss = "nonsaturating"
+        c.train.num_steps = 2000
+        c.train.d_steps = 1
+        c.train.batch_size = 64
+        c.train.ema_decay = 0.999
+        c.train.log_every = 100
+        c.train.checkpoint_every = 1000
+        c.train.sample_every = 500
+        c.optimizer.learning_rate = 2e-4
+        c.optimizer.d_learning_rate = 2e-4
+        c.optimizer.b1 = 0.5
+        c.optimizer.b2 = 0.999
+        c.optimizer.schedule = "constant"
+        for name, n in (("quality", 2000), ("classifier", 2000), ("c2st", 2000)):
+            c.evals[name].num_samples = n
+            c.evals[name].features = "domain"
+    elif preset == "smoke":
+        shrink_for_preset(c, "smoke")
+        c.model.arch = "dcgan"
+        c.model.z_dim = 8
+        c.model.g_width = 4
+        c.model.d_width = 4
+        c.train.d_steps = 2
+        c.train.ema_decay = 0.9
+        c.optimizer.schedule = "constant"
+        # Pixel features: the smoke path needs no trained domain classifier.
+        del c.evals["classifier"]
+        for name in ("quality", "c2st"):
+            c.evals[name].num_samples = 16
+            c.evals[name].features = "pixels"
+        c.evals.quality.kid_subset_size = 8
+        c.evals.c2st.steps = 20
+    if args["loss"]:
+        c.gan.loss = args["loss"]
+    if args["arch"]:
+        c.model.arch = args["arch"]
+    return c

@@ -1,0 +1,1 @@
+"""Adversarial training: losses, regularisers, normalisation layers and the two-player step."""

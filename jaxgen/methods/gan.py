@@ -1,0 +1,255 @@
+"""Generative adversarial networks: DCGAN and SN-GAN ResNet pairs, trained two-player.
+
+Config (besides the shared keys):
+
+* ``model.arch``: ``dcgan`` | ``resnet``; ``model.z_dim``; ``model.g_width``,
+  ``model.d_width`` (channel widths); ``model.d_norm`` (DCGAN discriminator:
+  ``spectral`` | ``batch`` | ``layer`` | ``none``; the ResNet one is spectral
+  unless ``none``); ``model.d_extra_blocks`` (ResNet).
+* ``gan.loss``: ``nonsaturating`` | ``hinge`` | ``wasserstein``;
+  ``gan.gp_weight`` (WGAN-GP); ``gan.r1_gamma`` and ``gan.r1_every`` (lazy R1);
+  ``gan.g_batch_size`` (0: the discriminator's micro-batch size).
+* ``train.d_steps``: discriminator updates per generator update; each takes
+  ``train.batch_size / d_steps`` real images of the step's batch.
+* ``optimizer.*`` builds both optimizers; ``optimizer.learning_rate`` is the
+  generator's, ``optimizer.d_learning_rate`` the discriminator's.
+  ``optimizer.schedule`` may also be ``linear`` (decay to 0, as in SN-GAN).
+
+State (the shared :class:`TrainState`): ``params`` and ``opt_state`` hold
+``{"generator", "discriminator"}``; ``ema_params["generator"]`` is the EMA of
+the generator (decay ``min(train.ema_decay, (1 + t) / (10 + t))`` at step
+``t``) and ``ema_params["discriminator"]`` the live discriminator, so that
+``ema_params`` has the structure of ``params``; ``model_state`` holds the
+discriminator's spectral-norm vectors. One ``train_step`` is
+:func:`jaxgen.gan.step.two_player_step`; its metric ``loss`` is the sum of the
+discriminator's and the generator's losses (``d_loss + g_loss``, both logged too).
+
+Sampling uses the EMA generator. Its batch norm takes the statistics of a
+reference batch of ``gan.g_batch_size`` random latents (uniform labels) drawn
+with the sample key, so an image does not depend on what else is requested.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxgen.errors import UserError
+from jaxgen.gan.losses import get_loss
+from jaxgen.gan.step import Objective, Players, two_player_step
+from jaxgen.methods.base import (
+    DataSpec,
+    Method,
+    TrainState,
+    ema_update,
+    images_to_symmetric,
+    mark_nonfinite,
+)
+from jaxgen.models.dcgan import D_NORMS, DCGANDiscriminator, DCGANGenerator
+from jaxgen.models.resnet_gan import ResNetDiscriminator, ResNetGenerator
+from jaxgen.models.spectral_norm import COLLECTION
+
+ARCHS = ("dcgan", "resnet")
+
+
+class TwoPlayerOptimizer(NamedTuple):
+    """One optax transformation per player.
+
+    ``init``/``update`` act on ``{"generator", "discriminator"}`` trees, each
+    player through its own transformation, so the pair can stand where the
+    trainer expects one optimizer (e.g. re-initialising for ``init_from``).
+    """
+
+    generator: optax.GradientTransformation
+    discriminator: optax.GradientTransformation
+
+    def init(self, params):
+        return {name: getattr(self, name).init(params[name]) for name in params}
+
+    def update(self, grads, state, params=None):
+        out = {
+            name: getattr(self, name).update(
+                grads[name], state[name], None if params is None else params[name]
+            )
+            for name in grads
+        }
+        return {k: v[0] for k, v in out.items()}, {k: v[1] for k, v in out.items()}
+
+
+def player_optimizer(
+    cfg: ml_collections.ConfigDict, learning_rate: float, num_updates: int
+) -> optax.GradientTransformation:
+    """``cfg`` (the ``optimizer`` section) at ``learning_rate``; adds the ``linear`` schedule."""
+    from jaxgen.optim import build_optimizer
+
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    cfg.learning_rate = float(learning_rate)
+    if cfg.schedule != "linear":
+        return build_optimizer(cfg, num_updates)
+    cfg.schedule = "constant"
+    decay = optax.linear_schedule(1.0, 0.0, max(num_updates, 1))
+    return optax.chain(build_optimizer(cfg, num_updates), optax.scale_by_schedule(decay))
+
+
+class GAN(Method):
+    """Generator and discriminator trained against each other; see the module docstring."""
+
+    def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
+        super().__init__(config, data)
+        m, g = config.model, config.gan
+        if data.cond == "text":
+            raise UserError("config cond=text: the GAN family supports cond=none or cond=class")
+        if m.arch not in ARCHS:
+            raise UserError(f"config key model.arch={m.arch!r}: expected one of {ARCHS}")
+        if m.d_norm not in D_NORMS:
+            raise UserError(f"config key model.d_norm={m.d_norm!r}: expected one of {D_NORMS}")
+        get_loss(g.loss)
+        if m.d_norm == "batch" and (g.gp_weight > 0 or g.r1_gamma > 0):
+            raise UserError(
+                "config key model.d_norm='batch': gradient penalties need per-example "
+                "discriminator outputs; use spectral, layer or none"
+            )
+        d_steps = int(config.train.d_steps)
+        if d_steps < 1 or config.train.batch_size % d_steps:
+            raise UserError(
+                f"config key train.d_steps={d_steps}: expected >= 1 and dividing "
+                f"train.batch_size={config.train.batch_size}"
+            )
+        self.num_classes = data.num_classes if data.cond == "class" else 0
+        shape = tuple(data.image_shape)
+        if m.arch == "dcgan":
+            self.generator = DCGANGenerator(shape, m.g_width, self.num_classes)
+            self.discriminator = DCGANDiscriminator(shape, m.d_width, m.d_norm, self.num_classes)
+        else:
+            self.generator = ResNetGenerator(shape, m.g_width, self.num_classes)
+            self.discriminator = ResNetDiscriminator(
+                shape, m.d_width, self.num_classes, m.d_norm != "none", m.d_extra_blocks
+            )
+        self.objective = Objective(
+            loss=g.loss,
+            d_steps=d_steps,
+            g_batch_size=int(g.g_batch_size),
+            r1_gamma=float(g.r1_gamma),
+            r1_every=int(g.r1_every),
+            gp_weight=float(g.gp_weight),
+        )
+        self.players = Players(self._generate, self._discriminate, m.z_dim, self.num_classes)
+
+    # --- the networks as pure functions --------------------------------------
+    def _generate(self, g_params, z, labels, stat_mask=None):
+        return self.generator.apply({"params": g_params}, z, labels, stat_mask)
+
+    def _discriminate(self, d_params, d_state, x, labels, update):
+        variables = {"params": d_params, **d_state}
+        if update and d_state:
+            out, new_state = self.discriminator.apply(
+                variables, x, labels, update=True, mutable=[COLLECTION]
+            )
+            return out, dict(new_state)
+        return self.discriminator.apply(variables, x, labels, update=False), d_state
+
+    # --- state ---------------------------------------------------------------
+    def _init_variables(self, rng, batch):
+        g_rng, d_rng = jax.random.split(rng)
+        images = images_to_symmetric(batch["image"][:2])
+        labels = jnp.zeros((2,), jnp.int32) if self.num_classes else None
+        z = jnp.zeros((2, self.config.model.z_dim), jnp.float32)
+        g_vars = self.generator.init({"params": g_rng}, z, labels)
+        d_vars = dict(self.discriminator.init({"params": d_rng}, images, labels))
+        params = {"generator": g_vars["params"], "discriminator": d_vars.pop("params")}
+        return params, d_vars
+
+    def init_params(self, rng, batch):
+        return self._init_variables(rng, batch)[0]
+
+    def init_model_state(self, rng, batch):
+        return self._init_variables(rng, batch)[1]
+
+    def make_optimizer(self) -> TwoPlayerOptimizer:
+        cfg, steps = self.config.optimizer, int(self.config.train.num_steps)
+        return TwoPlayerOptimizer(
+            generator=player_optimizer(cfg, cfg.learning_rate, steps),
+            discriminator=player_optimizer(
+                cfg, cfg.d_learning_rate, steps * self.objective.d_steps
+            ),
+        )
+
+    def init_state(self, rng, batch, tx) -> TrainState:
+        init_rng, step_rng = jax.random.split(rng)
+        params, d_state = self._init_variables(init_rng, batch)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            ema_params=params,
+            model_state=d_state,
+            rng=step_rng,
+            first_nonfinite_step=jnp.full((), -1, jnp.int32),
+        )
+
+    # --- training --------------------------------------------------------------
+    def train_step(self, state, batch, tx, ema_decay):
+        rng = jax.random.fold_in(state.rng, state.step)
+        real = images_to_symmetric(batch["image"])
+        labels = batch["label"] if self.num_classes else None
+        params, opt_state, d_state, metrics = two_player_step(
+            self.players,
+            self.objective,
+            tx.generator,
+            tx.discriminator,
+            state.params,
+            state.opt_state,
+            state.model_state,
+            real,
+            labels,
+            rng,
+            state.step,
+        )
+        step = state.step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+        ema_params = {
+            "generator": ema_update(state.ema_params["generator"], params["generator"], decay),
+            "discriminator": params["discriminator"],
+        }
+        loss = metrics["d_loss"] + metrics["g_loss"]
+        metrics = dict(metrics, loss=loss, ema_decay=decay)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            opt_state=opt_state,
+            ema_params=ema_params,
+            model_state=d_state,
+            first_nonfinite_step=mark_nonfinite(state, loss),
+        )
+        return new_state, metrics
+
+    # --- sampling --------------------------------------------------------------
+    def sampling_params(self, state: TrainState):
+        return {"generator": state.ema_params["generator"]}
+
+    def reference_batch_size(self) -> int:
+        return self.objective.g_batch_size or self.config.train.batch_size // self.objective.d_steps
+
+    def sample(self, params, rng, num, conditioning=None):
+        """float32 ``[num, H, W, C]`` in ``[0, 1]`` from the generator ``params["generator"]``."""
+        ref_rng, z_rng = jax.random.split(rng)
+        n_ref = self.reference_batch_size()
+        z_ref = jax.random.normal(ref_rng, (n_ref, self.config.model.z_dim))
+        z = jax.random.normal(z_rng, (num, self.config.model.z_dim))
+        labels = None
+        if self.num_classes:
+            y_ref = jax.random.randint(
+                jax.random.fold_in(ref_rng, 1), (n_ref,), 0, self.num_classes, jnp.int32
+            )
+            if conditioning is not None and "label" in conditioning:
+                y = jnp.asarray(conditioning["label"], jnp.int32)
+            else:
+                y = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+            labels = jnp.concatenate([y_ref, y])
+        mask = jnp.concatenate([jnp.ones((n_ref,)), jnp.zeros((num,))])
+        x = self._generate(params["generator"], jnp.concatenate([z_ref, z]), labels, mask)
+        return jnp.clip((x[n_ref:] + 1.0) / 2.0, 0.0, 1.0)
