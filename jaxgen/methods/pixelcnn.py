@@ -1,0 +1,131 @@
+"""Autoregressive image models: PixelCNN, Gated PixelCNN and PixelCNN++ (``family = pixelcnn``).
+
+``config.model.variant`` picks the network and its likelihood:
+
+* ``pixelcnn``: masked convolutions (van den Oord et al. 2016a), 256-way softmax;
+* ``gated``: Gated PixelCNN (van den Oord et al. 2016b), 256-way softmax;
+* ``pixelcnn_pp``: PixelCNN++ (Salimans et al. 2017), discretized logistic mixture.
+
+Training is teacher-forced (all pixels in one pass); the loss is the negative
+log-likelihood in nats per dimension and ``bits_per_dim`` = loss / ln 2. The
+likelihood is exact, so :meth:`PixelCNN.likelihood` gives per-example test
+``bits_per_dim``. ``sample.sampler`` = ``fast`` (default, cached incremental) or
+``plain`` (a full network pass per pixel and channel); both give the same images.
+Class-conditional with ``cond=class``; a ``context`` vector ``[B, D]`` in the
+batch or the conditioning also conditions the network.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxgen.errors import UserError
+from jaxgen.methods.base import DataSpec, Method
+from jaxgen.models.gated_pixelcnn import GatedPixelCNNNet
+from jaxgen.models.pixelcnn import PixelCNNNet
+from jaxgen.models.pixelcnn_pp import PixelCNNPPNet
+from jaxgen.pixelcnn import categorical, logistic_mixture
+from jaxgen.pixelcnn.sampling import SAMPLERS, ARModel
+
+VARIANTS = ("pixelcnn", "gated", "pixelcnn_pp")
+
+
+def build_model(model_config, data: DataSpec, num_classes: int) -> ARModel:
+    """The network and head of ``model_config.variant`` for images of ``data.image_shape``."""
+    m = model_config
+    height, width, channels = data.image_shape
+    variant = m.variant
+    if variant not in VARIANTS:
+        raise UserError(f"config key model.variant={variant!r}: expected one of {VARIANTS}")
+    if variant == "pixelcnn_pp":
+        factor = 2 ** (m.num_levels - 1)
+        if height % factor or width % factor:
+            raise UserError(
+                f"config key model.num_levels={m.num_levels}: image size {height}x{width} "
+                f"is not divisible by {factor}"
+            )
+        net = PixelCNNPPNet(
+            num_outputs=logistic_mixture.num_outputs(channels, m.num_mixtures),
+            features=m.features, num_resnet=m.num_resnet, num_levels=m.num_levels,
+            dropout=m.dropout, num_classes=num_classes, cond_dim=m.cond_dim,
+        )  # fmt: skip
+        return ARModel(net, data.image_shape, "logistic_mixture", m.num_mixtures)
+    if m.features % (2 * channels) or m.output_features % channels:
+        raise UserError(
+            f"config keys model.features={m.features} and model.output_features="
+            f"{m.output_features}: expected multiples of 2 * channels = {2 * channels}"
+        )
+    cls = PixelCNNNet if variant == "pixelcnn" else GatedPixelCNNNet
+    depth = {"num_blocks" if variant == "pixelcnn" else "num_layers": m.num_layers}
+    net = cls(
+        channels=channels, num_outputs=categorical.num_outputs(channels), features=m.features,
+        kernel_size=m.kernel_size, output_features=m.output_features,
+        num_classes=num_classes, cond_dim=m.cond_dim, **depth,
+    )  # fmt: skip
+    return ARModel(net, data.image_shape, "categorical")
+
+
+class PixelCNN(Method):
+    """Exact-likelihood autoregressive models over 8-bit pixels."""
+
+    def __init__(self, config, data: DataSpec):
+        super().__init__(config, data)
+        if data.cond == "text":
+            raise UserError(
+                "config argument cond=text: the pixelcnn family takes text through a "
+                "context vector, which no text encoder feeds yet; use cond=none or cond=class"
+            )
+        self.num_classes = 0
+        if data.cond == "class":
+            self.num_classes = int(config.model.get("num_classes", 0)) or data.num_classes
+            if self.num_classes <= 0:
+                raise UserError(f"cond=class: data source {config.data.name!r} has no labels")
+        self.model = build_model(config.model, data, self.num_classes)
+        self.num_dims = math.prod(data.image_shape)
+
+    def _cond(self, source: dict | None) -> dict:
+        source = source or {}
+        cond = {}
+        if self.num_classes:
+            cond["label"] = jnp.asarray(source["label"], jnp.int32)
+        if "context" in source:
+            cond["context"] = jnp.asarray(source["context"], jnp.float32)
+        return cond
+
+    def init_params(self, rng, batch):
+        x = jnp.zeros(batch["image"].shape, jnp.float32)
+        cond = self._cond(batch)
+        # A counter-based (rbg) key compiles far faster than threefry for hundreds of tensors.
+        key = jax.random.key(jax.random.bits(rng, (), jnp.uint32), impl="rbg")
+        return self.model.net.init(key, x, cond.get("label"), cond.get("context"))["params"]
+
+    def _nll(self, params, batch, rng, train: bool) -> jax.Array:
+        """Per-image negative log-likelihood in nats, ``[B]``."""
+        images = batch["image"]
+        out, _ = self.model.apply(
+            params, images, self._cond(batch), train=train, rng=rng if train else None
+        )
+        return -self.model.log_prob(out, images)
+
+    def loss(self, params, batch, rng):
+        nats_per_dim = jnp.mean(self._nll(params, batch, rng, train=True)) / self.num_dims
+        return nats_per_dim, {"bits_per_dim": nats_per_dim / math.log(2.0)}
+
+    def likelihood(self, params, batch, rng):
+        nll = self._nll(params, batch, rng, train=False)
+        return {"bits_per_dim": nll / (self.num_dims * math.log(2.0)), "nll": nll}
+
+    def sample(self, params, rng, num, conditioning=None):
+        name = self.config.sample.sampler or "fast"
+        if name not in SAMPLERS:
+            raise UserError(
+                f"config key sample.sampler={name!r}: expected one of {sorted(SAMPLERS)}"
+            )
+        conditioning = dict(conditioning or {})
+        if self.num_classes and "label" not in conditioning:
+            conditioning["label"] = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+        images = SAMPLERS[name](self.model, params, rng, num, self._cond(conditioning))
+        return images.astype(jnp.float32) / 255.0

@@ -1,0 +1,1 @@
+"""PixelCNN family internals: causal layers, likelihood heads and the two samplers."""
