@@ -1,0 +1,1 @@
+"""Peer implementations in other frameworks, for side-by-side benchmarks (optional dependencies)."""

@@ -1,0 +1,69 @@
+"""The checked-in result set: one sweep that feeds every table, sized for a 2-core CPU.
+
+  python -m experiments.sweep experiments/ablations/results.py --root runs/results \
+      --preset cpu --report experiments/results
+
+Runs (all ``preset=cpu``, Fashion-MNIST unless named otherwise):
+
+* ``vae_fashion_mnist``, ``vae_digits``, ``vae_sprites``: the VAE on three domains (Table 7);
+  the first is also the transfer source.
+* ``vae_digits28_finetuned`` (``init_from`` the Fashion-MNIST VAE) and ``vae_digits28_scratch``:
+  digits upscaled to 28x28, equal steps (Table 6).
+* ``ddpm_fashion_mnist`` (the config's default sampler) and two sampling-only variants on its
+  checkpoints, ``ddpm_fashion_mnist_ddim_20`` and ``ddpm_fashion_mnist_heun_10`` (Tables 3, 4).
+* ``gan_fashion_mnist``: discriminator accuracies and two-sample test (Tables 8, 9).
+* ``pixelcnn_fashion_mnist``: exact bits/dim (Table 10).
+
+Table 5 needs benchmark files: pass them to ``experiments.report --bench``.
+"""
+
+from experiments.spec import Run, ref, sampling_variant
+
+
+def get_sweep(arg=None):
+    del arg
+    vae = Run("vae_fashion_mnist", "configs/vae.py", args=dict(data="fashion_mnist"),
+              description="VAE on Fashion-MNIST (also the transfer source)")  # fmt: skip
+    ddpm = Run("ddpm_fashion_mnist", "configs/ddpm.py", args=dict(data="fashion_mnist"),
+               description="DDPM, linear schedule, epsilon prediction")  # fmt: skip
+    digits28 = {"data.image_size": 28}
+    return [
+        vae,
+        Run("vae_digits", "configs/vae.py", args=dict(data="digits"), description="VAE on digits"),
+        Run(
+            "vae_sprites", "configs/vae.py", args=dict(data="sprites"), description="VAE on sprites"
+        ),  # fmt: skip
+        Run(
+            "vae_digits28_finetuned",
+            "configs/vae.py",
+            args=dict(data="digits"),
+            overrides=dict(digits28, init_from=ref(vae.name)),
+            description="VAE on 28x28 digits, fine-tuned from the Fashion-MNIST VAE",
+        ),  # fmt: skip
+        Run(
+            "vae_digits28_scratch",
+            "configs/vae.py",
+            args=dict(data="digits"),
+            overrides=digits28,
+            description="VAE on 28x28 digits from scratch",
+        ),  # fmt: skip
+        ddpm,
+        sampling_variant(
+            ddpm, "ddpm_fashion_mnist_ddim_20", "DDIM, 20 steps", sampler="ddim", steps=20
+        ),  # fmt: skip
+        sampling_variant(
+            ddpm, "ddpm_fashion_mnist_heun_10", "Heun (EDM), 10 steps", sampler="heun", steps=10
+        ),  # fmt: skip
+        Run(
+            "gan_fashion_mnist",
+            "configs/gan.py",
+            args=dict(data="fashion_mnist"),
+            description="DCGAN, non-saturating loss, spectral norm",
+        ),  # fmt: skip
+        Run(
+            "pixelcnn_fashion_mnist",
+            "configs/pixelcnn.py",
+            args=dict(data="fashion_mnist"),
+            description="PixelCNN++",
+        ),  # fmt: skip
+    ]
