@@ -41,12 +41,14 @@ def get_config(arg: str | None = None):
     if args["preset"] == "cpu":
         c.model.channels = (32, 64)
         c.model.hidden_dim = 256
-        c.model.iwae_k = 128
-        c.train.num_steps = 3000
+        c.model.iwae_k = 64
+        c.train.num_steps = 2000
+        c.train.batch_size = 64
         c.train.log_every = 100
         c.train.checkpoint_every = 1000
         c.train.sample_every = 1000
         c.optimizer.warmup_steps = 100
+        c.evals.likelihood.num_examples = 1000
     elif args["preset"] == "smoke":
         shrink_for_preset(c, "smoke")
         c.model.channels = (8, 16)

@@ -18,11 +18,11 @@ to every run's config arguments.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import re
 from typing import Any
 
+from jaxgen.cli import import_file
 from jaxgen.errors import UserError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
@@ -124,16 +124,7 @@ class Sweep:
 def load_sweep(spec: str) -> Sweep:
     """``path[:arg]`` of a sweep file -> the validated :class:`Sweep`."""
     path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise UserError(f"sweep {spec!r}: no sweep file {path!r}")
-    module_spec = importlib.util.spec_from_file_location(f"jaxgen_sweep_{_stem(path)}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"sweep {spec!r}: cannot load {path}: {e}") from None
+    module = import_file(path, f"sweep {spec!r}", "sweep", f"jaxgen_sweep_{_stem(path)}")
     if not hasattr(module, "get_sweep"):
         raise UserError(f"sweep {spec!r}: {path} has no get_sweep(arg)")
     runs = module.get_sweep(arg or None)

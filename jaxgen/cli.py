@@ -25,19 +25,25 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """``path[:arg]`` -> the ConfigDict returned by the file's ``get_config(arg)``."""
-    path, _, arg = spec.partition(":")
+def import_file(path: str, where: str, kind: str, module_name: str):
+    """Imports the Python file ``path``; a missing or broken file is a UserError naming it."""
     if not os.path.isfile(path):
-        raise UserError(f"--config={spec}: no config file {path!r}")
-    module_spec = importlib.util.spec_from_file_location("jaxgen_user_config", path)
+        raise UserError(f"{where}: no {kind} file {path!r}")
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
     except UserError:
         raise
     except Exception as e:
-        raise UserError(f"--config={spec}: cannot load {path}: {one_line(e)}") from None
+        raise UserError(f"{where}: cannot load {path}: {one_line(e)}") from None
+    return module
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """``path[:arg]`` -> the ConfigDict returned by the file's ``get_config(arg)``."""
+    path, _, arg = spec.partition(":")
+    module = import_file(path, f"--config={spec}", "config", "jaxgen_user_config")
     if not hasattr(module, "get_config"):
         raise UserError(f"--config={spec}: {path} has no get_config(arg)")
     return module.get_config(arg or None) if arg else module.get_config()
