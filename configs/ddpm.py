@@ -5,14 +5,22 @@
   python launch.py --config=configs/ddpm.py --workdir=runs/ddpm_cifar10       # the paper's run
 
 Arguments: ``preset=smoke|cpu`` (default: full), ``data=<source>``, ``cond=none|class``,
+``cond=text`` with ``text_encoder=bert|transformer`` (see ``configs/base.py``),
 ``prediction=eps|x0|v``, ``schedule=linear|cosine``, ``edm=true`` (EDM preconditioning and
 noise distribution instead of the DDPM process), ``autoencoder=<VAE workdir>`` (latent
 diffusion), ``sampler=ddpm|ddim|dpm_solver_pp|heun`` and ``steps=<int>`` (0: the sampler's
-default). With ``cond=class`` labels are dropped with probability 0.1 in training and
-``sample.guidance`` sets classifier-free guidance (0: unconditional, 1: conditional).
+default). With ``cond=class`` or ``cond=text`` the condition is dropped with probability 0.1
+in training and ``sample.guidance`` sets classifier-free guidance (0: unconditional, 1:
+conditional).
 """
 
-from configs.base import common_args, get_base_config, parse_args, shrink_for_preset
+from configs.base import (
+    add_text_config,
+    common_args,
+    get_base_config,
+    parse_args,
+    shrink_for_preset,
+)
 
 
 def get_config(arg: str | None = None):
@@ -39,7 +47,7 @@ def get_config(arg: str | None = None):
         prediction=args["prediction"], variance="large",
         sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, p_mean=-1.2, p_std=1.2,
     )  # fmt: skip
-    c.model.cond_drop_prob = 0.1 if args["cond"] == "class" else 0.0
+    c.model.cond_drop_prob = 0.1 if args["cond"] in ("class", "text") else 0.0
     c.model.clip_denoised = True
     c.model.random_flip = True
     c.model.autoencoder = args["autoencoder"]
@@ -100,4 +108,5 @@ def get_config(arg: str | None = None):
         c.sample.steps = args["steps"] or 4
         c.evals = dict(params=c.evals.params.to_dict())
         c.evals.likelihood = dict(type="likelihood", num_examples=16, batch_size=8, every=0)
+    add_text_config(c, args)
     return c

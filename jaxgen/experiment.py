@@ -21,6 +21,8 @@ from jaxgen.evaluate import EvalContext, check_evaluators, run_evaluators
 from jaxgen.images import to_uint8
 from jaxgen.methods import get_method_class
 from jaxgen.methods.base import TrainState
+from jaxgen.text.conditioner import sync_tokenizer
+from jaxgen.text.conditioning import read_prompts
 
 SAMPLE_STREAM = 1  # fold_in tags that separate the RNG streams of one seed
 EVAL_STREAM = 2
@@ -37,6 +39,8 @@ class Experiment:
         self.eval_source = load_source(config.data, config.data.eval_split)
         self.spec = data_spec(self.train_source, config.data.cond)
         self.method = get_method_class(config.family)(config, self.spec)
+        if self.method.text is not None:
+            sync_tokenizer(self.method.text, workdir, write=jax.process_index() == 0)
         self.mesh = parallel.make_mesh()
         parallel.check_batch_size(config.train.batch_size, self.mesh)
         self.tx = self.method.make_optimizer()
@@ -93,7 +97,8 @@ class Experiment:
 
     # --- sampling -------------------------------------------------------
     def conditioning(self, num: int) -> dict[str, jax.Array] | None:
-        """Labels for ``num`` samples: ``sample.label`` or the classes in turn."""
+        """Conditioning of ``num`` samples: labels (``sample.label`` or the classes in turn) or
+        the text fields of ``sample.prompt`` / ``sample.prompts_file`` (plus ``prompts``)."""
         if self.spec.cond == "class":
             label = self.config.sample.label
             if label >= self.spec.num_classes:
@@ -102,13 +107,35 @@ class Experiment:
             labels = np.full(num, label) if label >= 0 else np.arange(num) % self.spec.num_classes
             return {"label": jnp.asarray(labels, jnp.int32)}
         if self.spec.cond == "text":
-            return self.method.text_conditioning(num, self.config.sample)
+            prompts, labels = read_prompts(self.config.sample, num, self.config.data.name)
+            cond = dict(self.method.text_conditioning(prompts), prompts=np.asarray(prompts))
+            if labels is not None:
+                cond["prompt_labels"] = labels
+            return cond
         return None
 
     def generate(self, state: TrainState, num: int, rng: jax.Array) -> dict[str, np.ndarray]:
-        """``num`` samples as uint8 ``[num, H, W, C]`` (+ ``labels``), in chunks."""
-        params = self.method.sampling_params(state)
+        """``num`` samples as uint8 ``[num, H, W, C]`` (+ ``labels`` or ``prompts``), in chunks."""
         conditioning = self.conditioning(num)
+        prompts = None if conditioning is None else conditioning.pop("prompts", None)
+        labels = None if conditioning is None else conditioning.pop("prompt_labels", None)
+        result = {"images": self.sample_images(state, num, rng, conditioning)}
+        if prompts is not None:
+            result["prompts"] = prompts
+            if labels is not None:  # default prompts: the class each one names
+                result["labels"] = labels
+        elif conditioning is not None:
+            result["labels"] = np.asarray(conditioning["label"])
+        return result
+
+    def generate_for_prompts(self, state: TrainState, prompts: list[str], rng: jax.Array):
+        """One uint8 ``[H, W, C]`` sample per prompt, ``[len(prompts), H, W, C]``."""
+        conditioning = self.method.text_conditioning(list(prompts))
+        return self.sample_images(state, len(prompts), rng, conditioning)
+
+    def sample_images(self, state: TrainState, num: int, rng: jax.Array, conditioning=None):
+        """``num`` uint8 samples ``[num, H, W, C]`` of the sampling parameters, in chunks."""
+        params = self.method.sampling_params(state)
         images = []
         for start in range(0, num, SAMPLE_CHUNK):
             count = min(SAMPLE_CHUNK, num - start)
@@ -119,16 +146,7 @@ class Experiment:
             )
             out = self._sample_fn(params, jax.random.fold_in(rng, start), count, chunk_cond)
             images.append(to_uint8(jax.device_get(out)))
-        result = {"images": np.concatenate(images)}
-        if conditioning is not None:
-            result.update(
-                {
-                    ("labels" if k == "label" else k): np.asarray(v)
-                    for k, v in conditioning.items()
-                    if k != "tokens"
-                }
-            )
-        return result
+        return np.concatenate(images)
 
     def sample_rng(self) -> jax.Array:
         return jax.random.fold_in(self.rng, SAMPLE_STREAM)
@@ -146,5 +164,6 @@ class Experiment:
             rng=jax.random.fold_in(jax.random.fold_in(self.rng, EVAL_STREAM), step),
             workdir=self.workdir,
             generate_fn=lambda num, rng: self.generate(state, num, rng),
+            prompts_fn=lambda prompts, rng: self.generate_for_prompts(state, prompts, rng),
         )
         return run_evaluators(ctx, self.config.evals, step, final)

@@ -317,11 +317,23 @@ def test_read_prompts(tmp_path):
     import ml_collections
 
     cfg = ml_collections.ConfigDict({"prompt": "jeans", "prompts_file": ""})
-    assert conditioning.read_prompts(cfg, 3) == ["jeans"] * 3
+    assert conditioning.read_prompts(cfg, 3, "fashion_mnist") == (["jeans"] * 3, None)
     path = tmp_path / "prompts.txt"
     path.write_text("a bag\n\na dress\n")
     cfg.prompts_file = str(path)
-    assert conditioning.read_prompts(cfg, 3) == ["a bag", "a dress", "a bag"]
+    prompts, _ = conditioning.read_prompts(cfg, 3, "fashion_mnist")
+    assert prompts == ["a bag", "a dress", "a bag"]
     cfg.prompts_file = str(tmp_path / "missing.txt")
     with pytest.raises(UserError, match="sample.prompts_file"):
-        conditioning.read_prompts(cfg, 1)
+        conditioning.read_prompts(cfg, 1, "fashion_mnist")
+
+
+def test_default_prompts_name_their_class():
+    import ml_collections
+
+    cfg = ml_collections.ConfigDict({"prompt": "", "prompts_file": ""})
+    prompts, labels = conditioning.read_prompts(cfg, 20, "fashion_mnist")
+    np.testing.assert_array_equal(labels, np.arange(20) % 10)
+    assert all(p in captions.train_captions(y) for p, y in zip(prompts, labels, strict=True))
+    prompts, labels = conditioning.read_prompts(cfg, 12, "sprites")
+    assert all(sprites.SHAPES[y] in p for p, y in zip(prompts, labels, strict=True))

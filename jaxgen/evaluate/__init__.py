@@ -20,6 +20,7 @@ EVALUATORS = {
     "classifier": "jaxgen.evaluate.sample_evals:classifier",
     "diversity": "jaxgen.evaluate.sample_evals:diversity",
     "c2st": "jaxgen.evaluate.sample_evals:c2st",
+    "prompts": "jaxgen.evaluate.prompts:evaluate",
 }
 
 

@@ -28,6 +28,8 @@ class EvalContext:
       workdir: the run directory (evaluators may cache files under it).
       generate: ``generate(num, rng) -> {"images": uint8 [num, H, W, C],
         "labels": int32 [num] (or absent)}``; results are cached per ``num``.
+      prompts_fn: ``prompts_fn(prompts, rng) -> uint8 [len(prompts), H, W, C]``, one sample
+        per prompt (text-conditioned models only).
     """
 
     config: ml_collections.ConfigDict
@@ -40,6 +42,7 @@ class EvalContext:
     rng: jax.Array
     workdir: str
     generate_fn: Callable[[int, jax.Array], dict[str, np.ndarray]]
+    prompts_fn: Callable[[list[str], jax.Array], np.ndarray] | None = None
     _sample_cache: dict[int, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     def generate(self, num: int) -> dict[str, np.ndarray]:

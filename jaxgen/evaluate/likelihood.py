@@ -19,14 +19,12 @@ def evaluate(ctx, cfg) -> dict[str, float]:
     num = min(int(cfg.get("num_examples", len(source))) or len(source), len(source))
     batch_size = min(int(cfg.get("batch_size", 256)), num)
     fn = jax.jit(ctx.method.likelihood)
+    transform = ctx.method.batch_transform()  # adds the text fields of cond=text models
     sums: dict[str, float] = {}
     count = 0
     for start in range(0, num - num % batch_size or num, batch_size):
-        items = [source[i] for i in range(start, min(start + batch_size, num))]
-        batch = {
-            "image": np.stack([x["image"] for x in items]),
-            "label": np.asarray([x["label"] for x in items], np.int32),
-        }
+        items = [transform(source[i]) for i in range(start, min(start + batch_size, num))]
+        batch = {k: np.stack([np.asarray(x[k]) for x in items]) for k in items[0]}
         out = fn(ctx.params, batch, jax.random.fold_in(ctx.rng, start))
         if out is None:
             raise UserError(

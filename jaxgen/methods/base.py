@@ -114,6 +114,11 @@ class Method:
         self.data = data
         check_step_options(config, self.supports_bfloat16)
         self.compute_dtype = PRECISIONS[config.get("precision", "float32")]
+        self.text = None
+        if data.cond == "text":
+            from jaxgen.text.conditioner import TextConditioner
+
+            self.text = TextConditioner(config, config.data.name)
 
     # --- what a single-optimizer family implements -------------------------
     def init_params(self, rng: jax.Array, batch: dict[str, jax.Array]) -> PyTree:
@@ -152,15 +157,20 @@ class Method:
         return None
 
     def batch_transform(self):
-        """Per-example function of the input pipeline: source item -> batched fields."""
-        return select_image_and_label
+        """Per-example function of the input pipeline: source item -> batched fields.
 
-    def text_conditioning(self, num: int, sample_config) -> dict[str, jax.Array]:
-        """Conditioning arrays for ``num`` samples from ``sample.prompt``/``prompts_file``."""
-        del num, sample_config
-        from jaxgen.errors import UserError
+        With text conditioning the fields of :attr:`text` (a
+        :class:`~jaxgen.text.conditioner.TextConditioner`) are added.
+        """
+        return self.text.example_transform() if self.text else select_image_and_label
 
-        raise UserError(f"family {self.config.family!r} has no text conditioning")
+    def text_conditioning(self, prompts: list[str]) -> dict[str, jax.Array]:
+        """Conditioning arrays for one sample per prompt (the text fields, ``[N, ...]``)."""
+        if self.text is None:
+            from jaxgen.errors import UserError
+
+            raise UserError(f"family {self.config.family!r} was not trained with cond=text")
+        return {k: jnp.asarray(v) for k, v in self.text.text_fields(prompts).items()}
 
     def write_extras(self, params: PyTree, real: dict, rng: jax.Array, out_dir: str, step: int):
         """Family-specific outputs of ``--mode=sample`` (e.g. a VAE's interpolations)."""

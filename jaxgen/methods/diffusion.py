@@ -4,13 +4,16 @@ Per training batch, with ``x_0`` the images in [-1, 1] (or a VAE's latents):
 
   (t, alpha, sigma) ~ the process's noise levels        uniform timesteps, or EDM's lognormal
   x_t = alpha * x_0 + sigma * eps,  eps ~ N(0, I)       the forward process q(x_t | x_0)
-  F = UNet(c_in * x_t, t, label)                         label dropped with prob cond_drop_prob
+  F = UNet(c_in * x_t, t, cond)                          cond dropped with prob cond_drop_prob
   loss = mean (F - F*)^2                                 F* = eps, x_0, v or EDM's target
 
 Sampling integrates from noise with a sampler from :mod:`jaxgen.samplers` (``sample.sampler``,
 ``sample.steps``) driven by ``x0_hat = c_skip x_t + c_out F`` of the EMA parameters, with
 classifier-free guidance ``F = F_uncond + sample.guidance * (F_cond - F_uncond)``: guidance 0 is
 the unconditional model, 1 the conditional one (no extra cost), above 1 sharper samples.
+``cond`` is a class label (``cond=class``: a learned embedding, the null class when dropped) or
+a caption (``cond=text``: cross-attention to the text encoder's token embeddings and the
+pooled embedding added to the time embedding; the null text when dropped).
 ``likelihood`` is the variational bound in bits/dim (discrete VP process, pixel space only).
 """
 
@@ -30,6 +33,8 @@ from jaxgen.errors import UserError
 from jaxgen.methods.base import Method, images_to_symmetric
 from jaxgen.models.unet import UNet, UNetConfig
 from jaxgen.samplers import get_sampler, initial_noise
+from jaxgen.text.conditioner import PARAMS_KEY, drop_text
+from jaxgen.text.encoder import TextEmbedding
 
 PROCESSES = ("vp", "edm")
 
@@ -89,6 +94,10 @@ class DiffusionConfig:
         return result
 
 
+def _batch_size(cond) -> int:
+    return jax.tree.leaves(cond)[0].shape[0]
+
+
 class Diffusion(Method):
     """The diffusion family (``family = "ddpm"``)."""
 
@@ -110,10 +119,6 @@ class Diffusion(Method):
             self.process = VPProcess(schedule)
             self.precond = Preconditioning(self.dcfg.prediction)
             self.bound = VariationalBound(schedule, self.dcfg.variance)
-        if data.cond == "text":
-            raise UserError(
-                "family 'ddpm' with cond=text needs the text encoder (not available yet)"
-            )
         self.num_classes = data.num_classes if data.cond == "class" else 0
         if data.cond == "class" and not self.num_classes:
             raise UserError(f"cond=class but data {config.data.name!r} has no labels")
@@ -131,7 +136,10 @@ class Diffusion(Method):
             )
         self.x_shape = self.autoencoder.latent_shape if self.autoencoder else data.image_shape
         self.unet_config = UNetConfig.from_config(
-            model.unet, out_channels=self.x_shape[-1], num_classes=self.num_classes
+            model.unet,
+            out_channels=self.x_shape[-1],
+            num_classes=self.num_classes,
+            context_dim=self.text.width if self.text else 0,
         )
         self.unet_config.check_input(*self.x_shape[:2])
         self.net = UNet(self.unet_config)
@@ -160,41 +168,67 @@ class Diffusion(Method):
         return jnp.clip((x0 + 1.0) / 2.0, 0.0, 1.0)
 
     # --- the network as a denoiser -----------------------------------------
-    def _output(self, params, x_t, t, alpha, sigma, labels, train=False, rng=None):
-        """Raw network output ``F`` for ``x_t`` ``[B, ...]`` at per-example levels ``[B]``."""
+    def _output(self, params, x_t, t, alpha, sigma, cond, train=False, rng=None):
+        """Raw network output ``F`` for ``x_t`` ``[B, ...]`` at per-example levels ``[B]``.
+
+        ``cond``: labels int32 ``[B]`` (class), a :class:`TextEmbedding` (text) or None.
+        """
         rngs = {"dropout": rng} if train else None
         x_in = self.precond.network_input(x_t, alpha, sigma)
-        labels = labels if self.num_classes else None
-        return self.net.apply({"params": params}, x_in, t, labels, train=train, rngs=rngs)
+        unet_params = {k: v for k, v in params.items() if k != PARAMS_KEY}
+        if isinstance(cond, TextEmbedding):
+            return self.net.apply(
+                {"params": unet_params}, x_in, t, None, cond.tokens, cond.mask, cond.pooled,
+                train=train, rngs=rngs,
+            )  # fmt: skip
+        labels = cond if self.num_classes else None
+        return self.net.apply({"params": unet_params}, x_in, t, labels, train=train, rngs=rngs)
+
+    def _condition(self, params, conditioning) -> jax.Array | TextEmbedding | None:
+        """Labels or the text embedding of a batch / of sampling ``conditioning``."""
+        if self.text is not None:
+            return None if conditioning is None else self.text.embed(params, conditioning)
+        if self.num_classes and conditioning is not None:
+            return conditioning.get("label")
+        return None
+
+    def _null(self, num: int):
+        """The unconditional input of ``num`` examples: the null class or the null text."""
+        if self.text is not None:
+            return self.text.null_embedding(num)
+        return jnp.full((num,), self.num_classes, jnp.int32)
 
     def _x0(self, output, x_t, alpha, sigma) -> jax.Array:
         x0 = self.precond.denoised(output, x_t, alpha, sigma)
         return jnp.clip(x0, -1.0, 1.0) if self.clip else x0
 
-    def denoiser(self, params, labels=None, guidance: float = 1.0):
+    def denoiser(self, params, cond=None, guidance: float = 1.0):
         """``denoise(x, t, alpha, sigma) -> x0_hat`` (scalar levels) with guidance.
 
-        ``labels`` int32 ``[B]`` or None (unconditional, the null class). ``guidance`` must be a
-        Python number: 0 and 1 take one network pass, other values two.
+        ``cond``: labels ``[B]``, a :class:`TextEmbedding` or None (unconditional: the null
+        class or text). ``guidance`` must be a Python number: 0 and 1 take one network pass,
+        other values two.
         """
+        conditional = self.num_classes or self.text is not None
         null = None
-        if not self.num_classes:
+        if not conditional:
             guidance = 1.0
+        elif cond is None or guidance == 0:
+            guidance, cond = 1.0, None
         else:
-            null = None if labels is None else jnp.full_like(labels, self.num_classes)
-            if labels is None or guidance == 0:
-                labels, guidance = null, 1.0
+            null = self._null(_batch_size(cond))
 
         def denoise(x, t, alpha, sigma):
             b = x.shape[0]
             tb, ab, sb = (jnp.full((b,), v, jnp.float32) for v in (t, alpha, sigma))
+            c = self._null(b) if cond is None and conditional else cond
             if guidance == 1:
-                out = self._output(params, x, tb, ab, sb, labels)
+                out = self._output(params, x, tb, ab, sb, c)
             else:
                 both = self._output(
                     params, jnp.concatenate([x, x]), jnp.concatenate([tb, tb]),
                     jnp.concatenate([ab, ab]), jnp.concatenate([sb, sb]),
-                    jnp.concatenate([null, labels]),
+                    jax.tree.map(lambda u, v: jnp.concatenate([u, v]), null, c),
                 )  # fmt: skip
                 out = guided(both[:b], both[b:], guidance)
             return self._x0(out, x, ab, sb)
@@ -204,21 +238,27 @@ class Diffusion(Method):
     # --- Method interface ----------------------------------------------------
     def init_params(self, rng, batch):
         del batch
+        unet_rng, text_rng = jax.random.split(rng)
         x = jnp.zeros((1, *self.x_shape), jnp.float32)
         labels = jnp.zeros((1,), jnp.int32) if self.num_classes else None
-        return self.net.init({"params": rng}, x, jnp.zeros((1,)), labels)["params"]
+        params = dict(self.net.init({"params": unet_rng}, x, jnp.zeros((1,)), labels)["params"])
+        if self.text is not None:
+            params.update(self.text.init_params(text_rng))
+        return params
 
     def loss(self, params, batch, rng):
         data_rng, drop_rng, level_rng, noise_rng, dropout_rng = jax.random.split(rng, 5)
         x0 = self._encode(batch, data_rng)
         b = x0.shape[0]
-        labels = None
-        if self.num_classes:
-            drop = jax.random.bernoulli(drop_rng, self.cond_drop_prob, (b,))
-            labels = jnp.where(drop | (batch["label"] < 0), self.num_classes, batch["label"])
+        cond = None
+        drop = jax.random.bernoulli(drop_rng, self.cond_drop_prob, (b,))
+        if self.text is not None:
+            cond = drop_text(self.text.embed(params, batch), drop)
+        elif self.num_classes:
+            cond = jnp.where(drop | (batch["label"] < 0), self.num_classes, batch["label"])
         t, alpha, sigma = self.process.sample_train_levels(level_rng, b)
         x_t = q_sample(x0, jax.random.normal(noise_rng, x0.shape), alpha, sigma)
-        out = self._output(params, x_t, t, alpha, sigma, labels, train=True, rng=dropout_rng)
+        out = self._output(params, x_t, t, alpha, sigma, cond, train=True, rng=dropout_rng)
         target = self.precond.target(x0, x_t, alpha, sigma)
         loss = jnp.mean((out - target) ** 2)
         return loss, {"mse": loss}
@@ -246,9 +286,9 @@ class Diffusion(Method):
     def sample_with(self, params, rng, num, conditioning=None, sampler=None, steps=None):
         """:meth:`sample` with another ``sampler`` name and number of ``steps`` (Python values)."""
         spec, grid, options = self._sampler_settings(sampler, steps)
-        labels = None if conditioning is None else conditioning.get("label")
+        cond = self._condition(params, conditioning)
         guidance = float(self.config.sample.get("guidance", 1.0))
-        denoise = self.denoiser(params, labels, guidance)
+        denoise = self.denoiser(params, cond, guidance)
         noise_rng, sampler_rng = jax.random.split(rng)
         x = initial_noise(noise_rng, (num, *self.x_shape), grid)
         return self._decode(spec.fn(denoise, x, grid, sampler_rng, **options))
@@ -256,17 +296,18 @@ class Diffusion(Method):
     def likelihood(self, params, batch, rng):
         """The variational bound per image in bits/dim (``model.vlb_terms`` sampled timesteps).
 
-        Conditional models are evaluated with the true labels (``-log p(x | y)``). Returns None
+        Conditional models are evaluated with the true labels or captions (``-log p(x | y)``).
+        Returns None
         for the EDM process and for latent diffusion, where it is not defined here.
         """
         if self.bound is None or self.autoencoder is not None:
             return None
         x0 = images_to_symmetric(batch["image"])
-        labels = batch["label"] if self.num_classes else None
+        cond = self._condition(params, batch)
 
         def x0_fn(x_t, t):
             alpha, sigma = self.process.coefficients(t)
-            out = self._output(params, x_t, t.astype(jnp.float32), alpha, sigma, labels)
+            out = self._output(params, x_t, t.astype(jnp.float32), alpha, sigma, cond)
             return self._x0(out, x_t, alpha, sigma)
 
         nats = self.bound.nats(x0_fn, x0, rng, self.vlb_terms)

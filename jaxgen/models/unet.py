@@ -15,7 +15,9 @@ Time enters every ResBlock as a projected sinusoidal embedding (``4 * ch`` wide)
   classifier-free guidance.
 * text (``context_dim > 0``): a cross-attention layer after every self-attention layer attends
   from image positions to ``context`` ``[B, L, context_dim]`` with ``context_mask`` ``[B, L]``
-  (True for real tokens); rows with no real token get zero cross-attention output.
+  (True for real tokens); rows with no real token get zero cross-attention output. The
+  pooled text embedding ``pooled`` ``[B, context_dim]`` is projected and added to the time
+  embedding, like a class embedding.
 """
 
 from __future__ import annotations
@@ -208,7 +210,8 @@ class UNet(nn.Module):
       x: float32 ``[B, H, W, C]``.
       t: float32 ``[B]``, the time input (DDPM: the 0-based timestep index).
       label: int32 ``[B]`` or None; negative or ``num_classes`` means "no class".
-      context: float32 ``[B, L, context_dim]`` or None; ``context_mask``: bool ``[B, L]``.
+      context: float32 ``[B, L, context_dim]`` or None; ``context_mask``: bool ``[B, L]``;
+        ``pooled``: float32 ``[B, context_dim]`` or None (zeros).
       train: enables dropout (needs a ``dropout`` PRNG stream).
     """
 
@@ -224,7 +227,9 @@ class UNet(nn.Module):
         return h
 
     @nn.compact
-    def __call__(self, x, t, label=None, context=None, context_mask=None, train: bool = False):
+    def __call__(
+        self, x, t, label=None, context=None, context_mask=None, pooled=None, train: bool = False
+    ):
         cfg = self.config
         cfg.check_input(x.shape[1], x.shape[2])
         temb = timestep_embedding(t, cfg.ch)
@@ -241,6 +246,9 @@ class UNet(nn.Module):
                 context_mask = jnp.zeros((x.shape[0], 1), bool)
             elif context_mask is None:
                 context_mask = jnp.ones(context.shape[:2], bool)
+            if pooled is None:
+                pooled = jnp.zeros((x.shape[0], cfg.context_dim), x.dtype)
+            temb = temb + nn.Dense(4 * cfg.ch, name="text_emb")(pooled)
 
         def block(h, ch, name):
             return ResBlock(ch, cfg.dropout, cfg.num_groups, name=name)(h, temb, train)

@@ -118,7 +118,7 @@ class CLIP(Method):
                 f"config key text.encoder={config.text.encoder!r}: clip trains a "
                 "'transformer' text encoder"
             )
-        self.tokenizer = conditioning.build_tokenizer(config.text, config.data.name)
+        self.tokenizer = self.text.tokenizer
         text_encoder, _ = conditioning.build_text_encoder(config.text, self.tokenizer)
         self.model = CLIPModel(
             text_encoder=text_encoder,
@@ -147,7 +147,7 @@ class CLIP(Method):
     def sample(self, params, rng, num, conditioning=None):
         raise UserError(NO_SAMPLES)
 
-    def text_conditioning(self, num, sample_config):
+    def text_conditioning(self, prompts):
         raise UserError(NO_SAMPLES)
 
     # --- encoders for evaluation and for the generators ---------------------

@@ -145,8 +145,34 @@ def text_batch_transform(tokenizer, seed: int = 0):
     return transform
 
 
-def read_prompts(sample_cfg: ml_collections.ConfigDict, num: int) -> list[str]:
-    """``num`` prompts: ``sample.prompt``, or the lines of ``sample.prompts_file`` in turn."""
+def default_prompts(data_name: str, num: int) -> tuple[list[str], np.ndarray]:
+    """``num`` training captions whose classes cycle, and those classes (int32 ``[num]``).
+
+    Fashion-MNIST: class ``i % 10``; sprites: the captions of the test split's first
+    ``num`` sprites (the class is the shape).
+    """
+    if data_name == "sprites":
+        from jaxgen.data import sprites
+
+        factors = [sprites.sample_factors("test", i) for i in range(num)]
+        texts = [sprites.caption_for_factors(f, i % 3) for i, f in enumerate(factors)]
+        return texts, np.asarray([f[0] for f in factors], np.int32)
+    if data_name == "fashion_mnist":
+        labels = np.arange(num, dtype=np.int32) % captions.NUM_CLASSES
+        return [captions.caption_for(int(y), i, seed=1) for i, y in enumerate(labels)], labels
+    raise UserError(
+        f"config key data.name={data_name!r}: captions exist for fashion_mnist and sprites only"
+    )
+
+
+def read_prompts(
+    sample_cfg: ml_collections.ConfigDict, num: int, data_name: str
+) -> tuple[list[str], np.ndarray | None]:
+    """``num`` prompts and, for the default prompts only, the classes they name.
+
+    ``sample.prompts_file`` (one prompt per line, used in turn), else ``sample.prompt``,
+    else :func:`default_prompts` of the data.
+    """
     if sample_cfg.get("prompts_file"):
         path = sample_cfg.prompts_file
         try:
@@ -159,8 +185,8 @@ def read_prompts(sample_cfg: ml_collections.ConfigDict, num: int) -> list[str]:
     elif sample_cfg.get("prompt"):
         prompts = [sample_cfg.prompt]
     else:
-        raise UserError("text conditioning needs config key sample.prompt or sample.prompts_file")
-    return [prompts[i % len(prompts)] for i in range(num)]
+        return default_prompts(data_name, num)
+    return [prompts[i % len(prompts)] for i in range(num)], None
 
 
 def prompt_tokens(tokenizer, prompts: list[str]) -> dict[str, np.ndarray]:
