@@ -110,3 +110,26 @@ def test_two_processes_train_together_and_only_process_0_writes(tmp_path):
         os.listdir(os.path.join(workdir, "tb"))
         and len(os.listdir(os.path.join(workdir, "tb"))) == 1
     )
+
+
+def test_cpu_xla_flags_are_added_once_and_can_be_turned_off(monkeypatch):
+    from jaxgen import runtime
+
+    monkeypatch.delenv("JAXGEN_CPU_XLA_FLAGS", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    monkeypatch.setattr(runtime, "CPU_XLA_FLAGS", {"0.10": "--xla_a=1 --xla_b=2"})
+    monkeypatch.setattr("jaxlib.__version__", "0.10.7")
+    runtime.add_cpu_xla_flags()
+    runtime.add_cpu_xla_flags()
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2 --xla_a=1 --xla_b=2"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_b=5")  # the user's value wins
+    runtime.add_cpu_xla_flags()
+    assert os.environ["XLA_FLAGS"] == "--xla_b=5 --xla_a=1"
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setattr("jaxlib.__version__", "0.11.0")  # not measured there: nothing added
+    runtime.add_cpu_xla_flags()
+    assert os.environ["XLA_FLAGS"] == ""
+    monkeypatch.setattr("jaxlib.__version__", "0.10.2")
+    monkeypatch.setenv("JAXGEN_CPU_XLA_FLAGS", "")
+    runtime.add_cpu_xla_flags()
+    assert os.environ["XLA_FLAGS"] == ""
