@@ -100,3 +100,30 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match="non-finite at step 3"):
         run(config, str(tmp_path), "train")
     assert tree_digest(os.path.join(tmp_path, "checkpoints")) == before
+
+
+def test_ema_warms_up_then_uses_the_configured_decay():
+    import jax.numpy as jnp
+    import optax
+
+    from jaxgen.methods.base import DataSpec, Method, TrainState, ema_decay_at
+
+    np.testing.assert_allclose(ema_decay_at(0, 0.999), 0.1)
+    np.testing.assert_allclose(ema_decay_at(80, 0.999), 0.9)
+    np.testing.assert_allclose(ema_decay_at(100_000, 0.999), 0.999)
+
+    class Quadratic(Method):
+        def loss(self, params, batch, rng):
+            return jnp.sum((params["w"] - 1.0) ** 2), {}
+
+    method = Quadratic(load_config("configs/vae.py:preset=smoke"), DataSpec((4, 4, 1), 0))
+    tx = optax.sgd(0.25)
+    w0 = jnp.zeros(2)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params={"w": w0}, opt_state=tx.init({"w": w0}),
+        ema_params={"w": w0}, model_state={}, rng=jax.random.PRNGKey(0),
+        first_nonfinite_step=jnp.full((), -1, jnp.int32),
+    )  # fmt: skip
+    state, _ = method.train_step(state, {}, tx, 0.999)
+    np.testing.assert_allclose(state.params["w"], 0.5)  # w - 0.25 * 2 (w - 1)
+    np.testing.assert_allclose(state.ema_params["w"], 0.9 * 0.5)  # decay 0.1 at step 0

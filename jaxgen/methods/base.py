@@ -104,6 +104,17 @@ def ema_update(ema: PyTree, new: PyTree, decay: float) -> PyTree:
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, new)
 
 
+def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
+    """``min(decay, (1 + step) / (10 + step))``: the EMA warms up over the first steps.
+
+    With a fixed decay ``d`` the initial (random) parameters keep weight ``d ** step``:
+    13.5% after 2000 steps at 0.999, visible as noise in short runs' samples. The warm-up
+    (as TensorFlow's ``ExponentialMovingAverage(num_updates=...)``) makes it negligible.
+    """
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
 class Method:
     """Base class of a model family; see the module docstring."""
 
@@ -227,7 +238,9 @@ class Method:
                 step=state.step + 1,
                 params=params,
                 opt_state=opt_state,
-                ema_params=ema_update(state.ema_params, params, ema_decay),
+                ema_params=ema_update(
+                    state.ema_params, params, ema_decay_at(state.step, ema_decay)
+                ),
                 first_nonfinite_step=mark_nonfinite(state, loss),
             ),
             metrics,
