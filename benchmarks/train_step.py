@@ -109,6 +109,9 @@ def main(argv=None):
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--out", default=None, help="append the JSON record to this file")
     args = parser.parse_args(argv)
+    from jaxgen import runtime
+
+    runtime.add_cpu_xla_flags()  # the XLA flags launch.py sets, before the backend starts
     config = load_config_file(args.config)
     apply_overrides(config, args.set)
     record = benchmark(config, args.steps, args.warmup, args.peak_tflops)

@@ -27,9 +27,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxgen.errors import UserError
 from jaxgen.text.conditioning import (
     build_text_encoder,
     build_tokenizer,
+    caption_corpus,
     caption_of,
     default_text_config,
 )
@@ -101,11 +103,15 @@ class TextConditioner:
 
     def _encode_frozen(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Frozen-encoder fields of ``texts``, each distinct text encoded once per process."""
-        missing = sorted({t for t in texts if t not in self._cache})
+        missing = {t for t in texts if t not in self._cache}
         if missing:
             with self._lock:
                 if self._encode_fn is None:
                     self._encode_fn = jax.jit(self.module.apply)
+                    # The data's whole caption corpus at once: a pipeline asks one caption
+                    # at a time, and one 64-row call per caption would be 64 times the work.
+                    missing |= set(self._corpus())
+                missing = sorted(t for t in missing if t not in self._cache)
                 for start in range(0, len(missing), 64):
                     chunk = missing[start : start + 64]
                     ids, mask = self._tokenize(chunk)
@@ -121,6 +127,12 @@ class TextConditioner:
                         )
         rows = [self._cache[t] for t in texts]
         return {name: np.stack([r[k] for r in rows]) for k, name in enumerate(FROZEN_FIELDS)}
+
+    def _corpus(self) -> tuple[str, ...]:
+        try:
+            return caption_corpus(self.data_name)
+        except UserError:  # a source with its own captions: encode them as they come
+            return ()
 
     def text_fields(self, texts: list[str]) -> dict[str, np.ndarray]:
         """The batch fields of ``texts`` (``[N, ...]`` arrays named :attr:`fields`)."""
