@@ -4,10 +4,22 @@
   python launch.py --config=configs/vae.py:preset=cpu --workdir=runs/vae --mode=eval
 
 Arguments: ``preset=smoke|cpu`` (default: full), ``data=<source>``,
-``cond=none|class``, ``beta=<float>`` (beta-VAE, Higgins et al. 2017).
+``cond=none|class``, ``cond=text`` with ``text_encoder=bert|transformer`` (see
+``configs/base.py``; a conditional VAE on the caption's pooled text embedding),
+``beta=<float>`` (beta-VAE, Higgins et al. 2017).
+
+  python launch.py --config=configs/vae.py:preset=cpu,cond=text --workdir=runs/vae_text
+  python launch.py --config=configs/vae.py:preset=cpu,cond=text --workdir=runs/vae_text \
+      --mode=sample --config.sample.prompt="a pair of trousers"
 """
 
-from configs.base import common_args, get_base_config, parse_args, shrink_for_preset
+from configs.base import (
+    add_text_config,
+    common_args,
+    get_base_config,
+    parse_args,
+    shrink_for_preset,
+)
 
 
 def get_config(arg: str | None = None):
@@ -24,6 +36,7 @@ def get_config(arg: str | None = None):
     c.model.hidden_dim = 512
     c.model.beta = args["beta"]
     c.model.iwae_k = 1000  # importance samples per test image (Burda et al. use 5000)
+    c.model.cond_dim = 256  # hidden width of the text-vector projection (cond=text)
 
     c.train.num_steps = 100_000
     c.train.batch_size = 128
@@ -60,4 +73,6 @@ def get_config(arg: str | None = None):
         c.evals.likelihood.batch_size = 8
         for kind in ("quality", "classifier", "diversity", "c2st"):
             c.evals[kind].num_samples = 16
+        c.model.cond_dim = 16
+    add_text_config(c, args)
     return c

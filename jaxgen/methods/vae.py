@@ -13,6 +13,13 @@ value), so it is a proper distribution over the 256 pixel values and bits/dim
 are comparable with other families. The negative log-likelihood is estimated
 with the importance-weighted bound (IWAE, Burda et al. 2016) with ``k``
 samples: ``log p(x) >= E[log 1/k sum_i p(x, z_i) / q(z_i|x)]``.
+
+Conditional VAE (``cond=class`` or ``cond=text``): the encoder is ``q(z|x, c)``, the
+decoder ``p(x|z, c)``, the prior stays ``N(0, I)``; ``c`` is the class label or the
+pooled embedding ``[B, D]`` of the caption's text (through a learned projection, see
+:class:`~jaxgen.models.vae_nets.ConditionalBias`). Likelihoods are then conditional,
+``log p(x|c)`` with the example's own label or caption, and samples decode ``z ~ N(0, I)``
+with the prompts' ``c``.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ class VAEConfig:
     iwae_k: int = 64  # importance samples for the NLL estimate
 
     @classmethod
-    def from_config(cls, model, num_classes: int) -> VAEConfig:
+    def from_config(cls, model, num_classes: int, text_dim: int = 0) -> VAEConfig:
         channels = tuple(int(c) for c in model.channels)
         net = VAENetConfig(
             channels=channels,
@@ -51,6 +58,8 @@ class VAEConfig:
             latent_channels=int(model.latent_channels),
             hidden_dim=int(model.hidden_dim),
             num_classes=num_classes,
+            text_dim=text_dim,
+            cond_dim=int(model.get("cond_dim", 256)),
         )
         if model.beta < 0:
             raise UserError(f"config key model.beta={model.beta}: expected >= 0")
@@ -62,7 +71,7 @@ def _sum_except_batch(x: jax.Array) -> jax.Array:
 
 
 class VAE(Method):
-    """The VAE family; ``cond=class`` makes it conditional.
+    """The VAE family; ``cond=class`` or ``cond=text`` makes it a conditional VAE.
 
     With ``precision=bfloat16`` the networks run on bfloat16 inputs and weights;
     the likelihood and KL are summed in float32.
@@ -73,7 +82,10 @@ class VAE(Method):
     def __init__(self, config, data):
         super().__init__(config, data)
         num_classes = data.num_classes if data.cond == "class" else 0
-        self.cfg = VAEConfig.from_config(config.model, num_classes)
+        if data.cond == "class" and not num_classes:
+            raise UserError(f"cond=class but data {config.data.name!r} has no labels")
+        text_dim = self.text.width if self.text is not None else 0
+        self.cfg = VAEConfig.from_config(config.model, num_classes, text_dim)
         factor = 2 ** len(self.cfg.net.channels)
         height, width, _ = data.image_shape
         if height % factor or width % factor:
@@ -85,8 +97,21 @@ class VAE(Method):
         self.decoder = Decoder(self.cfg.net, data.image_shape)
         self.num_dims = int(np.prod(data.image_shape))
 
-    def _labels(self, batch):
-        return batch["label"] if self.cfg.net.num_classes else None
+    def _condition(self, params, fields) -> dict:
+        """Keyword arguments ``labels``/``text`` of the networks for a batch or ``conditioning``.
+
+        ``fields`` holds ``label`` (cond=class) or the text fields (cond=text); the text
+        condition is the pooled embedding ``[B, D]`` of the text encoder. Empty when the
+        model is unconditional or ``fields`` is None.
+        """
+        if fields is None:
+            return {}
+        if self.text is not None:
+            pooled = self.text.embed(params, fields).pooled
+            return {"text": pooled.astype(self.compute_dtype)}
+        if self.cfg.net.num_classes:
+            return {"labels": fields["label"]}
+        return {}
 
     # --- public pieces (also used by latent diffusion) ---------------------
     def latent_shape(self) -> tuple[int, ...]:
@@ -96,35 +121,42 @@ class VAE(Method):
             return (h // f, w // f, self.cfg.net.latent_channels)
         return (self.cfg.net.latent_dim,)
 
-    def encode(self, params, images: jax.Array, labels=None):
-        """uint8 images [B, H, W, C] -> posterior (mean, log_var), each [B, *latent_shape]."""
+    def encode(self, params, images: jax.Array, labels=None, text=None):
+        """uint8 images [B, H, W, C] -> posterior (mean, log_var), each [B, *latent_shape].
+
+        ``labels`` int32 [B] or ``text`` (the pooled text embedding, [B, D]): the condition.
+        """
         return self.encoder.apply(
-            {"params": params["encoder"]}, images_to_symmetric(images), labels
+            {"params": params["encoder"]}, images_to_symmetric(images), labels, text
         )
 
-    def decode(self, params, z: jax.Array, labels=None) -> jax.Array:
+    def decode(self, params, z: jax.Array, labels=None, text=None) -> jax.Array:
         """Latents [B, *latent_shape] -> mean images, float32 [B, H, W, C] in [0, 1]."""
-        mean, _ = self.decoder.apply({"params": params["decoder"]}, z, labels)
-        return (mean + 1.0) / 2.0
+        mean, _ = self.decoder.apply({"params": params["decoder"]}, z, labels, text)
+        return (mean.astype(jnp.float32) + 1.0) / 2.0
 
     # --- Method interface ------------------------------------------------
     def init_params(self, rng, batch):
-        enc_rng, dec_rng = jax.random.split(rng)
+        """``{"encoder", "decoder"}`` (+ the text encoder's under ``PARAMS_KEY``, cond=text)."""
+        enc_rng, dec_rng, text_rng = jax.random.split(rng, 3)
         x = images_to_symmetric(batch["image"][:1])
-        labels = self._labels(batch)
-        labels = None if labels is None else labels[:1]
-        enc = self.encoder.init(enc_rng, x, labels)["params"]
+        params = self.text.init_params(text_rng) if self.text is not None else {}
+        first = {k: v[:1] for k, v in batch.items()}
+        if self.text is not None and not all(k in batch for k in self.text.fields):
+            first = self.text.null_fields(1)  # shapes only
+        cond = self._condition(params, first)
         z = jnp.zeros((1, *self.latent_shape()))
-        dec = self.decoder.init(dec_rng, z, labels)["params"]
-        return {"encoder": enc, "decoder": dec}
+        params["encoder"] = self.encoder.init(enc_rng, x, **cond)["params"]
+        params["decoder"] = self.decoder.init(dec_rng, z, **cond)["params"]
+        return params
 
     def _terms(self, params, batch, rng):
         """Per-image reconstruction log-likelihood and KL, in nats, each [B]."""
         x = images_to_symmetric(batch["image"], self.compute_dtype)
-        labels = self._labels(batch)
-        mean, log_var = self.encoder.apply({"params": params["encoder"]}, x, labels)
+        cond = self._condition(params, batch)
+        mean, log_var = self.encoder.apply({"params": params["encoder"]}, x, **cond)
         z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape, mean.dtype)
-        px_mean, px_log_scale = self.decoder.apply({"params": params["decoder"]}, z, labels)
+        px_mean, px_log_scale = self.decoder.apply({"params": params["decoder"]}, z, **cond)
         f32 = jnp.float32
         log_px = _sum_except_batch(
             discretized_logistic_log_prob(
@@ -146,21 +178,30 @@ class VAE(Method):
         return loss, metrics
 
     def sample(self, params, rng, num, conditioning=None):
-        """Decoder means for z ~ N(0, I) (the pixel noise of p(x|z) is left out)."""
+        """Decoder means for z ~ N(0, I) (the pixel noise of p(x|z) is left out).
+
+        ``conditioning``: ``label`` int32 [num] (cond=class) or the prompts' text fields
+        (cond=text, from :meth:`text_conditioning`); float32 [num, H, W, C] in [0, 1].
+        """
         z = jax.random.normal(rng, (num, *self.latent_shape()))
-        labels = None if conditioning is None else conditioning.get("label")
-        return self.decode(params, z, labels if self.cfg.net.num_classes else None)
+        if self.text is not None and conditioning is None:
+            conditioning = self.text.null_fields(num)  # the empty text
+        return self.decode(params, z, **self._condition(params, conditioning))
 
     def likelihood(self, params, batch, rng):
-        """ELBO and the IWAE bound (k = ``model.iwae_k``) per image, in nats and bits/dim."""
+        """ELBO and the IWAE bound (k = ``model.iwae_k``) per image, in nats and bits/dim.
+
+        Conditional models give ``log p(x|c)`` with the example's own label or caption.
+        """
         x = images_to_symmetric(batch["image"])
-        labels = self._labels(batch)
-        mean, log_var = self.encoder.apply({"params": params["encoder"]}, x, labels)
+        cond = self._condition(params, batch)
+        cond = {k: v.astype(jnp.float32) if k == "text" else v for k, v in cond.items()}
+        mean, log_var = self.encoder.apply({"params": params["encoder"]}, x, **cond)
         k = self.cfg.iwae_k
 
         def log_weight(sample_rng):
             z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(sample_rng, mean.shape)
-            px_mean, px_log_scale = self.decoder.apply({"params": params["decoder"]}, z, labels)
+            px_mean, px_log_scale = self.decoder.apply({"params": params["decoder"]}, z, **cond)
             log_px = _sum_except_batch(discretized_logistic_log_prob(x, px_mean, px_log_scale))
             log_pz = _sum_except_batch(gaussian_log_prob(z, 0.0, 0.0))
             log_qz = _sum_except_batch(gaussian_log_prob(z, mean, log_var))
@@ -176,16 +217,43 @@ class VAE(Method):
             "elbo_bits_per_dim": -jnp.mean(log_w, axis=0) * to_bpd,
         }
 
+    def _real_text_fields(self, real: dict) -> dict:
+        """The text fields of the captions of ``real`` examples (as in training).
+
+        Uses ``real``'s text fields or ``caption`` when it has them, else each example's
+        training caption (:func:`~jaxgen.text.conditioning.caption_of` of image and label).
+        """
+        if all(k in real for k in self.text.fields):
+            return {k: jnp.asarray(real[k]) for k in self.text.fields}
+        transform = self.text.example_transform()
+        keys = [k for k in ("image", "label", "caption") if k in real]
+        items = [transform({k: real[k][i] for k in keys}) for i in range(len(real["image"]))]
+        return {k: jnp.asarray(np.stack([it[k] for it in items])) for k in self.text.fields}
+
     def write_extras(self, params, real, rng, out_dir, step):
-        """A strip of decoded linear interpolations between two test images' posterior means."""
+        """A strip of decoded linear interpolations between two test images' posterior means.
+
+        Conditional models encode and decode with the images' own condition: the label
+        switches half-way; the pooled caption embedding is interpolated with ``z``.
+        """
         del rng
-        labels = jnp.asarray(real["label"]) if self.cfg.net.num_classes else None
-        mean, _ = self.encode(params, jnp.asarray(real["image"]), labels)
+        images = jnp.asarray(real["image"])
+        if self.text is not None:
+            cond = self._condition(params, self._real_text_fields(real))
+        else:
+            cond = self._condition(params, {"label": jnp.asarray(real["label"])})
+        mean, _ = self.encode(params, images, **cond)
         weights = jnp.linspace(0.0, 1.0, 10)
-        z = (1 - weights).reshape(-1, *[1] * (mean.ndim - 1)) * mean[0] + weights.reshape(
-            -1, *[1] * (mean.ndim - 1)
-        ) * mean[1]
-        strip_labels = None if labels is None else jnp.where(weights < 0.5, labels[0], labels[1])
-        decoded = to_uint8(jax.device_get(self.decode(params, z, strip_labels)))
+
+        def lerp(v):  # [2, ...] -> [10, ...]
+            w = weights.reshape(-1, *[1] * (v.ndim - 1))
+            return (1 - w) * v[0] + w * v[1]
+
+        strip = {}
+        if "labels" in cond:
+            strip["labels"] = jnp.where(weights < 0.5, cond["labels"][0], cond["labels"][1])
+        if "text" in cond:
+            strip["text"] = lerp(cond["text"])
+        decoded = to_uint8(jax.device_get(self.decode(params, lerp(mean), **strip)))
         images = np.concatenate([real["image"][:1], decoded, real["image"][1:2]])
         save_png(os.path.join(out_dir, f"interpolation_{step}.png"), make_grid(images, columns=12))

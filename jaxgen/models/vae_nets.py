@@ -7,6 +7,13 @@ Latents are vectors ``[B, latent_dim]``, or feature maps
 ``[B, H/f, W/f, latent_channels]`` when ``latent_channels > 0`` (for latent
 diffusion), where ``f = 2 ** len(channels)`` (one stride-2 stage per entry of
 ``channels``); ``H`` and ``W`` must be divisible by ``f``.
+
+Conditional VAE (Sohn et al. 2015): both networks take an optional condition, class
+labels int32 ``[B]`` (``num_classes > 0``) or a text vector float ``[B, text_dim]`` (the
+pooled text embedding, ``text_dim > 0``). :class:`ConditionalBias` turns it into one
+vector per example (a class embedding, or a learned projection of the text vector) and
+adds it to the features: after the encoder's first convolution, and in the decoder to
+the hidden layer fed by ``z`` and to the first feature map.
 """
 
 from __future__ import annotations
@@ -25,30 +32,56 @@ class VAENetConfig:
     latent_channels: int = 0  # > 0: spatial latent [H/f, W/f, latent_channels]
     hidden_dim: int = 256
     num_classes: int = 0  # > 0: class-conditional encoder and decoder
+    text_dim: int = 0  # > 0: text-conditional (pooled text embedding of this width)
+    cond_dim: int = 256  # width of the hidden layer projecting the text vector
 
 
 class ConditionalBias(nn.Module):
-    """Adds a learned per-class vector to the features (no-op without labels)."""
+    """Adds a learned conditioning vector to the features ``h`` ``[B, ..., F]``.
 
-    num_classes: int
+    The vector ``[B, F]`` is a per-class embedding of ``labels`` int32 ``[B]``
+    (``num_classes > 0``) or a projection (LayerNorm -> Dense ``cond_dim`` -> swish ->
+    Dense ``F``) of ``text`` float ``[B, text_dim]`` (``text_dim > 0``). A no-op without
+    a condition.
+    """
+
+    num_classes: int = 0
+    text_dim: int = 0
+    cond_dim: int = 256
 
     @nn.compact
-    def __call__(self, h: jax.Array, labels: jax.Array | None) -> jax.Array:
-        if self.num_classes == 0 or labels is None:
+    def __call__(
+        self, h: jax.Array, labels: jax.Array | None = None, text: jax.Array | None = None
+    ) -> jax.Array:
+        if self.num_classes and labels is not None:
+            emb = nn.Embed(self.num_classes, h.shape[-1])(labels)
+        elif self.text_dim and text is not None:
+            # LayerNorm first: a unit-norm sentence embedding ([B, 384], entries ~0.05) would
+            # otherwise give a near-zero bias at init, and the decoder learns to ignore it.
+            text = nn.LayerNorm(dtype=h.dtype, name="text_norm")(text)
+            hidden = nn.swish(nn.Dense(self.cond_dim, dtype=h.dtype, name="text_in")(text))
+            emb = nn.Dense(h.shape[-1], dtype=h.dtype, name="text_out")(hidden)
+        else:
             return h
-        emb = nn.Embed(self.num_classes, h.shape[-1])(labels)
         return h + emb.reshape(emb.shape[:1] + (1,) * (h.ndim - 2) + emb.shape[1:])
+
+
+def _bias(cfg: VAENetConfig) -> ConditionalBias:
+    return ConditionalBias(cfg.num_classes, cfg.text_dim, cfg.cond_dim)
 
 
 class Encoder(nn.Module):
     config: VAENetConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, labels: jax.Array | None = None):
-        """x: [B, H, W, C] in [-1, 1] -> (mean, log_var), each of the latent shape."""
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None, text=None):
+        """x: [B, H, W, C] in [-1, 1] -> (mean, log_var), each of the latent shape.
+
+        ``labels`` int32 [B] or ``text`` float [B, text_dim]: the condition (or None).
+        """
         cfg = self.config
         h = nn.Conv(cfg.channels[0], (3, 3))(x)
-        h = ConditionalBias(cfg.num_classes)(h, labels)
+        h = _bias(cfg)(h, labels, text)
         for width in cfg.channels:
             h = nn.swish(nn.Conv(width, (3, 3))(h))
             h = nn.swish(nn.Conv(width, (4, 4), strides=(2, 2))(h))
@@ -67,18 +100,24 @@ class Decoder(nn.Module):
     image_shape: tuple[int, int, int]
 
     @nn.compact
-    def __call__(self, z: jax.Array, labels: jax.Array | None = None):
-        """z: latent -> (mean [B, H, W, C] in [-1, 1], log_scale [B, H, W, C])."""
+    def __call__(self, z: jax.Array, labels: jax.Array | None = None, text=None):
+        """z: latent -> (mean [B, H, W, C] in [-1, 1], log_scale [B, H, W, C]).
+
+        ``labels`` int32 [B] or ``text`` float [B, text_dim]: the condition (or None).
+        """
         cfg = self.config
         height, width, channels = self.image_shape
         if cfg.latent_channels:
             h = nn.swish(nn.Conv(cfg.channels[-1], (3, 3))(z))
         else:
-            h = nn.swish(nn.Dense(cfg.hidden_dim)(z))
+            h = nn.Dense(cfg.hidden_dim)(z)
+            if cfg.text_dim:  # the text also shapes the global layout
+                h = _bias(cfg)(h, labels, text)
+            h = nn.swish(h)
             f = 2 ** len(cfg.channels)
             h = nn.Dense(height // f * width // f * cfg.channels[-1])(h)
             h = nn.swish(h.reshape(z.shape[0], height // f, width // f, cfg.channels[-1]))
-        h = ConditionalBias(cfg.num_classes)(h, labels)
+        h = _bias(cfg)(h, labels, text)
         for width_ in reversed(cfg.channels):
             h = nn.swish(nn.ConvTranspose(width_, (4, 4), strides=(2, 2))(h))
             h = nn.swish(nn.Conv(width_, (3, 3))(h))
