@@ -11,8 +11,15 @@ import pytest
 
 from jaxgen.errors import UserError
 from jaxgen.gan import losses
+from jaxgen.gan.layers import UpConv
 from jaxgen.gan.regularizers import gradient_penalty, r1_penalty
-from jaxgen.gan.step import Objective, Players, two_player_step
+from jaxgen.gan.step import (
+    Objective,
+    Players,
+    generator_update,
+    mode_seeking_ratio,
+    two_player_step,
+)
 from jaxgen.methods.base import DataSpec
 from jaxgen.methods.gan import GAN
 from jaxgen.models.dcgan import grid_plan
@@ -106,6 +113,19 @@ def test_losses_on_known_logits(name, d_value, g_value):
 def test_unknown_loss_is_a_user_error():
     with pytest.raises(UserError, match="gan.loss"):
         losses.get_loss("lsgan")
+
+
+@pytest.mark.parametrize("x_shape, features", [((3, 7, 7, 5), 6), ((2, 4, 5, 3), 1)])
+def test_up_conv_equals_a_transposed_convolution(x_shape, features):
+    """The sub-pixel UpConv computes nn.ConvTranspose(4x4, stride 2, SAME) on its parameters."""
+    x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
+    ref = nn.ConvTranspose(features, (4, 4), (2, 2), padding="SAME")
+    variables = ref.init(jax.random.PRNGKey(1), x)
+    variables = jax.tree.map(lambda a: a + jax.random.normal(jax.random.PRNGKey(2), a.shape),
+                             variables)  # fmt: skip
+    out = UpConv(features).apply(variables, x)
+    assert out.shape == (x_shape[0], 2 * x_shape[1], 2 * x_shape[2], features)
+    np.testing.assert_allclose(out, ref.apply(variables, x), atol=1e-5)
 
 
 def test_grid_plan():
@@ -262,3 +282,31 @@ def test_gan_recovers_the_modes_of_a_ring_of_gaussians():
     counts = np.bincount(dist.argmin(1)[close], minlength=8)
     assert close.mean() > 0.25, f"only {close.mean():.2f} of samples are near a mode"
     assert (counts >= 20).sum() >= 7, f"samples per mode: {counts}"
+
+
+def test_mode_seeking_pairs_share_conditions_and_penalise_ignoring_z():
+    """A generator that ignores ``z`` gives identical paired images: ratio 0, loss ~1/1e-5."""
+    images = jnp.zeros((2, 3)), jnp.ones((2, 3)) * 0.5
+    np.testing.assert_allclose(
+        float(mode_seeking_ratio(*images, jnp.zeros((2, 4)), jnp.full((2, 4), 2.0))), 0.25
+    )
+    table = jax.random.normal(jax.random.PRNGKey(0), (10, 2))
+    players = Players(
+        generate=lambda p, z, y: p["w"] * table[y],  # depends on the label only
+        discriminate=lambda p, s, x, y, update: (jnp.sum(x * p["v"], -1), s),
+        z_dim=4,
+        num_classes=10,
+    )
+    params = {"generator": {"w": jnp.ones(())}, "discriminator": {"v": jnp.ones((2,))}}
+    tx = optax.sgd(0.0)
+    for weight, ignored in ((1.0, True), (0.0, False)):
+        objective = Objective(loss="hinge", mode_seeking=weight)
+        _, _, metrics = generator_update(
+            players, objective, tx, params, tx.init(params["generator"]), {}, 8,
+            jax.random.PRNGKey(1),
+        )  # fmt: skip
+        if ignored:
+            assert float(metrics["mode_seeking"]) == 0.0
+            assert float(metrics["g_loss"]) > 0.9e5
+        else:
+            assert "mode_seeking" not in metrics and float(metrics["g_loss"]) < 100

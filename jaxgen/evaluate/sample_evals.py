@@ -126,7 +126,9 @@ def previous_coverage(workdir: str, key: str = "class_coverage") -> float | None
 
 
 def classifier(ctx, cfg) -> dict[str, float]:
-    """Classifier score, class coverage and class entropy of the samples' predicted labels.
+    """Classifier score, class coverage, class entropy and the smallest class share
+    (``class_min_share``: the share of samples predicted as the rarest class) of the
+    samples' predicted labels.
 
     Extra options: ``splits`` of the classifier score (1), ``coverage_threshold`` (0.1).
     Logs a warning when the coverage is below 1 or below the previous evaluation's
@@ -141,6 +143,7 @@ def classifier(ctx, cfg) -> dict[str, float]:
         "classifier_score": score,
         "class_coverage": coverage,
         "class_entropy": metrics.class_entropy(predicted, k),
+        "class_min_share": float(metrics.class_histogram(predicted, k).min()),
     }
     labels = gen.get("labels")
     if labels is not None and (labels >= 0).all():

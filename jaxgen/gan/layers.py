@@ -1,4 +1,4 @@
-"""Normalisation layers of GAN generators and discriminators.
+"""Layers of GAN generators and discriminators: normalisation and up-sampling convolution.
 
 GAN batch normalisation always uses the statistics of the batch it is given
 (no running averages, as in DCGAN and SN-GAN training). To make sampling
@@ -6,6 +6,13 @@ independent of what else is in the batch, statistics can be taken over a
 subset of rows (``stat_mask``): the sampler prepends a reference batch of
 random latents and normalises the requested samples with its statistics
 (standing statistics computed on the fly).
+
+:class:`UpConv` is DCGAN's 4x4 stride-2 transposed convolution computed as a
+sub-pixel convolution (a 3x3 stride-1 convolution to ``4 * features`` channels,
+then depth-to-space). It has the parameters of ``flax.linen.ConvTranspose`` and
+the same outputs, but its weight gradient is an ordinary convolution: on XLA's
+CPU backend the weight gradient of an input-dilated convolution (what
+``ConvTranspose`` lowers to) is about 4x slower, and made the CPU GAN step slow.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def masked_moments(x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
@@ -37,6 +45,9 @@ class BatchStatNorm(nn.Module):
     With ``num_classes > 0`` the scale and shift are per class (conditional
     batch norm, de Vries et al. 2017 / Miyato & Koyama 2018): ``labels`` int32
     ``[B]`` select them; the scale is ``1 + embed(label)``, initialised to 1.
+    With a condition vector ``cond`` float ``[B, E]`` (e.g. a text embedding) they
+    are linear in it instead: scale ``1 + cond W_g``, shift ``cond W_b`` (both
+    initialised to 0, so that training starts from the unconditional layer).
     """
 
     num_classes: int = 0
@@ -44,12 +55,21 @@ class BatchStatNorm(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, labels: jax.Array | None = None, stat_mask: jax.Array | None = None
+        self,
+        x: jax.Array,
+        labels: jax.Array | None = None,
+        stat_mask: jax.Array | None = None,
+        cond: jax.Array | None = None,
     ) -> jax.Array:
         c = x.shape[-1]
         mean, var = masked_moments(x, stat_mask)
         y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
         shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (c,)
+        if cond is not None:
+            zeros = nn.initializers.zeros
+            gamma = nn.Dense(c, kernel_init=zeros, name="cond_gamma")(cond)
+            beta = nn.Dense(c, kernel_init=zeros, name="cond_beta")(cond)
+            return y * (1.0 + gamma.reshape(shape)) + beta.reshape(shape)
         if self.num_classes > 0:  # labels required
             zeros = nn.initializers.zeros
             gamma = nn.Embed(self.num_classes, c, embedding_init=zeros, name="gamma")
@@ -58,3 +78,79 @@ class BatchStatNorm(nn.Module):
         scale = self.param("scale", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
         return y * scale + bias
+
+
+def _subpixel_selection() -> np.ndarray:
+    """``S[u, a, k] = 1`` where tap ``k`` of a length-4 stride-2 transposed kernel links input
+    offset ``u - 1`` to output parity ``a`` (``k = 2u - a``), ``[3, 2, 4]``.
+
+    With "SAME" padding, ``out[2i + a] = sum_u x[i + u - 1] * w[2u - a]`` over the taps
+    ``0 <= 2u - a <= 3``.
+    """
+    sel = np.zeros((3, 2, 4), np.float32)
+    for u in range(3):
+        for a in range(2):
+            k = 2 * u - a
+            if 0 <= k <= 3:
+                sel[u, a, k] = 1.0
+    return sel
+
+
+SUBPIXEL = _subpixel_selection()
+
+
+def transposed_kernel_as_subpixel(kernel: jax.Array) -> jax.Array:
+    """A 4x4 stride-2 transposed-convolution kernel ``[4, 4, C, O]`` as the equivalent
+    3x3 stride-1 kernel to the four output parities, ``[3, 3, C, 2 * 2 * O]``.
+    """
+    sel = jnp.asarray(SUBPIXEL, kernel.dtype)
+    k = jnp.einsum("uak,vbl,klco->uvcabo", sel, sel, kernel)
+    c, o = kernel.shape[2], kernel.shape[3]
+    return k.reshape(3, 3, c, 4 * o)
+
+
+def depth_to_space(x: jax.Array, out: int) -> jax.Array:
+    """``[B, H, W, 2 * 2 * out]`` (parities ``a, b`` then channels) -> ``[B, 2H, 2W, out]``."""
+    b, h, w, _ = x.shape
+    x = x.reshape(b, h, w, 2, 2, out).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, 2 * h, 2 * w, out)
+
+
+class UpConv(nn.Module):
+    """4x4 stride-2 "SAME" transposed convolution, ``[B, H, W, C] -> [B, 2H, 2W, features]``.
+
+    Same parameters (``kernel [4, 4, C, features]``, ``bias [features]``) and outputs as
+    ``nn.ConvTranspose(features, (4, 4), (2, 2), padding="SAME")``; computed as a sub-pixel
+    convolution (see the module docstring).
+    """
+
+    features: int
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        y = jax.lax.conv_general_dilated(
+            x,
+            transposed_kernel_as_subpixel(kernel),
+            window_strides=(1, 1),
+            padding="SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return depth_to_space(y, self.features) + bias
+
+
+class TextProjection(nn.Module):
+    """The generator's learned projection of a text embedding: ``[B, D] -> [B, features]``.
+
+    Dense, LeakyReLU(0.2), Dense: the result is concatenated to ``z`` and drives the
+    conditional batch norms (see :class:`BatchStatNorm`).
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, pooled: jax.Array) -> jax.Array:
+        h = nn.leaky_relu(nn.Dense(self.features)(pooled), 0.2)
+        return nn.Dense(self.features)(h)

@@ -8,7 +8,8 @@ Config (besides the shared keys):
   unless ``none``); ``model.d_extra_blocks`` (ResNet).
 * ``gan.loss``: ``nonsaturating`` | ``hinge`` | ``wasserstein``;
   ``gan.gp_weight`` (WGAN-GP); ``gan.r1_gamma`` and ``gan.r1_every`` (lazy R1);
-  ``gan.g_batch_size`` (0: the discriminator's micro-batch size).
+  ``gan.g_batch_size`` (0: the discriminator's micro-batch size); ``gan.mode_seeking``
+  (weight of the mode-seeking term, Mao et al. 2019; 0: off).
 * ``train.d_steps``: discriminator updates per generator update; each takes
   ``train.batch_size / d_steps`` real images of the step's batch.
 * ``optimizer.*`` builds both optimizers; ``optimizer.learning_rate`` is the
@@ -27,6 +28,20 @@ discriminator's and the generator's losses (``d_loss + g_loss``, both logged too
 Sampling uses the EMA generator. Its batch norm takes the statistics of a
 reference batch of ``gan.g_batch_size`` random latents (uniform labels) drawn
 with the sample key, so an image does not depend on what else is requested.
+
+Text conditioning (``cond=text``, :mod:`jaxgen.text.conditioner`): the
+generator maps the pooled text embedding ``[B, D]`` through a learned projection
+to ``model.text_dim`` features, concatenated to ``z`` and driving conditional
+batch norms; the discriminator adds the projection term ``<phi(x), W pooled>``
+(see :mod:`jaxgen.models.dcgan`). Generated images in training take captions
+drawn from the real batch. A jointly trained text encoder
+(``text.encoder=transformer``) exists once per player, under
+``params[player]["text_encoder"]``: each is trained by its own player's loss, and
+the generator's is averaged with it and used for sampling. With the frozen
+default (``bert``) the batches carry only the cached pooled embedding
+``text_pooled`` (the per-token outputs are not used). At sampling the reference
+batch takes random training captions; ``conditioning`` holds the prompts' text
+fields (:meth:`Method.text_conditioning`).
 """
 
 from __future__ import annotations
@@ -36,6 +51,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from jaxgen.errors import UserError
@@ -52,6 +68,7 @@ from jaxgen.methods.base import (
 from jaxgen.models.dcgan import D_NORMS, DCGANDiscriminator, DCGANGenerator
 from jaxgen.models.resnet_gan import ResNetDiscriminator, ResNetGenerator
 from jaxgen.models.spectral_norm import COLLECTION
+from jaxgen.text.conditioner import PARAMS_KEY
 
 ARCHS = ("dcgan", "resnet")
 
@@ -101,8 +118,6 @@ class GAN(Method):
     def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
         super().__init__(config, data)
         m, g = config.model, config.gan
-        if data.cond == "text":
-            raise UserError("config cond=text: the GAN family supports cond=none or cond=class")
         if m.arch not in ARCHS:
             raise UserError(f"config key model.arch={m.arch!r}: expected one of {ARCHS}")
         if m.d_norm not in D_NORMS:
@@ -120,15 +135,29 @@ class GAN(Method):
                 f"train.batch_size={config.train.batch_size}"
             )
         self.num_classes = data.num_classes if data.cond == "class" else 0
+        if data.cond == "class" and not self.num_classes:
+            raise UserError(f"cond=class but data {config.data.name!r} has no labels")
+        text_dim = 0
+        self.text_fields: tuple[str, ...] = ()
+        if self.text is not None:
+            text_dim = int(m.get("text_dim", 128))
+            if text_dim < 1:
+                raise UserError(f"config key model.text_dim={text_dim}: expected >= 1")
+            self.text_fields = ("text_pooled",) if self.text.frozen else tuple(self.text.fields)
+        self._reference_texts = None
         shape = tuple(data.image_shape)
+        conditioned = self.text is not None
         if m.arch == "dcgan":
-            self.generator = DCGANGenerator(shape, m.g_width, self.num_classes)
-            self.discriminator = DCGANDiscriminator(shape, m.d_width, m.d_norm, self.num_classes)
-        else:
-            self.generator = ResNetGenerator(shape, m.g_width, self.num_classes)
-            self.discriminator = ResNetDiscriminator(
-                shape, m.d_width, self.num_classes, m.d_norm != "none", m.d_extra_blocks
+            self.generator = DCGANGenerator(shape, m.g_width, self.num_classes, text_dim)
+            self.discriminator = DCGANDiscriminator(
+                shape, m.d_width, m.d_norm, self.num_classes, conditioned
             )
+        else:
+            self.generator = ResNetGenerator(shape, m.g_width, self.num_classes, text_dim)
+            self.discriminator = ResNetDiscriminator(
+                shape, m.d_width, self.num_classes, m.d_norm != "none", m.d_extra_blocks,
+                conditioned,
+            )  # fmt: skip
         self.objective = Objective(
             loss=g.loss,
             d_steps=d_steps,
@@ -136,32 +165,67 @@ class GAN(Method):
             r1_gamma=float(g.r1_gamma),
             r1_every=int(g.r1_every),
             gp_weight=float(g.gp_weight),
+            mode_seeking=float(g.get("mode_seeking", 0.0)),
         )
         self.players = Players(self._generate, self._discriminate, m.z_dim, self.num_classes)
 
     # --- the networks as pure functions --------------------------------------
-    def _generate(self, g_params, z, labels, stat_mask=None):
-        return self.generator.apply({"params": g_params}, z, labels, stat_mask)
+    def _split(self, player_params, cond):
+        """``(network params, labels, pooled text)`` of a player for conditions ``cond``.
 
-    def _discriminate(self, d_params, d_state, x, labels, update):
-        variables = {"params": d_params, **d_state}
+        ``cond``: labels int32 ``[B]`` (class), the text fields (text) or None.
+        """
+        if self.text is None:
+            return player_params, cond, None
+        net = {k: v for k, v in player_params.items() if k != PARAMS_KEY}
+        if self.text.frozen:
+            return net, None, cond["text_pooled"]
+        return net, None, self.text.embed(player_params, cond).pooled
+
+    def _generate(self, g_params, z, cond, stat_mask=None):
+        net, labels, text = self._split(g_params, cond)
+        return self.generator.apply({"params": net}, z, labels, stat_mask, text)
+
+    def _discriminate(self, d_params, d_state, x, cond, update):
+        net, labels, text = self._split(d_params, cond)
+        variables = {"params": net, **d_state}
         if update and d_state:
             out, new_state = self.discriminator.apply(
-                variables, x, labels, update=True, mutable=[COLLECTION]
+                variables, x, labels, True, text, mutable=[COLLECTION]
             )
             return out, dict(new_state)
-        return self.discriminator.apply(variables, x, labels, update=False), d_state
+        return self.discriminator.apply(variables, x, labels, False, text), d_state
+
+    def _batch_condition(self, batch):
+        """The conditions of a batch: labels ``[B]``, the text fields, or None."""
+        if self.text is not None:
+            return {k: batch[k] for k in self.text_fields}
+        return batch["label"] if self.num_classes else None
 
     # --- state ---------------------------------------------------------------
     def _init_variables(self, rng, batch):
         g_rng, d_rng = jax.random.split(rng)
+        gt_rng, dt_rng = jax.random.split(jax.random.fold_in(rng, 1))
         images = images_to_symmetric(batch["image"][:2])
         labels = jnp.zeros((2,), jnp.int32) if self.num_classes else None
+        text = jnp.zeros((2, self.text.width), jnp.float32) if self.text is not None else None
         z = jnp.zeros((2, self.config.model.z_dim), jnp.float32)
-        g_vars = self.generator.init({"params": g_rng}, z, labels)
-        d_vars = dict(self.discriminator.init({"params": d_rng}, images, labels))
-        params = {"generator": g_vars["params"], "discriminator": d_vars.pop("params")}
+        g_vars = self.generator.init({"params": g_rng}, z, labels, None, text)
+        d_vars = dict(self.discriminator.init({"params": d_rng}, images, labels, False, text))
+        d_vars.pop("intermediates", None)
+        params = {"generator": dict(g_vars["params"]), "discriminator": dict(d_vars.pop("params"))}
+        if self.text is not None:  # one jointly trained encoder per player ({} when frozen)
+            params["generator"].update(self.text.init_params(gt_rng))
+            params["discriminator"].update(self.text.init_params(dt_rng))
         return params, d_vars
+
+    def batch_transform(self):
+        """The shared transform; a frozen text encoder's batches keep ``text_pooled`` only."""
+        transform = super().batch_transform()
+        if self.text is None or not self.text.frozen:
+            return transform
+        unused = {"text_tokens", "text_mask"}
+        return lambda item: {k: v for k, v in transform(item).items() if k not in unused}
 
     def init_params(self, rng, batch):
         return self._init_variables(rng, batch)[0]
@@ -195,7 +259,7 @@ class GAN(Method):
     def train_step(self, state, batch, tx, ema_decay):
         rng = jax.random.fold_in(state.rng, state.step)
         real = images_to_symmetric(batch["image"])
-        labels = batch["label"] if self.num_classes else None
+        labels = self._batch_condition(batch)
         params, opt_state, d_state, metrics = two_player_step(
             self.players,
             self.objective,
@@ -234,14 +298,53 @@ class GAN(Method):
     def reference_batch_size(self) -> int:
         return self.objective.g_batch_size or self.config.train.batch_size // self.objective.d_steps
 
+    def reference_texts(self) -> dict[str, np.ndarray]:
+        """Text fields ``[P, ...]`` of the training captions the sampler's reference batch uses.
+
+        Fashion-MNIST: the training captions of every class; other sources: up to 256
+        captions spread over the source's caption corpus.
+        """
+        if self._reference_texts is None:
+            from jaxgen.data import captions
+            from jaxgen.text.conditioning import caption_corpus
+
+            name = self.config.data.name
+            if name == "fashion_mnist":
+                texts = [t for y in range(captions.NUM_CLASSES) for t in captions.train_captions(y)]
+            else:
+                corpus = caption_corpus(name)
+                texts = list(corpus[:: max(1, len(corpus) // 256)])
+            fields = self.text.text_fields(texts)
+            self._reference_texts = {k: fields[k] for k in self.text_fields}
+        return self._reference_texts
+
+    def _sample_text(self, ref_rng, n_ref, num, conditioning):
+        """Text fields of the reference rows (random training captions) then the requested."""
+        pool = self.reference_texts()
+        size = len(next(iter(pool.values())))
+        pick = jax.random.randint(jax.random.fold_in(ref_rng, 1), (n_ref + num,), 0, size)
+        rows = {k: jnp.take(jnp.asarray(v), pick, axis=0) for k, v in pool.items()}
+        if conditioning is None:  # no prompts: random training captions
+            return rows
+        return {
+            k: jnp.concatenate([rows[k][:n_ref], jnp.asarray(conditioning[k])])
+            for k in self.text_fields
+        }
+
     def sample(self, params, rng, num, conditioning=None):
-        """float32 ``[num, H, W, C]`` in ``[0, 1]`` from the generator ``params["generator"]``."""
+        """float32 ``[num, H, W, C]`` in ``[0, 1]`` from the generator ``params["generator"]``.
+
+        ``conditioning``: ``label`` int32 ``[num]`` (class; default: the classes in turn)
+        or the prompts' text fields ``[num, ...]`` (text).
+        """
         ref_rng, z_rng = jax.random.split(rng)
         n_ref = self.reference_batch_size()
         z_ref = jax.random.normal(ref_rng, (n_ref, self.config.model.z_dim))
         z = jax.random.normal(z_rng, (num, self.config.model.z_dim))
         labels = None
-        if self.num_classes:
+        if self.text is not None:
+            labels = self._sample_text(ref_rng, n_ref, num, conditioning)
+        elif self.num_classes:
             y_ref = jax.random.randint(
                 jax.random.fold_in(ref_rng, 1), (n_ref,), 0, self.num_classes, jnp.int32
             )

@@ -1,10 +1,11 @@
 """DCGAN generator and discriminator (Radford et al., 2016), sized by the image size.
 
 Generator: ``z [B, z_dim] -> Dense -> [s0, s0, width * 2^(n-1)]``, then ``n``
-stride-2 4x4 transposed convolutions that halve the channels and double the
-resolution, batch norm + ReLU between them, ``tanh`` at the end. Images of
-size ``s0 * 2^n`` with ``s0`` in 4..7 (see :func:`grid_plan`): 28 -> 7 x 2^2,
-32 -> 4 x 2^3, 64 -> 4 x 2^4 (the paper's 64x64 network has ``width=128``).
+stride-2 4x4 transposed convolutions (:class:`~jaxgen.gan.layers.UpConv`) that
+halve the channels and double the resolution, batch norm + ReLU between them,
+``tanh`` at the end. Images of size ``s0 * 2^n`` with ``s0`` in 4..7 (see
+:func:`grid_plan`): 28 -> 7 x 2^2, 32 -> 4 x 2^3, 64 -> 4 x 2^4 (the paper's
+64x64 network has ``width=128``).
 
 Discriminator: the mirror image with 4x4 stride-2 convolutions and
 LeakyReLU(0.2), normalisation after every convolution but the first
@@ -13,7 +14,15 @@ LeakyReLU(0.2), normalisation after every convolution but the first
 when class-conditional, the projection term ``<embed(y), h>`` (Miyato &
 Koyama, 2018). Outputs are logits/critic values ``[B]``.
 
-Conditional generators use class-conditional batch norm.
+Conditional generators use class-conditional batch norm. Text-conditioned ones
+(``text_dim > 0``) map the pooled text embedding ``[B, D]`` through a learned
+projection (:class:`~jaxgen.gan.layers.TextProjection`) to ``c [B, text_dim]``,
+concatenate ``c`` to ``z`` and make every batch norm's scale and shift linear in
+``c``. Text-conditioned discriminators (``text_conditioned``) add the projection
+term ``<phi(x), W pooled>`` (Miyato & Koyama, 2018, with the class embedding
+replaced by a linear map ``W [D, F]`` of the text embedding, spectrally
+normalised when the discriminator is), where ``phi(x) [B, F]`` are the features
+the linear output reads; ``phi(x)`` is sown as ``intermediates/features``.
 Images are NHWC in ``[-1, 1]``.
 """
 
@@ -24,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.errors import UserError
-from jaxgen.gan.layers import BatchStatNorm
+from jaxgen.gan.layers import BatchStatNorm, TextProjection, UpConv
 from jaxgen.models.spectral_norm import SNConv, SNDense, SNEmbed
 
 D_NORMS = ("batch", "spectral", "layer", "none")
@@ -51,41 +60,54 @@ def check_square(image_shape: tuple[int, int, int]) -> int:
 
 
 class DCGANGenerator(nn.Module):
-    """``(z [B, z_dim], labels [B] | None) -> images [B, H, W, C]`` in ``[-1, 1]``."""
+    """``(z [B, z_dim], labels [B] | None, stat_mask [B] | None, text [B, D] | None)
+    -> images [B, H, W, C]`` in ``[-1, 1]``."""
 
     image_shape: tuple[int, int, int]
     width: int = 64  # channels of the last hidden layer
     num_classes: int = 0
+    text_dim: int = 0  # > 0: text-conditioned, width of the projected text embedding
 
     @nn.compact
     def __call__(
-        self, z: jax.Array, labels: jax.Array | None = None, stat_mask: jax.Array | None = None
+        self,
+        z: jax.Array,
+        labels: jax.Array | None = None,
+        stat_mask: jax.Array | None = None,
+        text: jax.Array | None = None,
     ) -> jax.Array:
         n, s0 = grid_plan(check_square(self.image_shape))
+        c = None
+        if self.text_dim:
+            c = TextProjection(self.text_dim)(text)
+            z = jnp.concatenate([z, c], axis=-1)
         ch = self.width * 2 ** (n - 1)
         x = nn.Dense(s0 * s0 * ch, kernel_init=dcgan_init)(z).reshape(-1, s0, s0, ch)
-        x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask))
-        for _ in range(n - 1):
+        x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, c))
+        for i in range(n - 1):
             ch //= 2
-            x = nn.ConvTranspose(ch, (4, 4), (2, 2), padding="SAME", kernel_init=dcgan_init)(x)
-            x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask))
-        x = nn.ConvTranspose(
-            self.image_shape[-1], (4, 4), (2, 2), padding="SAME", kernel_init=dcgan_init
-        )(x)
+            x = UpConv(ch, dcgan_init, name=f"ConvTranspose_{i}")(x)
+            x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, c))
+        x = UpConv(self.image_shape[-1], dcgan_init, name=f"ConvTranspose_{n - 1}")(x)
         return jnp.tanh(x)
 
 
 class DCGANDiscriminator(nn.Module):
-    """``(images [B, H, W, C], labels [B] | None) -> outputs [B]``."""
+    """``(images [B, H, W, C], labels [B] | None, update, text [B, D] | None) -> outputs [B]``."""
 
     image_shape: tuple[int, int, int]
     width: int = 64  # channels of the first convolution
     norm: str = "spectral"
     num_classes: int = 0
+    text_conditioned: bool = False
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, labels: jax.Array | None = None, update: bool = False
+        self,
+        x: jax.Array,
+        labels: jax.Array | None = None,
+        update: bool = False,
+        text: jax.Array | None = None,
     ) -> jax.Array:
         if self.norm not in D_NORMS:
             raise UserError(f"config key model.d_norm={self.norm!r}: expected one of {D_NORMS}")
@@ -102,8 +124,24 @@ class DCGANDiscriminator(nn.Module):
             x = nn.leaky_relu(x, 0.2)
             ch *= 2
         h = x.reshape(x.shape[0], -1)
+        self.sow("intermediates", "features", h)
         out = SNDense(1, spectral=sn, kernel_init=init)(h, update)[:, 0]
         if self.num_classes > 0:
             embed = SNEmbed(self.num_classes, h.shape[-1], spectral=sn)(labels, update)
             out = out + jnp.sum(embed * h, axis=-1)
+        if self.text_conditioned:
+            out = out + text_projection(h, text, sn, update)
         return out
+
+
+def text_projection(h: jax.Array, text: jax.Array, spectral: bool, update: bool) -> jax.Array:
+    """The projection term ``<h, W text>`` ``[B]`` of features ``h [B, F]`` and text ``[B, D]``.
+
+    ``W [D, F]`` (no bias) is the parameter ``text_projection/kernel`` of the calling
+    module, spectrally normalised when ``spectral``. Call inside a compact module.
+    """
+    w_text = SNDense(
+        h.shape[-1], spectral=spectral, use_bias=False, kernel_init=nn.initializers.normal(0.02),
+        name="text_projection",
+    )(text, update)  # fmt: skip
+    return jnp.sum(w_text * h, axis=-1)
