@@ -117,4 +117,9 @@ def get_config(arg: str | None = None):
     if args["arch"]:
         c.model.arch = args["arch"]
     add_text_config(c, args)
+    if args["cond"] == "text":
+        # Without it the text-conditioned generator ignores z (one image per prompt: recall
+        # 0.0, FD 30.0); weight 0.3 on the cpu preset gives FD 8.5, recall 0.76 and 79.8% of
+        # samples in the prompted class (86.4% without).
+        c.gan.mode_seeking = 0.3
     return c
