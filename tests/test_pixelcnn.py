@@ -19,18 +19,22 @@ from tests.conftest import launch, load_config
 H = W = 8
 
 
-def tiny_model_config(variant: str, layers: int = 3):
-    config = load_config(f"configs/pixelcnn.py:preset=smoke,variant={variant}")
+def tiny_model_config(variant: str, layers: int = 3, cond: str = "none"):
+    config = load_config(f"configs/pixelcnn.py:preset=smoke,variant={variant},cond={cond}")
     m = config.model
     m.features, m.output_features, m.num_layers, m.kernel_size = 12, 12, layers, 5
     m.num_resnet, m.num_levels, m.num_mixtures, m.dropout = 1, 2, 2, 0.0
     return config
 
 
-def tiny(variant: str, channels: int = 3, layers: int = 3, num_classes: int = 0):
-    """(model, params) of a tiny network on ``8 x 8 x channels`` images."""
-    config = tiny_model_config(variant, layers)
-    cond = "class" if num_classes else "none"
+def tiny(variant: str, channels: int = 3, layers: int = 3, num_classes: int = 0, cond: str = ""):
+    """(method, params) of a tiny network on ``8 x 8 x channels`` images.
+
+    ``cond``: none | class | text (default: class when ``num_classes``, else none); text
+    uses the smoke preset's tiny jointly trained Transformer encoder.
+    """
+    cond = cond or ("class" if num_classes else "none")
+    config = tiny_model_config(variant, layers, cond)
     method = PixelCNN(config, DataSpec((H, W, channels), num_classes, cond))
     batch = {
         "image": jnp.zeros((1, H, W, channels), jnp.uint8),
@@ -40,12 +44,13 @@ def tiny(variant: str, channels: int = 3, layers: int = 3, num_classes: int = 0)
     return method, params
 
 
-def jacobian(model, params) -> np.ndarray:
+def jacobian(model, params, context=None) -> np.ndarray:
     """``|d params(pixel p, channel c) / d x[row, col, c2]|`` as ``[H * W, C, H, W, C]``.
 
     The parameters of each conditional (logits, or mixture weights, coupled means
     and scales) are projected on a fixed random vector; an entry is non-zero iff the
     distribution of channel ``c`` at raster pixel ``p`` depends on that input.
+    ``context``: a conditioning vector ``[1, D]`` (e.g. a pooled text embedding).
     """
     channels = model.image_shape[2]
     x0 = jax.random.uniform(jax.random.PRNGKey(1), (1, H, W, channels), minval=-1, maxval=1)
@@ -53,7 +58,7 @@ def jacobian(model, params) -> np.ndarray:
 
     def at(pixel):
         def f(x):
-            out = model.net.apply({"params": params}, x)
+            out = model.net.apply({"params": params}, x, context=context)
             p = model.channel_params(out, x)[0].reshape(H * W, channels, -1)
             p = jax.lax.dynamic_index_in_dim(p, pixel, 0, keepdims=False)  # [C, Q]
             return jnp.sum(p * probe[:, : p.shape[-1]], axis=-1)

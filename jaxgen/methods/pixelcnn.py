@@ -11,8 +11,14 @@ log-likelihood in nats per dimension and ``bits_per_dim`` = loss / ln 2. The
 likelihood is exact, so :meth:`PixelCNN.likelihood` gives per-example test
 ``bits_per_dim``. ``sample.sampler`` = ``fast`` (default, cached incremental) or
 ``plain`` (a full network pass per pixel and channel); both give the same images.
-Class-conditional with ``cond=class``; a ``context`` vector ``[B, D]`` in the
-batch or the conditioning also conditions the network.
+Class-conditional with ``cond=class``. Text-conditional with ``cond=text``: the pooled
+text embedding ``[B, D]`` of the caption (training, likelihood) or of the prompt
+(sampling) is the network's ``context`` vector, projected to the conditioning vector
+that biases every gate (conditional gates, van den Oord et al. 2016b); the likelihood is
+then ``-log p(x | caption)``. A jointly trained text encoder's parameters sit under
+:data:`~jaxgen.text.conditioner.PARAMS_KEY` in the family's parameters (none for the
+frozen pretrained one, whose outputs arrive in the batch). Without text, a ``context``
+vector ``[B, D]`` in the batch or the conditioning also conditions the network.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from jaxgen.models.pixelcnn import PixelCNNNet
 from jaxgen.models.pixelcnn_pp import PixelCNNPPNet
 from jaxgen.pixelcnn import categorical, logistic_mixture
 from jaxgen.pixelcnn.sampling import SAMPLERS, ARModel
+from jaxgen.text.conditioner import PARAMS_KEY
 
 VARIANTS = ("pixelcnn", "gated", "pixelcnn_pp")
 
@@ -73,40 +80,79 @@ class PixelCNN(Method):
 
     def __init__(self, config, data: DataSpec):
         super().__init__(config, data)
-        if data.cond == "text":
-            raise UserError(
-                "config argument cond=text: the pixelcnn family takes text through a "
-                "context vector, which no text encoder feeds yet; use cond=none or cond=class"
-            )
         self.num_classes = 0
         if data.cond == "class":
             self.num_classes = int(config.model.get("num_classes", 0)) or data.num_classes
             if self.num_classes <= 0:
                 raise UserError(f"cond=class: data source {config.data.name!r} has no labels")
+        self.cond_drop_prob = float(config.model.get("cond_drop_prob", 0.0))
+        if not 0.0 <= self.cond_drop_prob < 1.0:
+            raise UserError(
+                f"config key model.cond_drop_prob={self.cond_drop_prob}: expected in [0, 1)"
+            )
         self.model = build_model(config.model, data, self.num_classes)
         self.num_dims = math.prod(data.image_shape)
 
-    def _cond(self, source: dict | None) -> dict:
+    @staticmethod
+    def _net_params(params) -> dict:
+        """The network's parameters (without the text encoder's)."""
+        return {k: v for k, v in params.items() if k != PARAMS_KEY}
+
+    def _cond(self, params, source: dict | None, drop: jax.Array | None = None) -> dict:
+        """The network's conditioning inputs from a batch or sampling ``conditioning``.
+
+        ``label`` int32 ``[B]`` (cond=class); ``context`` float32 ``[B, D]``: with
+        cond=text the pooled text embedding of the batch's text fields (the null text,
+        zeros, where ``drop`` bool ``[B]`` is True), else a ``context`` entry of
+        ``source`` if there is one.
+        """
         source = source or {}
         cond = {}
         if self.num_classes:
             cond["label"] = jnp.asarray(source["label"], jnp.int32)
-        if "context" in source:
+        if self.text is not None:
+            missing = [k for k in self.text.fields if k not in source]
+            if missing:
+                raise UserError(
+                    f"cond=text: the conditioning lacks the text fields {missing}; "
+                    "give prompts (sample.prompt or sample.prompts_file)"
+                )
+            pooled = self.text.embed(params, source).pooled.astype(jnp.float32)
+            if drop is not None:
+                pooled = jnp.where(drop[:, None], 0.0, pooled)
+            cond["context"] = pooled
+        elif "context" in source:
             cond["context"] = jnp.asarray(source["context"], jnp.float32)
         return cond
 
     def init_params(self, rng, batch):
         x = jnp.zeros(batch["image"].shape, jnp.float32)
-        cond = self._cond(batch)
+        params, net_rng = {}, rng
+        if self.text is not None:  # cond=text excludes cond=class: no labels
+            net_rng, text_rng = jax.random.split(rng)
+            params.update(self.text.init_params(text_rng))
+            cond = {"context": jnp.zeros((x.shape[0], self.text.width), jnp.float32)}
+        else:
+            cond = self._cond(params, batch)
         # A counter-based (rbg) key compiles far faster than threefry for hundreds of tensors.
-        key = jax.random.key(jax.random.bits(rng, (), jnp.uint32), impl="rbg")
-        return self.model.net.init(key, x, cond.get("label"), cond.get("context"))["params"]
+        key = jax.random.key(jax.random.bits(net_rng, (), jnp.uint32), impl="rbg")
+        net = self.model.net.init(key, x, cond.get("label"), cond.get("context"))["params"]
+        return {**net, **params}
 
     def _nll(self, params, batch, rng, train: bool) -> jax.Array:
-        """Per-image negative log-likelihood in nats, ``[B]``."""
+        """Per-image negative log-likelihood in nats, ``[B]`` (given the caption with text).
+
+        In training with cond=text, ``model.cond_drop_prob`` of the captions are replaced
+        by the null text, so that the same network also models ``p(x)``.
+        """
         images = batch["image"]
+        drop = None
+        if train and self.text is not None and self.cond_drop_prob > 0:
+            drop_rng, rng = jax.random.split(rng)
+            drop = jax.random.bernoulli(drop_rng, self.cond_drop_prob, (images.shape[0],))
+        cond = self._cond(params, batch, drop)
         out, _ = self.model.apply(
-            params, images, self._cond(batch), train=train, rng=rng if train else None
+            self._net_params(params), images, cond, train=train, rng=rng if train else None
         )
         return -self.model.log_prob(out, images)
 
@@ -127,5 +173,10 @@ class PixelCNN(Method):
         conditioning = dict(conditioning or {})
         if self.num_classes and "label" not in conditioning:
             conditioning["label"] = jnp.arange(num, dtype=jnp.int32) % self.num_classes
-        images = SAMPLERS[name](self.model, params, rng, num, self._cond(conditioning))
+        if self.text is not None and not any(k in conditioning for k in self.text.fields):
+            # No prompt: the null text (a meaningful p(x) only with model.cond_drop_prob > 0).
+            cond = {"context": jnp.zeros((num, self.text.width), jnp.float32)}
+        else:
+            cond = self._cond(params, conditioning)  # the text is encoded once, before the loop
+        images = SAMPLERS[name](self.model, self._net_params(params), rng, num, cond)
         return images.astype(jnp.float32) / 255.0
