@@ -180,6 +180,7 @@ class TorchUNet(nn.Module):
         self.class_emb = (
             named("class_emb", nn.Embedding(num_classes + 1, temb_ch)) if num_classes else None
         )
+        self.text_emb = named("text_emb", nn.Linear(context_dim, temb_ch)) if context_dim else None
         self.conv_in = named("conv_in", _conv3(in_channels, ch))
 
         def res(name, cin, cout):
@@ -238,7 +239,7 @@ class TorchUNet(nn.Module):
         h = block["attn"](h)
         return block["xattn"](h, context, mask) if "xattn" in block else h
 
-    def forward(self, x, t, label=None, context=None, context_mask=None):
+    def forward(self, x, t, label=None, context=None, context_mask=None, pooled=None):
         temb = self.temb_1(F.silu(self.temb_0(timestep_embedding(t, self.ch))))
         if self.class_emb is not None:
             if label is None:
@@ -251,6 +252,9 @@ class TorchUNet(nn.Module):
                 context_mask = torch.zeros((x.shape[0], 1), dtype=torch.bool)
             elif context_mask is None:
                 context_mask = torch.ones(context.shape[:2], dtype=torch.bool)
+            if pooled is None:
+                pooled = x.new_zeros((x.shape[0], self.context_dim))
+            temb = temb + self.text_emb(pooled)
 
         hs = [self.conv_in(x)]
         for block in self.down:
