@@ -7,12 +7,12 @@ Every record carries ``hardware`` (a readable string), ``platform``,
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
 
 import jax
+
+from jaxgen.hardware import cpu_model, hardware  # noqa: F401  (re-exported for the scripts)
 
 # Dense peak TFLOP/s per device for model-FLOPs utilisation (vendor figures, no sparsity).
 PEAK_TFLOPS = {
@@ -21,33 +21,6 @@ PEAK_TFLOPS = {
     ("NVIDIA H200", "bfloat16"): 989.0,
     ("NVIDIA H200", "float32"): 67.0,
 }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def hardware() -> dict:
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        text = f"{cpu_model()}, {os.cpu_count()} cores (CPU)"
-    else:
-        text = f"{jax.device_count()} x {device.device_kind}"
-    return {
-        "hardware": text,
-        "platform": device.platform,
-        "device_kind": device.device_kind,
-        "num_devices": jax.device_count(),
-        "jax_version": jax.__version__,
-        "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
 
 
 def peak_tflops(precision: str) -> float | None:

@@ -155,6 +155,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sample.sampler = ""
     c.sample.steps = 0
     c.sample.guidance = 0.0
+    c.sample.timing_repeats = 1  # --mode=sample: timed calls after the first; 0: no timing file
 
     c.evals = ml_collections.ConfigDict()
     return c

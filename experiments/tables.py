@@ -25,6 +25,7 @@ import glob
 import io
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -555,6 +556,25 @@ def load_bench(paths: list[str]) -> list[dict]:
     return good
 
 
+_TIMING_FILE = re.compile(r"^timing_(\d+)\.json$")
+
+
+def run_timing_records(runs: list[RunRecord]) -> list[dict]:
+    """Each run's newest ``samples/timing_<N>.json`` (written by ``--mode=sample``) as a
+    benchmark record whose ``config`` is the run's name."""
+    records = []
+    for run in runs:
+        names = (os.path.basename(p) for p in glob.glob(os.path.join(run.path, "samples", "*")))
+        steps = sorted(int(m.group(1)) for m in map(_TIMING_FILE.match, names) if m)
+        if not steps:
+            continue
+        rec = read_json(os.path.join(run.path, "samples", f"timing_{steps[-1]}.json"))
+        if isinstance(rec, dict) and isinstance(rec.get("hardware"), str):
+            if isinstance(rec.get("images_per_sec"), (int, float)):
+                records.append(dict(rec, config=run.name))
+    return records
+
+
 def inference_time(bench: list[dict]) -> Table:
     recs = [r for r in bench if r.get("kind", "sample") in ("sample", "inference")]
     hardware = sorted({r["hardware"] for r in recs})
@@ -567,7 +587,7 @@ def inference_time(bench: list[dict]) -> Table:
             cells[key] = {}
         cells[key][r["hardware"]] = float(r["images_per_sec"])  # a repeated record: the last wins
     cols = [
-        Column("config", "text", "bench config", lambda row: row[0]),
+        Column("run / config", "text", "run name or bench config", lambda row: row[0]),
         Column("sampler", "text", "bench sampler", lambda row: row[1]),
         Column("steps", "int", "bench steps", lambda row: row[2]),
         Column("batch", "int", "bench batch_size", lambda row: row[3]),
@@ -580,8 +600,9 @@ def inference_time(bench: list[dict]) -> Table:
     rows = [[c.get(key) for c in cols] for key in keys]
     return Table(
         "inference_time", 5, "Inference throughput per hardware",
-        "Sampling throughput in images per second (time per image = 1 / throughput) from the "
-        "benchmark JSON records given with `--bench`, one column per `hardware` string.",
+        "Sampling throughput in images per second (time per image = 1 / throughput), compiled, "
+        "from each run's `samples/timing_<N>.json` (`--mode=sample`) and the benchmark JSON "
+        "records given with `--bench`, one column per `hardware` string.",
         cols, rows,
     )  # fmt: skip
 
@@ -629,7 +650,8 @@ def write_tables(tables: list[Table], out: str, runs_root: str = "") -> list[str
 
 def tables_for(runs_root: str, bench_paths=(), extra_domains=()) -> tuple[list, list[Table]]:
     runs = find_runs(runs_root)
-    return runs, build_tables(runs, load_bench(list(bench_paths)), tuple(extra_domains))
+    bench = run_timing_records(runs) + load_bench(list(bench_paths))
+    return runs, build_tables(runs, bench, tuple(extra_domains))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

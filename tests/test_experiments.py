@@ -149,6 +149,12 @@ def fixture_runs(tmp_path):
                     evals={"quality": {"type": "quality", "features": "domain"}}),
         {5: DDPM_OLD_EVAL, 10: DDPM_EVAL}, [{"step": 10, "loss": 0.03125}], ["step_10.png"],
     )  # fmt: skip
+    for step, speed in ((5, 1.0), (10, 8.0)):  # only the newest timing file counts
+        write_json(
+            os.path.join(root, "ddpm_cos", "samples", f"timing_{step}.json"),
+            {"kind": "sample", "hardware": "2-core CPU", "images_per_sec": speed,
+             "sampler": "ddim", "steps": 20, "batch_size": 64, "step": step},
+        )  # fmt: skip
     tl = os.path.join(root, "transfer")
     digits28 = {"name": "digits", "image_size": 28}
     make_run(tl, "src", make_config("vae", model=VAE_MODEL), {10: dict(VAE_EVAL, bits_per_dim=4.5)})
@@ -323,16 +329,19 @@ def test_tables_numbers_come_from_the_files(fixture_runs, tmp_path):
     assert float(t["transfer/scratch"]["bits/dim"]) == 2.75
     assert t["transfer/ft"]["train steps"] == t["transfer/scratch"]["train steps"] == "10"
 
-    # Table 5: one column per hardware, train-step and incomplete records left out.
+    # Table 5: the runs' newest timing files, then one column per hardware of the benchmark
+    # records, train-step and incomplete records left out.
     bench_rows = read_csv(os.path.join(out, "05_inference_time.csv"))
-    assert [r["config"] for r in bench_rows] == [
-        "configs/ddpm.py:preset=cpu", "configs/vae.py:preset=cpu"
+    assert [r["run / config"] for r in bench_rows] == [
+        "ddpm_cos", "configs/ddpm.py:preset=cpu", "configs/vae.py:preset=cpu"
     ]  # fmt: skip
-    assert float(bench_rows[0]["2-core CPU (images/s)"]) == 12.5
-    assert float(bench_rows[0]["NVIDIA H100 (images/s)"]) == 2500.0
-    assert float(bench_rows[1]["2-core CPU (images/s)"]) == 4096.0
-    assert bench_rows[1]["NVIDIA H100 (images/s)"] == ""
-    assert md_rows(os.path.join(out, "05_inference_time.md"))[1] == [
+    assert float(bench_rows[0]["2-core CPU (images/s)"]) == 8.0
+    assert bench_rows[0]["sampler"] == "ddim" and bench_rows[0]["steps"] == "20"
+    assert float(bench_rows[1]["2-core CPU (images/s)"]) == 12.5
+    assert float(bench_rows[1]["NVIDIA H100 (images/s)"]) == 2500.0
+    assert float(bench_rows[2]["2-core CPU (images/s)"]) == 4096.0
+    assert bench_rows[2]["NVIDIA H100 (images/s)"] == ""
+    assert md_rows(os.path.join(out, "05_inference_time.md"))[2] == [
         "configs/vae.py:preset=cpu", MISSING, MISSING, "64", "4,096.0", MISSING
     ]  # fmt: skip
 
@@ -799,6 +808,11 @@ def test_end_to_end_smoke_sweep_tables_and_report(tmp_path, capsys):
     loss = [row for row in rundir.read_jsonl(str(base / "metrics.jsonl")) if "loss" in row][-1]
     comparison = {r["run"]: r for r in read_csv(str(out / "01_model_comparison.csv"))}
     assert float(comparison["vae"]["final loss"]) == loss["loss"]
+    timing = {r["run / config"]: r for r in read_csv(str(out / "05_inference_time.csv"))}
+    for run, num in (("vae", 8), ("vae_n4", 4)):  # --mode=sample timed the compiled sampler
+        record = rundir.read_json(str(root / run / "samples" / "timing_4.json"))
+        assert record["batch_size"] == num and record["seconds"] > 0
+        assert float(timing[run][f"{record['hardware']} (images/s)"]) == record["images_per_sec"]
     page = (out / "report.html").read_text()
     assert sorted(image_sources(page)) == [
         "images/vae/interpolation_4.png", "images/vae/samples_4.png",
