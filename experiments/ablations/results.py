@@ -12,9 +12,10 @@ Runs (all ``preset=cpu``, Fashion-MNIST unless named otherwise):
 * ``ddpm_fashion_mnist`` (the config's default sampler) and two sampling-only variants on its
   checkpoints, ``ddpm_fashion_mnist_ddim_20`` and ``ddpm_fashion_mnist_heun_10`` (Tables 3, 4).
 * ``gan_fashion_mnist``: discriminator accuracies and two-sample test (Tables 8, 9).
-* ``pixelcnn_fashion_mnist``: exact bits/dim (Table 10).
+* ``pixelcnn_fashion_mnist`` (Gated PixelCNN at ``preset=cpu``): exact bits/dim (Table 10).
 
-Table 5 needs benchmark files: pass them to ``experiments.report --bench``.
+Table 5 comes from each run's ``--mode=sample`` timing (``samples/timing_<N>.json``); more
+hardware columns come from benchmark files passed to ``experiments.report --bench``.
 """
 
 from experiments.spec import Run, ref, sampling_variant
@@ -64,6 +65,6 @@ def get_sweep(arg=None):
             "pixelcnn_fashion_mnist",
             "configs/pixelcnn.py",
             args=dict(data="fashion_mnist"),
-            description="PixelCNN++",
+            description="the preset's PixelCNN variant (cpu: Gated PixelCNN; full: PixelCNN++)",
         ),  # fmt: skip
     ]
