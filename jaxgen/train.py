@@ -126,10 +126,12 @@ class Trainer:
             return state
         state = exp.init_state()
         if exp.config.init_from:
-            params = load_params_from(exp.config.init_from, state.params)
-            params = jax.device_put(params, exp.state_shardings.params)
+            loaded = load_params_from(exp.config.init_from, state.params)
+            # Two device copies: the step donates params and EMA, which must not share buffers.
+            params = jax.device_put(loaded, exp.state_shardings.params)
+            ema_params = jax.device_put(loaded, exp.state_shardings.ema_params)
             opt_state = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)(params)
-            state = state.replace(params=params, ema_params=params, opt_state=opt_state)
+            state = state.replace(params=params, ema_params=ema_params, opt_state=opt_state)
             log.info("initialised parameters from %s", exp.config.init_from)
         return state
 

@@ -105,8 +105,14 @@ def test_train_export_and_use_as_extractor(tmp_path):
     feats, logits = net.apply({"params": params}, images / 255.0, return_features=True)
     np.testing.assert_allclose(got["features"], feats, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=1e-5)
+    # Another size is resized to the classifier's input; another channel count is an error.
+    small = images[:, ::2, ::2]
+    np.testing.assert_array_equal(
+        extractor(small)["logits"], extractor(features.fit_to(small, (28, 28, 1)))["logits"]
+    )
+    assert features.fit_to(small, (28, 28, 1)).shape == (5, 28, 28, 1)
     with pytest.raises(UserError, match="expects images of shape"):
-        extractor(np.zeros((2, 8, 8, 1), np.uint8))
+        extractor(np.zeros((2, 28, 28, 3), np.uint8))
 
 
 def test_bad_classifier_file_is_a_user_error(tmp_path):

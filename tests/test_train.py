@@ -79,6 +79,9 @@ def test_init_from_loads_parameters(trained, tmp_path):
     fresh = run(config, str(tmp_path), "train")
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(fresh.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    config.train.num_steps = 1  # a step donates params and EMA: they must be separate buffers
+    tuned = run(config, str(tmp_path / "one_step"), "train")
+    assert int(tuned.step) == 1
 
 
 class ExplodingVAE(VAE):

@@ -33,6 +33,23 @@ EXTRACTORS = ("domain", "inception", "pixels")
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 
 
+def fit_to(images: np.ndarray, shape: tuple[int, int, int] | None) -> np.ndarray:
+    """uint8 ``[N, H, W, C]`` resized (bilinear, as the data pipeline's
+    :class:`~jaxgen.data.sources.ResizedSource`) to ``shape``'s height and width; unchanged
+    when they already match or ``shape`` is None."""
+    images = np.asarray(images)
+    if shape is None or images.ndim != 4 or tuple(images.shape[1:3]) == tuple(shape[:2]):
+        return images
+    from PIL import Image
+
+    h, w = int(shape[0]), int(shape[1])
+    out = []
+    for image in images:
+        pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        out.append(np.asarray(pil.resize((w, h), Image.BILINEAR), np.uint8).reshape(h, w, -1))
+    return np.stack(out) if out else images.reshape(0, h, w, images.shape[-1])
+
+
 @dataclasses.dataclass(frozen=True)
 class Extractor:
     """A jitted feature function with a name that identifies it in caches and results.
@@ -60,8 +77,12 @@ class Extractor:
         return f"{self.name}-{self.fingerprint}" if self.fingerprint else self.name
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """uint8 ``[N, H, W, C]`` -> ``{"features": float32 [N, D], "logits": [N, K] (if any)}``."""
-        images = np.asarray(images)
+        """uint8 ``[N, H, W, C]`` -> ``{"features": float32 [N, D], "logits": [N, K] (if any)}``.
+
+        Images of another height and width (28 x 28 digits for the 8 x 8 digits classifier)
+        are resized to the extractor's input first; another channel count is an error.
+        """
+        images = fit_to(images, self.image_shape)
         if self.image_shape is not None and tuple(images.shape[1:]) != tuple(self.image_shape):
             raise UserError(
                 f"{self.name} feature extractor ({self.weights}) expects images of shape "

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxgen.data import captions
 from jaxgen.errors import UserError
-from jaxgen.evaluate.features import describe, get_extractor, record
+from jaxgen.evaluate.features import describe, fit_to, get_extractor, record
 
 
 def fashion_prompt_sets() -> dict[str, list[tuple[str, int]]]:
@@ -84,22 +84,6 @@ def sprite_colour(images: np.ndarray) -> np.ndarray:
     mean = mean / np.maximum(mean.max(axis=1, keepdims=True), 1e-6)
     ref = sprites.COLOUR_RGB / sprites.COLOUR_RGB.max(axis=1, keepdims=True)
     return np.argmin(((mean[:, None, :] - ref[None]) ** 2).sum(-1), axis=1)
-
-
-def fit_to(images: np.ndarray, shape: tuple[int, int, int] | None) -> np.ndarray:
-    """uint8 ``[N, H, W, C]`` resized (bilinear, as :class:`ResizedSource`) to ``shape``'s
-    height and width; unchanged when they already match or ``shape`` is None."""
-    images = np.asarray(images)
-    if shape is None or images.ndim != 4 or tuple(images.shape[1:3]) == tuple(shape[:2]):
-        return images
-    from PIL import Image
-
-    h, w = int(shape[0]), int(shape[1])
-    out = []
-    for image in images:
-        pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-        out.append(np.asarray(pil.resize((w, h), Image.BILINEAR), np.uint8).reshape(h, w, -1))
-    return np.stack(out) if out else images.reshape(0, h, w, images.shape[-1])
 
 
 def _generate(ctx, prompts: list[str], per: int, tag: int) -> np.ndarray:
