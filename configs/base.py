@@ -155,7 +155,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sample.sampler = ""
     c.sample.steps = 0
     c.sample.guidance = 0.0
-    c.sample.timing_repeats = 1  # --mode=sample: timed calls after the first; 0: no timing file
+    c.sample.timing_repeats = 3  # --mode=sample: timed calls after the first (median); 0: none
 
     c.evals = ml_collections.ConfigDict()
     return c
