@@ -171,3 +171,4 @@ def shrink_for_preset(c: ml_collections.ConfigDict, preset: str) -> None:
         c.train.sample_every = 4
         c.train.keep_checkpoints = 2
         c.sample.num = 8
+        c.sample.timing_repeats = 1
