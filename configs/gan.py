@@ -71,6 +71,7 @@ def get_config(arg: str | None = None):
     c.evals.quality = dict(type="quality", num_samples=10_000, features="inception", every=0)
     c.evals.classifier = dict(type="classifier", num_samples=10_000, features="domain", every=0)
     c.evals.c2st = dict(type="c2st", num_samples=5_000, features="inception", every=0)
+    c.evals.params = dict(type="params", every=0)
 
     if preset == "cpu":
         # DCGAN at 28x28 with a spectrally normalised discriminator, unconditional by
@@ -93,8 +94,9 @@ def get_config(arg: str | None = None):
         c.optimizer.b1 = 0.5
         c.optimizer.b2 = 0.999
         c.optimizer.schedule = "constant"
-        for name, n in (("quality", 2000), ("classifier", 2000), ("c2st", 2000)):
-            c.evals[name].num_samples = n
+        c.evals.diversity = dict(type="diversity", every=0)
+        for name in ("quality", "classifier", "c2st", "diversity"):
+            c.evals[name].num_samples = 2000
             c.evals[name].features = "domain"
     elif preset == "smoke":
         shrink_for_preset(c, "smoke")

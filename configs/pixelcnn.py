@@ -97,6 +97,8 @@ def get_config(arg: str | None = None):
         c.optimizer.grad_clip_norm = 1.0
         c.sample.num = 36
         c.evals.likelihood = dict(type="likelihood", num_examples=10_000, batch_size=500, every=0)
+        for kind in ("quality", "classifier", "diversity", "c2st"):  # one set of 1000 samples
+            c.evals[kind] = dict(type=kind, num_samples=1000, features="domain", every=0)
     elif preset == "smoke":
         shrink_for_preset(c, "smoke")
         m.features = 8

@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             from experiments import report
 
-            report.write_report(root, args.report)
+            report.write_report(args.root, args.report)  # as given: the page names it
             print(f"tables and report in {args.report}")
         return 1 if failed else 0
     except UserError as e:

@@ -29,8 +29,10 @@ def test_train_writes_gan_diagnostics_and_evals(trained):
             "d_out_real", "d_out_fake", "d_grad_norm", "g_grad_norm"}  # fmt: skip
     assert all(keys <= set(line) for line in lines)
     evals = json.load(open(os.path.join(workdir, "eval", "step_4.json")))
-    assert {"fd", "kid", "c2st_accuracy", "c2st_fooled"} <= set(evals)
+    assert {"fd", "kid", "c2st_accuracy", "c2st_fooled", "params"} <= set(evals)
     assert set(state.params) == {"generator", "discriminator"}
+    generator_params = sum(np.size(x) for x in jax.tree.leaves(state.params["generator"]))
+    assert evals["params"] == generator_params  # the network that generates, not D
     assert set(state.opt_state) == {"generator", "discriminator"}
     assert "spectral" in state.model_state
 
