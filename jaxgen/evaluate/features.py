@@ -35,7 +35,7 @@ WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 
 def fit_to(images: np.ndarray, shape: tuple[int, int, int] | None) -> np.ndarray:
     """uint8 ``[N, H, W, C]`` resized (bilinear, as the data pipeline's
-    :class:`~jaxgen.data.sources.ResizedSource`) to ``shape``'s height and width; unchanged
+    :class:`~jaxgen.data.pipeline.ResizedSource`) to ``shape``'s height and width; unchanged
     when they already match or ``shape`` is None."""
     images = np.asarray(images)
     if shape is None or images.ndim != 4 or tuple(images.shape[1:3]) == tuple(shape[:2]):
