@@ -58,6 +58,29 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def adam_losses(loss_fn, params, batch, steps: int, learning_rate: float = 3e-3):
+    """Trains ``params`` on one fixed ``batch`` with Adam; returns ``(params, [loss per step])``.
+
+    ``loss_fn(params, batch, rng) -> (loss, metrics)``; step ``i`` uses ``PRNGKey(i)``.
+    """
+    import jax
+    import optax
+
+    tx = optax.adam(learning_rate)
+
+    @jax.jit
+    def step(params, opt_state, rng):
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    opt_state, losses = tx.init(params), []
+    for i in range(steps):
+        params, opt_state, loss = step(params, opt_state, jax.random.PRNGKey(i))
+        losses.append(float(loss))
+    return params, losses
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _compilation_cache():
     from jaxgen import runtime

@@ -1,12 +1,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxgen.distributions import discretized_logistic_log_prob, gaussian_kl_to_standard
 from jaxgen.methods.base import DataSpec
 from jaxgen.methods.vae import VAE
-from tests.conftest import load_config
+from tests.conftest import adam_losses, load_config
 
 
 def test_discretized_logistic_sums_to_one_over_256_values():
@@ -41,19 +40,7 @@ def test_loss_goes_down_on_a_small_batch():
     method, _ = _vae()
     batch = _batch()
     params = method.init_params(jax.random.PRNGKey(0), batch)
-    tx = optax.adam(3e-3)
-    opt_state = tx.init(params)
-
-    @jax.jit
-    def step(params, opt_state, rng):
-        (loss, _), grads = jax.value_and_grad(method.loss, has_aux=True)(params, batch, rng)
-        updates, opt_state = tx.update(grads, opt_state)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    losses = []
-    for i in range(60):
-        params, opt_state, loss = step(params, opt_state, jax.random.PRNGKey(i))
-        losses.append(float(loss))
+    _, losses = adam_losses(method.loss, params, batch, steps=60)
     assert np.mean(losses[-5:]) < 0.65 * np.mean(losses[:5])
 
 

@@ -6,7 +6,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from jaxgen.data import captions
@@ -14,7 +13,7 @@ from jaxgen.methods.base import DataSpec
 from jaxgen.methods.vae import VAE
 from jaxgen.run import run
 from jaxgen.text.conditioner import PARAMS_KEY
-from tests.conftest import has_module, load_config
+from tests.conftest import adam_losses, has_module, load_config
 
 PROMPTS = ("a pair of trousers", "an ankle boot")
 
@@ -77,21 +76,8 @@ def test_likelihood_is_conditional_on_the_caption():
 def test_loss_goes_down_and_trains_the_text_encoder():
     method, _ = _vae()
     batch = _batch(method)
-    params = method.init_params(jax.random.PRNGKey(0), batch)
-    tx = optax.adam(3e-3)
-    opt_state = tx.init(params)
-
-    @jax.jit
-    def step(params, opt_state, rng):
-        (loss, _), grads = jax.value_and_grad(method.loss, has_aux=True)(params, batch, rng)
-        updates, opt_state = tx.update(grads, opt_state)
-        return optax.apply_updates(params, updates), opt_state, loss, grads
-
-    start = params
-    losses = []
-    for i in range(60):
-        params, opt_state, loss, grads = step(params, opt_state, jax.random.PRNGKey(i))
-        losses.append(float(loss))
+    start = method.init_params(jax.random.PRNGKey(0), batch)
+    params, losses = adam_losses(method.loss, start, batch, steps=60)
     assert np.mean(losses[-5:]) < 0.65 * np.mean(losses[:5])
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), start[PARAMS_KEY],
                          params[PARAMS_KEY])  # fmt: skip
