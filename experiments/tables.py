@@ -6,10 +6,10 @@
 Every run directory under ``--runs`` (any depth; one with a ``config.json``) is a row
 candidate. Values come from the run's ``config.json``, its newest ``eval/step_<N>.json``
 (``eval/evaluators.json`` for the feature extractor), the last ``metrics.jsonl`` row carrying a
-key, and the benchmark JSON records of ``--bench`` (schema in ``experiments/README.md`` and
-:func:`load_bench`). A missing value is ``—`` in Markdown and an empty field in CSV; nothing is
-estimated or filled in. Writes ``<out>/tables.md`` (all tables) and ``<out>/<table>.md`` /
-``<out>/<table>.csv`` for each of:
+key, the runs' ``samples/timing_<N>.json`` and the benchmark JSON records of ``--bench``
+(:mod:`experiments.bench`; schema in ``experiments/README.md``). A missing value is ``—`` in
+Markdown and an empty field in CSV; nothing is estimated or filled in. Writes
+``<out>/tables.md`` (all tables) and ``<out>/<table>.md`` / ``<out>/<table>.csv`` for each of:
 
  1. model_comparison   2. parameters     3. sample_quality    4. diversity
  5. inference_time     6. transfer       7. domains           8. discriminator_attributions
@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import glob
 import io
 import math
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +31,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.rundir import RunRecord, find_runs, read_json, read_jsonl
+from experiments.bench import load_bench, run_timing_records
+from experiments.rundir import RunRecord, find_runs
 from jaxgen.errors import UserError
 
 MISSING = "—"
@@ -519,60 +518,6 @@ def likelihoods(runs, by_path) -> Table:
 
 # --- benchmarks ----------------------------------------------------------------------------------
 BENCH_KEYS = ("config", "sampler", "steps", "batch_size")
-
-
-def load_bench(paths: list[str]) -> list[dict]:
-    """Benchmark records from ``.json``/``.jsonl`` files and directories (searched recursively).
-
-    A file holds one record, a list of records, or ``{"records": [...], ...}`` whose other
-    top-level fields (e.g. ``hardware``) apply to every record that lacks them. A record needs
-    ``hardware`` (text) and ``images_per_sec`` (number); ``config``, ``sampler``, ``steps``,
-    ``batch_size`` and ``kind`` (``sample``, the default, or ``train_step``) are optional.
-    """
-    files: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            for ext in ("json", "jsonl"):
-                files += glob.glob(os.path.join(p, "**", f"*.{ext}"), recursive=True)
-        elif os.path.isfile(p):
-            files.append(p)
-        else:
-            raise UserError(f"--bench {p!r}: no such file or directory")
-    records = []
-    for path in sorted(files):
-        payload = read_jsonl(path) if path.endswith(".jsonl") else read_json(path)
-        items = payload if isinstance(payload, list) else [payload]
-        for item in items:
-            if isinstance(item, dict) and isinstance(item.get("records"), list):
-                shared = {k: v for k, v in item.items() if k != "records"}
-                records += [dict(shared, **rec) for rec in item["records"] if isinstance(rec, dict)]
-            elif isinstance(item, dict):
-                records.append(item)
-    good = []
-    for rec in records:
-        ips = rec.get("images_per_sec")
-        if isinstance(rec.get("hardware"), str) and isinstance(ips, (int, float)):
-            good.append(rec)
-    return good
-
-
-_TIMING_FILE = re.compile(r"^timing_(\d+)\.json$")
-
-
-def run_timing_records(runs: list[RunRecord]) -> list[dict]:
-    """Each run's newest ``samples/timing_<N>.json`` (written by ``--mode=sample``) as a
-    benchmark record whose ``config`` is the run's name."""
-    records = []
-    for run in runs:
-        names = (os.path.basename(p) for p in glob.glob(os.path.join(run.path, "samples", "*")))
-        steps = sorted(int(m.group(1)) for m in map(_TIMING_FILE.match, names) if m)
-        if not steps:
-            continue
-        rec = read_json(os.path.join(run.path, "samples", f"timing_{steps[-1]}.json"))
-        if isinstance(rec, dict) and isinstance(rec.get("hardware"), str):
-            if isinstance(rec.get("images_per_sec"), (int, float)):
-                records.append(dict(rec, config=run.name))
-    return records
 
 
 def inference_time(bench: list[dict]) -> Table:
