@@ -50,7 +50,7 @@ def test_sprite_colour_is_exact_on_rendered_sprites(size):
     images = np.stack([sprites.render(f, size) for f in factors])
     np.testing.assert_array_equal(prompts.sprite_colour(images), factors[:, 1])
     # Also after the bilinear resize the evaluator applies to other sizes.
-    resized = prompts.fit_to(images, (20, 20, 3))
+    resized = features.fit_to(images, (20, 20, 3))
     assert resized.shape == (len(images), 20, 20, 3)
     np.testing.assert_array_equal(prompts.sprite_colour(resized), factors[:, 1])
 
@@ -97,7 +97,7 @@ def test_sprites_classifier_reads_the_shape_whatever_the_colour():
     overall: a classifier that guesses the shape from the colour fails the held-out pairs."""
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in sprites.FACTOR_SIZES], indexing="ij"))
     factors = grid.reshape(len(sprites.FACTOR_SIZES), -1).T
-    images = prompts.fit_to(np.stack([sprites.render(f, 32) for f in factors]), (28, 28, 3))
+    images = features.fit_to(np.stack([sprites.render(f, 32) for f in factors]), (28, 28, 3))
     extractor = features.get_extractor({"features": "domain"}, "sprites")
     ok = extractor(images)["logits"].argmax(-1) == factors[:, 0]
     assert ok.mean() >= 0.98

@@ -14,7 +14,7 @@ with the prompted colour, and with both, per set; ``prompt_accuracy`` is the sha
 both right over the two sets.
 
 Samples whose size differs from the classifier's input (e.g. 32 x 32 sprites and the
-28 x 28 sprites classifier) are resized bilinearly, as the data pipeline resizes.
+28 x 28 sprites classifier) are resized bilinearly by the extractor, as the data pipeline resizes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxgen.data import captions
 from jaxgen.errors import UserError
-from jaxgen.evaluate.features import describe, fit_to, get_extractor, record
+from jaxgen.evaluate.features import describe, get_extractor, record
 
 
 def fashion_prompt_sets() -> dict[str, list[tuple[str, int]]]:
@@ -124,8 +124,8 @@ def evaluate(ctx, cfg) -> dict[str, float]:
         hits = []
         for tag, (name, rows) in enumerate(fashion_prompt_sets().items()):
             rows = spread_over_classes(rows, limit)
-            images = fit_to(_generate(ctx, [p for p, _ in rows], per, tag), extractor.image_shape)
-            predicted = extractor(images)["logits"].argmax(-1)
+            images = _generate(ctx, [p for p, _ in rows], per, tag)
+            predicted = extractor(images)["logits"].argmax(-1)  # resized to its input
             hit = predicted == np.repeat([y for _, y in rows], per)
             results[f"prompt_accuracy_{name}"] = float(hit.mean())
             hits.append(hit)
@@ -138,7 +138,7 @@ def evaluate(ctx, cfg) -> dict[str, float]:
         for tag, (name, rows) in enumerate(sprites_prompt_sets(limit or n).items()):
             images = _generate(ctx, [p for p, _ in rows], per, tag)
             factors = np.repeat(np.stack([f for _, f in rows]), per, axis=0)
-            logits = extractor(fit_to(images, extractor.image_shape))["logits"]
+            logits = extractor(images)["logits"]  # resized to its input
             shape_ok = logits.argmax(-1) == factors[:, 0]
             colour_ok = sprite_colour(images) == factors[:, 1]
             results[f"prompt_shape_accuracy_{name}"] = float(shape_ok.mean())
