@@ -44,7 +44,7 @@ class Experiment:
         self.mesh = parallel.make_mesh()
         parallel.check_batch_size(config.train.batch_size, self.mesh)
         self.tx = self.method.make_optimizer()
-        check_evaluators(config.evals)
+        check_evaluators(config.evals, self.method)
         self.rng = jax.random.PRNGKey(config.seed)
         self._sample_fn = jax.jit(self.method.sample, static_argnums=(2,))
 

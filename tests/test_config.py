@@ -31,3 +31,9 @@ def test_vae_presets_load(preset):
     assert config.train.num_steps > 0
     if preset == "smoke":
         assert config.train.num_steps <= 10
+
+
+@pytest.mark.parametrize("args", ["preset=cpu,edm=true", "preset=smoke,edm=true", "edm=true"])
+def test_edm_configs_leave_out_the_variational_bound(args):
+    assert "likelihood" not in load_config(f"configs/ddpm.py:{args}").evals
+    assert "likelihood" in load_config("configs/ddpm.py:" + args.replace("edm=true", "")).evals

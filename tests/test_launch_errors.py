@@ -71,3 +71,16 @@ def test_corrupt_latest_checkpoint(trained_workdir, tmp_path):
     assert resumed.returncode == 2
     assert "checkpoints/4 cannot be restored" in resumed.stderr.strip().splitlines()[-1]
     assert tree_digest(os.path.join(workdir, "checkpoints")) == before
+
+
+def test_evaluator_the_model_cannot_serve_fails_before_training(tmp_path):
+    # The DDPM smoke config evaluates the variational bound, which the EDM process lacks.
+    workdir = tmp_path / "edm"
+    result = launch(
+        "--config=configs/ddpm.py:preset=smoke",
+        "--config.model.diffusion.process=edm",
+        f"--workdir={workdir}",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "evals.likelihood" in result.stderr and "no likelihood" in result.stderr
+    assert not workdir.exists()

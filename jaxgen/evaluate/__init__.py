@@ -35,14 +35,23 @@ def get_evaluator(type_name: str):
     return getattr(importlib.import_module(module), fn)
 
 
-def check_evaluators(evals) -> None:
-    """Fails early (before anything is written) on an unknown evaluator type."""
+def check_evaluators(evals, method) -> None:
+    """Fails early (before training starts) on an evaluator ``method`` cannot serve.
+
+    Catches unknown types and ``likelihood`` for a model without one (e.g. EDM or
+    latent diffusion), which would otherwise fail only after the run's final step.
+    """
     for name, cfg in evals.items():
         if "type" not in cfg:
             raise UserError(
                 f"config key evals.{name} has no 'type'; expected one of {sorted(EVALUATORS)}"
             )
         get_evaluator(cfg.type)
+        if cfg.type == "likelihood" and not method.has_likelihood:
+            raise UserError(
+                f"config key evals.{name}: this {method.config.family} model has no likelihood "
+                f"to evaluate; remove the evaluator"
+            )
 
 
 def run_evaluators(ctx: EvalContext, evals, step: int, final: bool) -> dict[str, float]:

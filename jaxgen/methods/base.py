@@ -160,6 +160,11 @@ class Method:
         """
         raise NotImplementedError
 
+    @property
+    def has_likelihood(self) -> bool:
+        """Whether :meth:`likelihood` gives values (checked before training starts)."""
+        return False
+
     def likelihood(
         self, params: PyTree, batch: dict[str, jax.Array], rng: jax.Array
     ) -> dict[str, jax.Array] | None:

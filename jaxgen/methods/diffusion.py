@@ -293,6 +293,10 @@ class Diffusion(Method):
         x = initial_noise(noise_rng, (num, *self.x_shape), grid)
         return self._decode(spec.fn(denoise, x, grid, sampler_rng, **options))
 
+    @property
+    def has_likelihood(self) -> bool:
+        return self.bound is not None and self.autoencoder is None
+
     def likelihood(self, params, batch, rng):
         """The variational bound per image in bits/dim (``model.vlb_terms`` sampled timesteps).
 
@@ -300,7 +304,7 @@ class Diffusion(Method):
         Returns None
         for the EDM process and for latent diffusion, where it is not defined here.
         """
-        if self.bound is None or self.autoencoder is not None:
+        if not self.has_likelihood:
             return None
         x0 = images_to_symmetric(batch["image"])
         cond = self._condition(params, batch)

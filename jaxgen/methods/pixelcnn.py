@@ -160,6 +160,8 @@ class PixelCNN(Method):
         nats_per_dim = jnp.mean(self._nll(params, batch, rng, train=True)) / self.num_dims
         return nats_per_dim, {"bits_per_dim": nats_per_dim / math.log(2.0)}
 
+    has_likelihood = True
+
     def likelihood(self, params, batch, rng):
         nll = self._nll(params, batch, rng, train=False)
         return {"bits_per_dim": nll / (self.num_dims * math.log(2.0)), "nll": nll}

@@ -188,6 +188,8 @@ class VAE(Method):
             conditioning = self.text.null_fields(num)  # the empty text
         return self.decode(params, z, **self._condition(params, conditioning))
 
+    has_likelihood = True
+
     def likelihood(self, params, batch, rng):
         """ELBO and the IWAE bound (k = ``model.iwae_k``) per image, in nats and bits/dim.
 
