@@ -301,8 +301,7 @@ class Diffusion(Method):
         """The variational bound per image in bits/dim (``model.vlb_terms`` sampled timesteps).
 
         Conditional models are evaluated with the true labels or captions (``-log p(x | y)``).
-        Returns None
-        for the EDM process and for latent diffusion, where it is not defined here.
+        Returns None for the EDM process and for latent diffusion (see :attr:`has_likelihood`).
         """
         if not self.has_likelihood:
             return None
