@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.models.conv import conv_nhwc
+
 
 def masked_moments(x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """Per-channel mean and variance of ``x`` ``[B, ..., C]`` over rows where ``mask`` ``[B]`` is 1.
@@ -131,13 +133,7 @@ class UpConv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        y = jax.lax.conv_general_dilated(
-            x,
-            transposed_kernel_as_subpixel(kernel),
-            window_strides=(1, 1),
-            padding="SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        y = conv_nhwc(x, transposed_kernel_as_subpixel(kernel), (1, 1), "SAME")
         return depth_to_space(y, self.features) + bias
 
 

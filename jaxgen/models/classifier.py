@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.models.conv import Conv
+
 
 class ClassifierNet(nn.Module):
     """Images float32 ``[B, H, W, C]`` in [0, 1] -> logits ``[B, num_classes]``.
@@ -36,9 +38,9 @@ class ClassifierNet(nn.Module):
         """Returns logits ``[B, K]``, or ``(features [B, feature_dim], logits)``."""
         x = images * 2.0 - 1.0
         for i, width in enumerate(self.channels):
-            x = nn.gelu(nn.Conv(width, (3, 3), name=f"conv{i}_a")(x))
+            x = nn.gelu(Conv(width, (3, 3), name=f"conv{i}_a")(x))
             if i > 0:
-                x = nn.gelu(nn.Conv(width, (3, 3), name=f"conv{i}_b")(x))
+                x = nn.gelu(Conv(width, (3, 3), name=f"conv{i}_b")(x))
             if min(x.shape[1:3]) >= 2:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = jnp.mean(x, axis=(1, 2))

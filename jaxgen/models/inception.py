@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.models.conv import Conv
+
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 NUM_LOGITS = 1008
@@ -58,7 +60,7 @@ class BasicConv2d(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         pad = ((self.padding[0], self.padding[0]), (self.padding[1], self.padding[1]))
-        x = nn.Conv(
+        x = Conv(
             self.features, self.kernel, strides=self.strides, padding=pad, use_bias=False,
             name="conv",
         )(x)  # fmt: skip

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.gan.layers import BatchStatNorm, TextProjection
+from jaxgen.models.conv import Conv
 from jaxgen.models.dcgan import check_square, grid_plan, text_projection
 from jaxgen.models.spectral_norm import SNConv, SNDense, SNEmbed
 
@@ -55,10 +56,10 @@ class GBlock(nn.Module):
     @nn.compact
     def __call__(self, x, labels=None, stat_mask=None, cond=None):
         h = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, cond))
-        h = nn.Conv(self.channels, (3, 3), kernel_init=xavier)(_upsample(h))
+        h = Conv(self.channels, (3, 3), kernel_init=xavier)(_upsample(h))
         h = nn.relu(BatchStatNorm(self.num_classes)(h, labels, stat_mask, cond))
-        h = nn.Conv(self.channels, (3, 3), kernel_init=xavier)(h)
-        return h + nn.Conv(self.channels, (1, 1), kernel_init=xavier)(_upsample(x))
+        h = Conv(self.channels, (3, 3), kernel_init=xavier)(h)
+        return h + Conv(self.channels, (1, 1), kernel_init=xavier)(_upsample(x))
 
 
 class ResNetGenerator(nn.Module):
@@ -88,7 +89,7 @@ class ResNetGenerator(nn.Module):
         for _ in range(n):
             x = GBlock(self.width, self.num_classes)(x, labels, stat_mask, c)
         x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, c))
-        return jnp.tanh(nn.Conv(self.image_shape[-1], (3, 3), kernel_init=xavier)(x))
+        return jnp.tanh(Conv(self.image_shape[-1], (3, 3), kernel_init=xavier)(x))
 
 
 class DBlock(nn.Module):

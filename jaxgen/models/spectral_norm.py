@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.models.conv import conv_nhwc
+
 COLLECTION = "spectral"
 
 
@@ -120,13 +122,7 @@ class SNConv(nn.Module):
         kernel = self.param("kernel", self.kernel_init, shape)
         if self.spectral:
             kernel = spectral_normalize(self, kernel, update, self.n_iters)
-        y = jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            window_strides=tuple(self.strides),
-            padding=self.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        y = conv_nhwc(x, kernel, tuple(self.strides), self.padding)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
         return y

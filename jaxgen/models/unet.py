@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.errors import UserError
+from jaxgen.models.conv import Conv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,11 +123,11 @@ class ResBlock(nn.Module):
     @nn.compact
     def __call__(self, x, temb, train: bool):
         h = nn.swish(nn.GroupNorm(_groups(x.shape[-1], self.num_groups))(x))
-        h = nn.Conv(self.out_ch, (3, 3))(h)
+        h = Conv(self.out_ch, (3, 3))(h)
         h = h + nn.Dense(self.out_ch)(nn.swish(temb))[:, None, None, :]
         h = nn.swish(nn.GroupNorm(_groups(self.out_ch, self.num_groups))(h))
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        h = nn.Conv(self.out_ch, (3, 3), kernel_init=nn.initializers.zeros)(h)
+        h = Conv(self.out_ch, (3, 3), kernel_init=nn.initializers.zeros)(h)
         if x.shape[-1] != self.out_ch:
             x = nn.Dense(self.out_ch, name="shortcut")(x)
         return x + h
@@ -189,7 +190,7 @@ class Downsample(nn.Module):
     @nn.compact
     def __call__(self, x):
         if self.with_conv:
-            return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2))(x)
+            return Conv(x.shape[-1], (3, 3), strides=(2, 2))(x)
         return nn.avg_pool(x, (2, 2), (2, 2))
 
 
@@ -200,7 +201,7 @@ class Upsample(nn.Module):
     def __call__(self, x):
         b, h, w, c = x.shape
         x = jax.image.resize(x, (b, 2 * h, 2 * w, c), "nearest")
-        return nn.Conv(c, (3, 3))(x) if self.with_conv else x
+        return Conv(c, (3, 3))(x) if self.with_conv else x
 
 
 class UNet(nn.Module):
@@ -253,7 +254,7 @@ class UNet(nn.Module):
         def block(h, ch, name):
             return ResBlock(ch, cfg.dropout, cfg.num_groups, name=name)(h, temb, train)
 
-        hs = [nn.Conv(cfg.ch, (3, 3), name="conv_in")(x)]
+        hs = [Conv(cfg.ch, (3, 3), name="conv_in")(x)]
         for level, mult in enumerate(cfg.ch_mult):
             for i in range(cfg.num_res_blocks):
                 h = block(hs[-1], cfg.ch * mult, f"down_{level}_block_{i}")
@@ -279,9 +280,7 @@ class UNet(nn.Module):
         assert not hs
 
         h = nn.swish(nn.GroupNorm(_groups(h.shape[-1], cfg.num_groups), name="norm_out")(h))
-        return nn.Conv(
-            cfg.out_channels, (3, 3), kernel_init=nn.initializers.zeros, name="conv_out"
-        )(h)
+        return Conv(cfg.out_channels, (3, 3), kernel_init=nn.initializers.zeros, name="conv_out")(h)
 
 
 def count_params(config: UNetConfig, image_shape: tuple[int, int, int]) -> int:

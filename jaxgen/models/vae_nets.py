@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.models.conv import Conv
+
 
 @dataclasses.dataclass(frozen=True)
 class VAENetConfig:
@@ -80,14 +82,14 @@ class Encoder(nn.Module):
         ``labels`` int32 [B] or ``text`` float [B, text_dim]: the condition (or None).
         """
         cfg = self.config
-        h = nn.Conv(cfg.channels[0], (3, 3))(x)
+        h = Conv(cfg.channels[0], (3, 3))(x)
         h = _bias(cfg)(h, labels, text)
         for width in cfg.channels:
-            h = nn.swish(nn.Conv(width, (3, 3))(h))
-            h = nn.swish(nn.Conv(width, (4, 4), strides=(2, 2))(h))
+            h = nn.swish(Conv(width, (3, 3))(h))
+            h = nn.swish(Conv(width, (4, 4), strides=(2, 2))(h))
         if cfg.latent_channels:
-            h = nn.swish(nn.Conv(cfg.channels[-1], (3, 3))(h))
-            stats = nn.Conv(2 * cfg.latent_channels, (1, 1))(h)
+            h = nn.swish(Conv(cfg.channels[-1], (3, 3))(h))
+            stats = Conv(2 * cfg.latent_channels, (1, 1))(h)
         else:
             h = nn.swish(nn.Dense(cfg.hidden_dim)(h.reshape(h.shape[0], -1)))
             stats = nn.Dense(2 * cfg.latent_dim)(h)
@@ -108,7 +110,7 @@ class Decoder(nn.Module):
         cfg = self.config
         height, width, channels = self.image_shape
         if cfg.latent_channels:
-            h = nn.swish(nn.Conv(cfg.channels[-1], (3, 3))(z))
+            h = nn.swish(Conv(cfg.channels[-1], (3, 3))(z))
         else:
             h = nn.Dense(cfg.hidden_dim)(z)
             if cfg.text_dim:  # the text also shapes the global layout
@@ -120,7 +122,7 @@ class Decoder(nn.Module):
         h = _bias(cfg)(h, labels, text)
         for width_ in reversed(cfg.channels):
             h = nn.swish(nn.ConvTranspose(width_, (4, 4), strides=(2, 2))(h))
-            h = nn.swish(nn.Conv(width_, (3, 3))(h))
-        out = nn.Conv(2 * channels, (3, 3))(h)
+            h = nn.swish(Conv(width_, (3, 3))(h))
+        out = Conv(2 * channels, (3, 3))(h)
         mean, log_scale = jnp.split(out, 2, axis=-1)
         return jnp.tanh(mean), jnp.clip(log_scale, -7.0, 2.0)

@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.models.conv import Conv
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -76,7 +78,7 @@ class VGG19(nn.Module):
         x = imagenet_normalize(images)
         features = {}
         for index, (name, width) in enumerate(VGG19_CONVS[: last + 1]):
-            x = nn.relu(nn.Conv(width, (3, 3), padding=1, name=name)(x))
+            x = nn.relu(Conv(width, (3, 3), padding=1, name=name)(x))
             if name in self.taps:
                 features[name] = x
             if index < last and VGG19_CONVS[index + 1][0].endswith("_1"):
@@ -148,7 +150,7 @@ class RandomMultiScale(nn.Module):
         level = imagenet_normalize(images)
         features = {}
         if "color" in self.taps:
-            conv = nn.Conv(
+            conv = Conv(
                 self.channels,
                 (1, 1),
                 kernel_init=nn.initializers.he_normal(),
@@ -164,7 +166,7 @@ class RandomMultiScale(nn.Module):
             x = level
             for d in range(self.depth):
                 x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
-                conv = nn.Conv(
+                conv = Conv(
                     self.channels,
                     (self.kernel_size, self.kernel_size),
                     padding="VALID",

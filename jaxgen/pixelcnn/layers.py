@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.models.conv import conv_nhwc
+
 PHASES = ("row", "pixel")
 
 
@@ -139,9 +141,7 @@ class WindowConv(nn.Module):
         return jnp.pad(x, ((0, 0), rows, cols, (0, 0)))
 
     def _conv(self, x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
-        return jax.lax.conv_general_dilated(
-            x, kernel, strides, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
+        return conv_nhwc(x, kernel, strides, "VALID")
 
     @nn.compact
     def __call__(self, x: jax.Array, step: Step | None = None) -> jax.Array:

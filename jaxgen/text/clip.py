@@ -25,6 +25,7 @@ import numpy as np
 from jaxgen.errors import UserError
 from jaxgen.evaluate import register as register_evaluator
 from jaxgen.methods.base import DataSpec, Method, images_to_symmetric
+from jaxgen.models.conv import Conv
 from jaxgen.text import conditioning
 
 MAX_LOGIT_SCALE = float(np.log(100.0))
@@ -40,7 +41,7 @@ class ImageTower(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, ch in enumerate(self.channels):
-            x = nn.Conv(ch, (3, 3), strides=(2, 2) if i else (1, 1), name=f"conv_{i}")(x)
+            x = Conv(ch, (3, 3), strides=(2, 2) if i else (1, 1), name=f"conv_{i}")(x)
             x = nn.GroupNorm(num_groups=min(8, ch), name=f"norm_{i}")(x)
             x = nn.gelu(x)
         return nn.Dense(self.embed_dim, name="proj")(x.mean(axis=(1, 2)))
