@@ -49,6 +49,9 @@ def get_config(arg: str | None = None):
     m.num_levels = 3
     m.num_mixtures = 10
     m.dropout = 0.5
+    # One nn.scan per level over the gated resnets: a smaller program, faster to compile
+    # (benchmarks/README.md); its checkpoints store each level's resnets stacked.
+    m.scan_blocks = False
     # PixelCNN and Gated PixelCNN (van den Oord et al. 2016).
     m.num_layers = 15
     m.kernel_size = 7

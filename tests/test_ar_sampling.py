@@ -11,11 +11,14 @@ from jaxgen.pixelcnn import sampling
 from tests.test_pixelcnn import H, W, tiny
 
 
-@pytest.mark.parametrize("variant", ["pixelcnn", "gated", "pixelcnn_pp"])
+@pytest.mark.parametrize("variant", ["pixelcnn", "gated", "pixelcnn_pp", "pixelcnn_pp_scan"])
 def test_incremental_outputs_match_the_full_pass(variant):
-    method, params = tiny(variant, channels=3)
-    if variant == "pixelcnn_pp":  # three resolutions: 8x8, 4x4, 2x2
+    scan = variant == "pixelcnn_pp_scan"
+    method, params = tiny(variant.removesuffix("_scan"), channels=3)
+    if variant.startswith("pixelcnn_pp"):  # three resolutions: 8x8, 4x4, 2x2
         method.config.model.num_levels = 3
+        if scan:  # the caches of two stacked resnets per level
+            method.config.model.num_resnet, method.config.model.scan_blocks = 2, True
         method, params = _rebuild(method)
     images = jax.random.randint(jax.random.PRNGKey(5), (2, H, W, 3), 0, 256)
     model = method.model

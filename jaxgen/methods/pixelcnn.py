@@ -58,6 +58,7 @@ def build_model(model_config, data: DataSpec, num_classes: int) -> ARModel:
             num_outputs=logistic_mixture.num_outputs(channels, m.num_mixtures),
             features=m.features, num_resnet=m.num_resnet, num_levels=m.num_levels,
             dropout=m.dropout, num_classes=num_classes, cond_dim=m.cond_dim,
+            scan_blocks=bool(m.get("scan_blocks", False)),
         )  # fmt: skip
         return ARModel(net, data.image_shape, "logistic_mixture", m.num_mixtures)
     if m.features % (2 * channels) or m.output_features % channels:
