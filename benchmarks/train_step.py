@@ -14,6 +14,7 @@ devices' dense peak (``--peak-tflops`` or the table in ``benchmarks/common.py``)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -49,10 +50,40 @@ def apply_overrides(config, pairs: list[str]) -> None:
 
 
 def flops_of(compiled) -> float | None:
+    """XLA's cost-analysis FLOPs of a compiled function (a loop's body counted once)."""
     analysis = compiled.cost_analysis()
     if isinstance(analysis, list):
         analysis = analysis[0] if analysis else None
     return float(analysis["flops"]) if analysis and "flops" in analysis else None
+
+
+@contextlib.contextmanager
+def _unrolled_scans():
+    """Every ``lax.scan`` (and Flax's ``nn.scan``, built on it) traced fully unrolled."""
+    scan = jax.lax.scan
+
+    def unrolled(*args, **kwargs):
+        return scan(*args, **{**kwargs, "unroll": True})
+
+    jax.lax.scan = unrolled
+    try:
+        yield
+    finally:
+        jax.lax.scan = scan
+
+
+def step_flops(step_fn, state, batch, compiled) -> float | None:
+    """FLOPs of one step, loops included.
+
+    XLA's cost analysis counts a ``while`` loop's body once, not once per iteration, so a
+    step with scans (gradient accumulation, a GAN's discriminator updates, scanned blocks)
+    is traced again with the scans unrolled and compiled for counting only.
+    """
+    if " scan[" not in str(jax.make_jaxpr(step_fn)(state, batch)):
+        return flops_of(compiled)
+    jax.clear_caches()  # the jit cache would hand back the looped trace
+    with _unrolled_scans():
+        return flops_of(step_fn.lower(state, batch).compile())
 
 
 def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
@@ -75,9 +106,9 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
             state, metrics = compiled(state, batches[i % 2])
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - start)
+        flops = step_flops(trainer.step_fn, state, batches[0], compiled)
         trainer.writer.close()
     step_seconds = float(np.median(times))
-    flops = flops_of(compiled)
     memory, memory_kind = peak_memory_bytes()
     peak = peak or peak_tflops(config.precision)
     record = {

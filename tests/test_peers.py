@@ -145,3 +145,22 @@ def test_sample_benchmark_rejects_an_unknown_sampler(capsys):
         sample.main([f"--config={ROOT}/configs/ddpm.py:preset=smoke", "--samplers=euler"])
     assert exit_info.value.code == 2
     assert "sample.sampler='euler'" in capsys.readouterr().err
+
+
+def test_step_flops_count_every_iteration_of_a_scan():
+    """XLA's cost analysis counts a loop body once; the benchmark's count must not."""
+    import jax.numpy as jnp
+
+    from benchmarks.train_step import flops_of, step_flops
+
+    def step(w, x):
+        h, _ = jax.lax.scan(lambda h, wi: (h @ wi, None), x, w)
+        return h.sum()
+
+    fn = jax.jit(step)
+    w, x = jnp.ones((4, 64, 64)), jnp.ones((8, 64))
+    compiled = fn.lower(w, x).compile()
+    matmuls = 4 * 2 * 8 * 64 * 64
+    assert flops_of(compiled) < matmuls / 2  # one iteration's worth
+    assert matmuls <= step_flops(fn, w, x, compiled) < 1.01 * matmuls
+    assert jax.lax.scan.__name__ == "scan"  # restored after counting
