@@ -11,8 +11,9 @@ they stay non-canonical and run on a naive loop nest, 30-60x slower (benchmarks/
 :func:`conv_general_dilated` is a drop-in for ``lax.conv_general_dilated`` whose gradient
 is written out with canonical convolutions, so the compiled program is the same straight
 line or in a loop. It applies to NHWC/HWIO convolutions without dilation or grouping on
-the CPU backend; every other case (and GPU/TPU, whose compilers have no such gap) is
-passed to ``lax.conv_general_dilated`` unchanged. Values and gradients equal JAX's.
+the CPU backend; every other case, and every GPU/TPU convolution (not measured there, so
+JAX's own gradient is kept), goes to ``lax.conv_general_dilated`` unchanged. Values and
+gradients equal JAX's up to float rounding.
 It supports reverse-mode differentiation to any order, not forward mode (``jax.jvp``).
 """
 
