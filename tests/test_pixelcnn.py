@@ -192,6 +192,10 @@ def test_bad_variant_is_a_user_error():
     config.model.variant = "pixelrnn"
     with pytest.raises(UserError, match="model.variant"):
         build_model(config.model, DataSpec((H, W, 1), 0), 0)
+    config = tiny_model_config("gated")
+    config.model.scan_blocks = True  # nothing to scan: an error, not silently ignored
+    with pytest.raises(UserError, match="model.scan_blocks"):
+        build_model(config.model, DataSpec((H, W, 1), 0), 0)
 
 
 def test_smoke_run_trains_samples_and_evaluates(tmp_path):

@@ -47,6 +47,11 @@ def build_model(model_config, data: DataSpec, num_classes: int) -> ARModel:
     variant = m.variant
     if variant not in VARIANTS:
         raise UserError(f"config key model.variant={variant!r}: expected one of {VARIANTS}")
+    if m.get("scan_blocks", False) and variant != "pixelcnn_pp":
+        raise UserError(
+            f"config key model.scan_blocks=True: only model.variant='pixelcnn_pp' has "
+            f"repeated blocks to scan, not {variant!r}"
+        )
     if variant == "pixelcnn_pp":
         factor = 2 ** (m.num_levels - 1)
         if height % factor or width % factor:
