@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.gan.layers import UpConv
 from jaxgen.models.conv import Conv
 
 
@@ -120,8 +121,10 @@ class Decoder(nn.Module):
             h = nn.Dense(height // f * width // f * cfg.channels[-1])(h)
             h = nn.swish(h.reshape(z.shape[0], height // f, width // f, cfg.channels[-1]))
         h = _bias(cfg)(h, labels, text)
-        for width_ in reversed(cfg.channels):
-            h = nn.swish(nn.ConvTranspose(width_, (4, 4), strides=(2, 2))(h))
+        for i, width_ in enumerate(reversed(cfg.channels)):
+            # nn.ConvTranspose(width_, (4, 4), (2, 2)) as a sub-pixel convolution: its parameters
+            # and outputs, with canonical gradients (gradient accumulation's loop stays fast).
+            h = nn.swish(UpConv(width_, name=f"ConvTranspose_{i}")(h))
             h = nn.swish(Conv(width_, (3, 3))(h))
         out = Conv(2 * channels, (3, 3))(h)
         mean, log_scale = jnp.split(out, 2, axis=-1)
