@@ -100,6 +100,7 @@ def main(argv=None):
             raise UserError("--num and --repeats must be >= 1 and --steps non-negative")
         config = load_config_file(args.config)
         apply_overrides(config, args.set)
+        config.evals = {}  # timing the samplers only: the evaluators' weight files are not needed
         with tempfile.TemporaryDirectory() as workdir:
             exp = Experiment(config, workdir)
             if not hasattr(exp.method, "_sampler_settings"):

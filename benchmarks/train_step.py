@@ -88,6 +88,7 @@ def step_flops(step_fn, state, batch, compiled) -> float | None:
 
 def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
     jax.config.update("jax_enable_compilation_cache", False)
+    config.evals = {}  # timing the step only: the evaluators' weight files are not needed
     with tempfile.TemporaryDirectory() as workdir:
         exp = Experiment(config, workdir)
         trainer = Trainer(exp)

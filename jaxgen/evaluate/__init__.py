@@ -12,6 +12,8 @@ import importlib
 
 from jaxgen.errors import UserError
 from jaxgen.evaluate.context import EvalContext
+from jaxgen.evaluate.features import check_weights
+from jaxgen.preemption import check_active
 
 EVALUATORS = {
     "likelihood": "jaxgen.evaluate.likelihood:evaluate",
@@ -35,12 +37,23 @@ def get_evaluator(type_name: str):
     return getattr(importlib.import_module(module), fn)
 
 
-def check_evaluators(evals, method) -> None:
+# Evaluator types that compute features of images (``evals.<name>.features``, default
+# ``domain``; see :func:`jaxgen.evaluate.features.get_extractor`).
+FEATURE_EVALUATORS = ("quality", "classifier", "diversity", "c2st", "prompts")
+
+
+def check_evaluators(evals, method, data_name: str | None = None) -> None:
     """Fails early (before training starts) on an evaluator ``method`` cannot serve.
 
-    Catches unknown types and ``likelihood`` for a model without one (e.g. EDM or
-    latent diffusion), which would otherwise fail only after the run's final step.
+    Catches unknown types, ``likelihood`` for a model without one (e.g. EDM or latent
+    diffusion), and, for every evaluator that computes features, an unknown extractor or a
+    weight file (Inception's, the domain classifier's of ``data_name``, by default
+    ``method.config.data.name``) that is missing, unreadable or of the wrong names or
+    shapes. Each would otherwise fail only after the run's final step.
     """
+    if data_name is None:
+        data_name = method.config.data.name
+    checked = set()  # (extractor, weight options): each file is read once
     for name, cfg in evals.items():
         if "type" not in cfg:
             raise UserError(
@@ -52,6 +65,20 @@ def check_evaluators(evals, method) -> None:
                 f"config key evals.{name}: this {method.config.family} model has no likelihood "
                 f"to evaluate; remove the evaluator"
             )
+        if cfg.type == "prompts" and method.data.cond != "text":
+            raise UserError(
+                f"config key evals.{name}: the prompts evaluator needs a model trained with "
+                f"cond=text; this one has cond={method.data.cond}"
+            )
+        options = tuple(
+            str(cfg.get(k, "")) for k in ("features", "classifier_weights", "inception_weights")
+        )
+        if (cfg.type in FEATURE_EVALUATORS or "features" in cfg) and options not in checked:
+            try:
+                check_weights(cfg, data_name)
+            except UserError as e:
+                raise UserError(f"config key evals.{name}: {e}") from None
+            checked.add(options)
 
 
 def run_evaluators(ctx: EvalContext, evals, step: int, final: bool) -> dict[str, float]:
@@ -61,8 +88,17 @@ def run_evaluators(ctx: EvalContext, evals, step: int, final: bool) -> dict[str,
         every = int(cfg.get("every", 0))
         if not final and (every <= 0 or step % every):
             continue
+        check_active()
         results.update(get_evaluator(cfg.type)(ctx, cfg))
     return results
 
 
-__all__ = ["EvalContext", "EVALUATORS", "get_evaluator", "register", "run_evaluators"]
+__all__ = [
+    "EvalContext",
+    "EVALUATORS",
+    "FEATURE_EVALUATORS",
+    "check_evaluators",
+    "get_evaluator",
+    "register",
+    "run_evaluators",
+]

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.errors import UserError
+from jaxgen.weight_files import read_npz
 
 EXTRACTORS = ("domain", "inception", "pixels")
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
@@ -132,40 +133,70 @@ def save_classifier(path: str, params, meta: dict) -> None:
     np.savez_compressed(path, meta=np.asarray(json.dumps(meta, sort_keys=True)), **flat)
 
 
-def load_classifier(path: str) -> tuple[dict, dict]:
-    """``(params, meta)`` from a file written by :func:`save_classifier`."""
-    from jaxgen.evaluate.inception_weights import unflatten
+def _classifier_net(meta: dict, path: str):
+    """The :class:`ClassifierNet` ``meta`` describes and its parameter shapes
+    (``{"<module>/<leaf>": shape}``), traced without computing anything."""
+    from jaxgen.evaluate.inception_weights import flatten
+    from jaxgen.models.classifier import ClassifierNet
 
     try:
-        with np.load(path, allow_pickle=False) as f:
-            meta = json.loads(str(f["meta"]))
-            flat = {k[len("params/") :]: f[k] for k in f.files if k.startswith("params/")}
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"cannot read classifier weights {path}: {e}") from None
+        net = ClassifierNet(
+            num_classes=int(meta["num_classes"]),
+            channels=tuple(int(c) for c in meta["channels"]),
+            feature_dim=int(meta["feature_dim"]),
+        )
+        image = jax.ShapeDtypeStruct((1, *(int(d) for d in meta["image_shape"])), jnp.float32)
+        shapes = jax.eval_shape(net.init, jax.random.key(0), image)["params"]
+    except Exception as e:  # non-integer sizes, a non-positive width or image size, ...
+        detail = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"classifier weights {path}: its meta describes no valid model ({detail})"
+        ) from None
+    return net, {k: tuple(v.shape) for k, v in flatten(shapes).items()}
+
+
+def load_classifier(path: str) -> tuple[dict, dict]:
+    """``(params, meta)`` from a file written by :func:`save_classifier`.
+
+    Raises:
+      UserError: naming ``path``: unreadable, no ``meta``, or parameters whose names and
+        shapes do not fit the model ``meta`` describes (the first mismatch is named).
+    """
+    from jaxgen.evaluate.inception_weights import unflatten
+
+    arrays = read_npz(path)
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except (KeyError, ValueError) as e:
+        detail = "no 'meta' entry" if isinstance(e, KeyError) else f"'meta' is not JSON ({e})"
+        raise UserError(f"cannot read classifier weights {path}: {detail}") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"cannot read classifier weights {path}: 'meta' is not a JSON object")
+    flat = {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")}
     missing = {"num_classes", "channels", "feature_dim", "image_shape"} - set(meta)
     if missing or not flat:
         raise UserError(f"classifier weights {path} lack {sorted(missing) or 'parameters'}")
+    _, expected = _classifier_net(meta, path)
+    for name in sorted(set(expected) | set(flat)):
+        if name not in flat:
+            problem = "is missing"
+        elif name not in expected:
+            problem = "is not part of the model"
+        elif tuple(flat[name].shape) != expected[name]:
+            problem = f"has shape {tuple(flat[name].shape)}, expected {expected[name]}"
+        else:
+            continue
+        raise UserError(
+            f"classifier weights {path} do not fit the recorded model: tensor {name!r} {problem}"
+        )
     return unflatten(flat), meta
 
 
 @functools.lru_cache(maxsize=8)
 def _domain_extractor(path: str, mtime: float) -> Extractor:
     del mtime  # part of the cache key only
-    from jaxgen.models.classifier import ClassifierNet
-
     params, meta = load_classifier(path)
-    net = ClassifierNet(
-        num_classes=int(meta["num_classes"]),
-        channels=tuple(meta["channels"]),
-        feature_dim=int(meta["feature_dim"]),
-    )
-    try:
-        jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, *meta["image_shape"])))
-        net.apply({"params": params}, jnp.zeros((1, *meta["image_shape"])), return_features=True)
-    except Exception as e:  # flax raises ScopeParamShapeError and friends
-        raise UserError(
-            f"classifier weights {path} do not fit the recorded model: {str(e).splitlines()[0]}"
-        ) from None
+    net, _ = _classifier_net(meta, path)
     # Parameters are an argument, not constants folded into the compiled program.
     jitted = jax.jit(functools.partial(net.apply, return_features=True))
     apply = functools.partial(jitted, {"params": jax.tree.map(jnp.asarray, params)})
@@ -210,10 +241,15 @@ def get_extractor(cfg, data_name: str) -> Extractor:
     return dataclasses.replace(extractor, batch_size=batch_size) if batch_size > 0 else extractor
 
 
-def _get_extractor(cfg, data_name: str) -> Extractor:
+def _weights_path(cfg, data_name: str) -> str:
+    """The existing weight file of ``cfg``'s extractor ('' for ``pixels``).
+
+    Raises:
+      UserError: an unknown extractor, or a weight file that is not set or does not exist.
+    """
     name = cfg.get("features", "domain")
     if name == "pixels":
-        return Extractor("pixels", "", "", 0, None, jax.jit(_pixels))
+        return ""
     if name == "domain":
         path = cfg.get("classifier_weights", "") or default_classifier_weights(data_name)
         if not os.path.isfile(path):
@@ -222,15 +258,42 @@ def _get_extractor(cfg, data_name: str) -> Extractor:
                 f"one with `python launch.py --config=configs/classifier.py:data={data_name} "
                 "--workdir=<dir>` and `python scripts/export_classifier.py --workdir=<dir>`"
             )
-        return _domain_extractor(os.path.abspath(path), os.path.getmtime(path))
+        return path
     if name == "inception":
-        from jaxgen.evaluate.inception_weights import read_weight_file
+        from jaxgen.evaluate.inception_weights import require_file
 
         path = cfg.get("inception_weights", "")
-        if not path or not os.path.isfile(path):
-            read_weight_file(path)  # raises the UserError that says what is missing
-        return _inception_extractor(os.path.abspath(path), os.path.getmtime(path))
+        require_file(path)
+        return path
     raise UserError(f"evals option features={name!r}: expected one of {EXTRACTORS}")
+
+
+def check_weights(cfg, data_name: str) -> str:
+    """Checks, without building the network, that the weight file of ``cfg``'s extractor
+    exists, loads, and holds the names and shapes the network expects; returns its path
+    ('' for ``pixels``).
+
+    Raises:
+      UserError: naming the file and what is wrong with it.
+    """
+    path = _weights_path(cfg, data_name)
+    if cfg.get("features", "domain") == "domain":
+        load_classifier(path)
+    elif path:
+        from jaxgen.evaluate.inception_weights import load_inception_variables
+
+        load_inception_variables(path)
+    return path
+
+
+def _get_extractor(cfg, data_name: str) -> Extractor:
+    path = _weights_path(cfg, data_name)
+    name = cfg.get("features", "domain")
+    if name == "pixels":
+        return Extractor("pixels", "", "", 0, None, jax.jit(_pixels))
+    if name == "domain":
+        return _domain_extractor(os.path.abspath(path), os.path.getmtime(path))
+    return _inception_extractor(os.path.abspath(path), os.path.getmtime(path))
 
 
 # --- cached features of real data and of the round's samples ---------------------------

@@ -5,30 +5,21 @@ The export holds, for each of the 16 convolutions ``convX_Y``, ``convX_Y/kernel`
 ``.npz`` or ``.safetensors`` file. :func:`load_vgg19` also reads a file in torchvision's layout
 (``features.<i>.weight`` ``[C_out, C_in, 3, 3]``, ``features.<i>.bias``; ``classifier.*`` is
 ignored), so a ``.safetensors`` copy of ``vgg19-dcbb9e9d.pth`` loads as is. No torch is needed:
-``.safetensors`` is parsed here (an 8-byte little-endian header length, a JSON header, raw
-little-endian tensors). Every problem with a file is a one-line :class:`UserError`.
+files are read by :mod:`jaxgen.weight_files`. Every problem with a file is a one-line
+:class:`UserError` naming it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import struct
 from collections.abc import Mapping
 
-import ml_dtypes
 import numpy as np
 
 from jaxgen.errors import UserError
 from jaxgen.models.vgg import VGG19_LAYERS, vgg19_param_shapes
+from jaxgen.weight_files import as_float32, read_weight_file, write_safetensors
 
 WEIGHT_SUFFIXES = (".npz", ".safetensors")
-_SAFETENSORS_DTYPES = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-}
 
 
 def torchvision_indices() -> dict[str, int]:
@@ -46,14 +37,17 @@ def torchvision_indices() -> dict[str, int]:
     return indices
 
 
-def torchvision_to_export(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def torchvision_to_export(
+    state_dict: Mapping[str, np.ndarray], source: str = "state dict"
+) -> dict[str, np.ndarray]:
     """torchvision VGG19 state dict (numpy arrays) -> the export layout (see module docstring).
 
     ``features.<i>.weight`` ``[O, I, 3, 3]`` becomes ``convX_Y/kernel`` ``[3, 3, I, O]`` and
     ``features.<i>.bias`` becomes ``convX_Y/bias``; ``classifier.*`` entries are dropped.
 
     Raises:
-      UserError: a missing or unexpected ``features.*`` name, or a wrong shape.
+      UserError: naming ``source`` (the file) and a missing or unexpected ``features.*``
+        name, or the first entry of a wrong shape.
     """
     by_index = {i: name for name, i in torchvision_indices().items()}
     shapes = vgg19_param_shapes()
@@ -69,20 +63,24 @@ def torchvision_to_export(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.
             or int(parts[1]) not in by_index
             or parts[2] not in ("weight", "bias")
         ):
-            raise UserError(f"VGG19 state dict: unexpected entry {key!r} for torchvision's layout")
+            raise UserError(
+                f"VGG19 weights {source}: unexpected entry {key!r} for torchvision's layout"
+            )
         name = by_index[int(parts[1])]
-        value = np.asarray(value, np.float32)
+        value = as_float32(source, key, value)
         if parts[2] == "weight":
             out, cin = shapes[name]["kernel"][3], shapes[name]["kernel"][2]
-            _check_shape(key, value.shape, (out, cin, 3, 3))
+            _check_shape(f"{source}: {key}", value.shape, (out, cin, 3, 3))
             export[f"{name}/kernel"] = np.ascontiguousarray(value.transpose(2, 3, 1, 0))
         else:
-            _check_shape(key, value.shape, shapes[name]["bias"])
+            _check_shape(f"{source}: {key}", value.shape, shapes[name]["bias"])
             export[f"{name}/bias"] = value
     for name, i in torchvision_indices().items():
         for part, suffix in (("kernel", "weight"), ("bias", "bias")):
             if f"{name}/{part}" not in export:
-                raise UserError(f"VGG19 state dict: missing entry 'features.{i}.{suffix}' ({name})")
+                raise UserError(
+                    f"VGG19 weights {source}: missing entry 'features.{i}.{suffix}' ({name})"
+                )
     return export
 
 
@@ -107,7 +105,7 @@ def export_to_params(arrays: Mapping[str, np.ndarray], source: str) -> dict:
             key = f"{name}/{part}"
             if key not in arrays:
                 raise UserError(f"VGG19 weights {source}: missing entry {key!r}")
-            value = np.asarray(arrays[key], np.float32)
+            value = as_float32(source, key, arrays[key])
             _check_shape(f"{source}: {key}", value.shape, shapes[name][part])
             params[name][part] = value
     return params
@@ -121,72 +119,20 @@ def load_vgg19(path: str) -> dict:
     """
     arrays = read_arrays(path)
     if any(k.startswith("features.") for k in arrays):
-        arrays = torchvision_to_export(arrays)
+        arrays = torchvision_to_export(arrays, path)
     return export_to_params(arrays, path)
 
 
 def read_arrays(path: str) -> dict[str, np.ndarray]:
-    """All arrays of a ``.npz`` or ``.safetensors`` file, by name."""
+    """All arrays of a ``.npz`` or ``.safetensors`` file, by name.
+
+    Raises:
+      UserError: another suffix, or a file that is missing or unreadable (see
+        :mod:`jaxgen.weight_files`).
+    """
     if not path.endswith(WEIGHT_SUFFIXES):
         raise UserError(f"weights file {path!r}: expected a name ending in {WEIGHT_SUFFIXES}")
-    if not os.path.isfile(path):
-        raise UserError(f"weights file {path!r} does not exist")
-    try:
-        if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        return read_safetensors(path)
-    except UserError:
-        raise
-    except Exception as e:  # a corrupt zip, a truncated file, pickled objects ...
-        detail = " ".join(str(e).split())
-        raise UserError(
-            f"weights file {path!r} is unreadable: {type(e).__name__}: {detail}"
-        ) from None
-
-
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """Parses a ``.safetensors`` file into numpy arrays (float tensors only)."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    if len(blob) < 8:
-        raise UserError(f"weights file {path!r} is too short to be safetensors")
-    (header_len,) = struct.unpack("<Q", blob[:8])
-    if 8 + header_len > len(blob):
-        raise UserError(f"weights file {path!r}: safetensors header runs past the end of the file")
-    header = json.loads(blob[8 : 8 + header_len])
-    data = memoryview(blob)[8 + header_len :]
-    arrays = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise UserError(f"weights file {path!r}: tensor {name!r} has dtype {info['dtype']}")
-        start, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if end - start != int(np.prod(shape)) * dtype.itemsize or end > len(data):
-            raise UserError(f"weights file {path!r}: tensor {name!r} has inconsistent offsets")
-        arrays[name] = np.frombuffer(data[start:end], dtype).reshape(shape).astype(np.float32)
-    return arrays
-
-
-def write_safetensors(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """Writes float32 arrays as ``.safetensors`` (the format :func:`read_safetensors` reads)."""
-    header, chunks, offset = {}, [], 0
-    for name in sorted(arrays):
-        value = np.ascontiguousarray(arrays[name], np.dtype("<f4"))
-        header[name] = {
-            "dtype": "F32",
-            "shape": list(value.shape),
-            "data_offsets": [offset, offset + value.nbytes],
-        }
-        chunks.append(value.tobytes())
-        offset += value.nbytes
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)  # the format pads the header to 8 bytes
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
+    return read_weight_file(path)
 
 
 def write_export(path: str, export: Mapping[str, np.ndarray]) -> None:
@@ -194,7 +140,7 @@ def write_export(path: str, export: Mapping[str, np.ndarray]) -> None:
     if path.endswith(".npz"):
         np.savez(path, **{k: np.asarray(v, np.float32) for k, v in export.items()})
     elif path.endswith(".safetensors"):
-        write_safetensors(path, export)
+        write_safetensors(path, {k: np.asarray(v, np.float32) for k, v in export.items()})
     else:
         raise UserError(f"weights file {path!r}: expected a name ending in {WEIGHT_SUFFIXES}")
 

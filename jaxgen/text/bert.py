@@ -25,8 +25,8 @@ import numpy as np
 
 from jaxgen.errors import UserError
 from jaxgen.text.encoder import TextEmbedding, masked_mean
-from jaxgen.text.safetensors_io import read_safetensors
 from jaxgen.text.wordpiece import WordPieceTokenizer, load_wordpiece
+from jaxgen.weight_files import read_safetensors
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
