@@ -13,10 +13,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxgen import parallel
+from jaxgen import parallel, preemption, validate
 from jaxgen.checkpoints import Checkpoints
 from jaxgen.data.pipeline import Pipeline, data_spec, load_source
-from jaxgen.errors import UserError
 from jaxgen.evaluate import EvalContext, check_evaluators, run_evaluators
 from jaxgen.images import to_uint8
 from jaxgen.methods import get_method_class
@@ -33,18 +32,25 @@ class Experiment:
     """Everything derived from a config, built once per process."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        """Validates the config, data and sampling inputs (UserError), then builds; writes
+        nothing (a text model's saved ``tokenizer.json`` is read back if the workdir has one;
+        ``jaxgen.run`` writes it once the workdir is locked)."""
         self.config = config
         self.workdir = workdir
+        validate.check_config_values(config)
         self.train_source = load_source(config.data, config.data.train_split)
         self.eval_source = load_source(config.data, config.data.eval_split)
         self.spec = data_spec(self.train_source, config.data.cond)
         self.method = get_method_class(config.family)(config, self.spec)
-        if self.method.text is not None:
-            sync_tokenizer(self.method.text, workdir, write=jax.process_index() == 0)
+        validate.check_sampling_inputs(config, self.method, self.spec)
         self.mesh = parallel.make_mesh()
-        parallel.check_batch_size(config.train.batch_size, self.mesh)
+        validate.check_batch_size(
+            config, self.mesh.size, jax.process_count(), len(self.train_source)
+        )
         self.tx = self.method.make_optimizer()
         check_evaluators(config.evals, self.method)
+        if self.method.text is not None:
+            sync_tokenizer(self.method.text, workdir, write=False)
         self.rng = jax.random.PRNGKey(config.seed)
         self._sample_fn = jax.jit(self.method.sample, static_argnums=(2,))
 
@@ -100,10 +106,7 @@ class Experiment:
         """Conditioning of ``num`` samples: labels (``sample.label`` or the classes in turn) or
         the text fields of ``sample.prompt`` / ``sample.prompts_file`` (plus ``prompts``)."""
         if self.spec.cond == "class":
-            label = self.config.sample.label
-            if label >= self.spec.num_classes:
-                last = self.spec.num_classes - 1
-                raise UserError(f"config key sample.label={label}: expected -1 or 0..{last}")
+            label = self.config.sample.label  # in range: checked on construction
             labels = np.full(num, label) if label >= 0 else np.arange(num) % self.spec.num_classes
             return {"label": jnp.asarray(labels, jnp.int32)}
         if self.spec.cond == "text":
@@ -138,6 +141,7 @@ class Experiment:
         params = self.method.sampling_params(state)
         images = []
         for start in range(0, num, SAMPLE_CHUNK):
+            preemption.check_active()
             count = min(SAMPLE_CHUNK, num - start)
             chunk_cond = (
                 None

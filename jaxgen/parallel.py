@@ -56,14 +56,6 @@ def state_shardings(abstract_state, mesh: Mesh, mode: str):
     return jax.tree.map(leaf_sharding, abstract_state)
 
 
-def check_batch_size(global_batch: int, mesh: Mesh) -> None:
-    if global_batch % mesh.size:
-        raise UserError(
-            f"config key train.batch_size={global_batch}: must be divisible by the "
-            f"{mesh.size} devices"
-        )
-
-
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """This process's rows -> global arrays sharded over the data axis."""
     sharding = batch_sharded(mesh)

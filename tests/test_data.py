@@ -37,10 +37,21 @@ def test_missing_fashion_mnist_lists_places_and_install_command(tmp_path, monkey
     monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIR", str(tmp_path / "nowhere"))
     monkeypatch.setenv("JAXGEN_DATA_DIR", str(tmp_path / "env"))
     with pytest.raises(UserError) as e:
+        sources.get_source("fashion_mnist", "train", "")
+    text = str(e.value)
+    assert str(tmp_path / "nowhere") in text and str(tmp_path / "env" / "fashion_mnist") in text
+    assert "apt-get install -y dataset-fashion-mnist" in text and "\n" not in text
+
+
+def test_missing_fashion_mnist_in_data_dir_names_only_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXGEN_DATA_DIR", str(tmp_path / "env"))
+    (tmp_path / "given").mkdir()
+    with pytest.raises(UserError) as e:
         sources.get_source("fashion_mnist", "train", str(tmp_path / "given"))
     text = str(e.value)
-    assert str(tmp_path / "given") in text and str(tmp_path / "env" / "fashion_mnist") in text
-    assert "apt-get install -y dataset-fashion-mnist" in text and "\n" not in text
+    assert text.startswith(f"config key data.dir={str(tmp_path / 'given')!r}")
+    assert "train-images-idx3-ubyte.gz" in text and str(tmp_path / "env") not in text
+    assert "\n" not in text
 
 
 def test_truncated_idx_is_a_clear_error(tiny_fashion):

@@ -16,6 +16,7 @@ from PIL import Image
 from jaxgen.data.sources import get_source
 from jaxgen.errors import UserError
 from jaxgen.methods.base import DataSpec, select_image_and_label
+from jaxgen.validate import check_global_batch
 
 
 class ResizedSource:
@@ -79,15 +80,7 @@ class Pipeline:
         prefetch: int = 2,
         transform=None,
     ):
-        if global_batch % process_count:
-            raise UserError(
-                f"config key train.batch_size={global_batch}: must be divisible by the "
-                f"{process_count} processes"
-            )
-        if len(source) < global_batch:
-            raise UserError(
-                f"config key train.batch_size={global_batch} exceeds the {len(source)} examples"
-            )
+        check_global_batch(global_batch, processes=process_count, examples=len(source))
         ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
         ds = ds[process_index::process_count].map(transform or select_image_and_label)
         ds = ds.batch(global_batch // process_count, drop_remainder=True)

@@ -73,19 +73,29 @@ def _read_idx(path: str) -> np.ndarray:
 
 
 def fashion_mnist_dirs(data_dir: str) -> list[str]:
-    """The places searched for the Fashion-MNIST IDX files, in order."""
-    dirs = [data_dir] if data_dir else []
+    """The places searched for the Fashion-MNIST IDX files, in order: ``data_dir`` alone when
+    set, else ``$JAXGEN_DATA_DIR/fashion_mnist`` and the system copy."""
+    if data_dir:
+        return [data_dir]
     env = os.environ.get("JAXGEN_DATA_DIR")
-    if env:
-        dirs.append(os.path.join(env, "fashion_mnist"))
-    dirs.append(FASHION_MNIST_SYSTEM_DIR)
-    return dirs
+    return [*([os.path.join(env, "fashion_mnist")] if env else []), FASHION_MNIST_SYSTEM_DIR]
+
+
+def check_data_dir(data_dir: str, files: tuple[str, ...]) -> None:
+    """UserError naming ``data.dir`` and the ``files`` missing from it."""
+    if not os.path.isdir(data_dir):
+        raise UserError(f"config key data.dir={data_dir!r}: no such directory")
+    missing = [f for f in files if not os.path.isfile(os.path.join(data_dir, f))]
+    if missing:
+        raise UserError(f"config key data.dir={data_dir!r}: {', '.join(missing)} not found there")
 
 
 def fashion_mnist(split: str, data_dir: str = "") -> ArraySource:
     if split not in FASHION_MNIST_FILES:
         raise UserError(f"fashion_mnist has splits {sorted(FASHION_MNIST_FILES)}, not {split!r}")
     image_file, label_file = FASHION_MNIST_FILES[split]
+    if data_dir:
+        check_data_dir(data_dir, (image_file, label_file))
     dirs = fashion_mnist_dirs(data_dir)
     for d in dirs:
         if os.path.exists(os.path.join(d, image_file)) and os.path.exists(
@@ -105,7 +115,8 @@ def fashion_mnist(split: str, data_dir: str = "") -> ArraySource:
 def digits(split: str, data_dir: str = "") -> ArraySource:
     """scikit-learn's 8x8 digits (1,797 images, 16 grey levels scaled to 0..255).
 
-    The split is deterministic: every fifth image (index % 5 == 0) is ``test``.
+    The split is deterministic: every fifth image (index % 5 == 0) is ``test``. No files are
+    read: :func:`get_source` refuses a ``data_dir``.
     """
     del data_dir
     from sklearn.datasets import load_digits
@@ -119,18 +130,43 @@ def digits(split: str, data_dir: str = "") -> ArraySource:
     return ArraySource(images[keep], d.target[keep], tuple(str(i) for i in range(10)))
 
 
+def _tfds_error(name: str, split: str, data_dir: str, error: Exception) -> UserError:
+    """A one-line UserError for a TFDS dataset that could not be opened."""
+    import tensorflow_datasets as tfds
+
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if not data_dir:
+        return UserError(f"TFDS dataset {name}:{split} is not available: {first}")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception:  # an unknown name: the first error says so
+        return UserError(f"config key data.dir={data_dir!r}: TFDS dataset {name}: {first}")
+    if builder.is_prepared():
+        return UserError(f"config key data.dir={data_dir!r}: TFDS dataset {name}:{split}: {first}")
+    return UserError(
+        f"config key data.dir={data_dir!r}: no prepared TFDS dataset {name} there "
+        f"(expected {builder.data_dir}); prepare it with: tfds build {name} --data_dir "
+        f"{data_dir}, or leave data.dir empty"
+    )
+
+
 class TfdsSource:
     """Any TFDS dataset through ``tfds.data_source`` (random access, no TensorFlow)."""
 
     def __init__(self, name: str, split: str, data_dir: str):
+        """With ``data_dir`` the prepared dataset must be there (nothing is downloaded into
+        it); without, TFDS's usual folders are searched and a missing dataset downloaded."""
         import tensorflow_datasets as tfds
 
+        if data_dir and not os.path.isdir(data_dir):
+            raise UserError(f"config key data.dir={data_dir!r}: no such directory")
         try:
-            self._source = tfds.data_source(name, split=split, data_dir=data_dir or None)
+            self._source = tfds.data_source(
+                name, split=split, data_dir=data_dir or None, download=not data_dir
+            )
             builder = tfds.builder(name, data_dir=data_dir or None)
         except Exception as e:  # tfds raises many types for missing data
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"TFDS dataset {name}:{split} is not available: {first}") from None
+            raise _tfds_error(name, split, data_dir, e) from None
         features = builder.info.features
         self._image_key = "image"
         label = features["label"] if "label" in features else None
@@ -159,6 +195,8 @@ SOURCES: dict[str, Callable[[str, str], object]] = {
     "fashion_mnist": fashion_mnist,
     "digits": digits,
 }
+# Sources that read no files, so a data.dir given with them is a mistake.
+NO_FILES = {"digits": "scikit-learn's bundled copy", "sprites": "drawn procedurally"}
 
 
 def register_source(name: str, factory: Callable[[str, str], object]) -> None:
@@ -178,5 +216,10 @@ def get_source(name: str, split: str, data_dir: str = ""):
     if name not in SOURCES:
         raise UserError(
             f"config key data.name={name!r}: expected one of {sorted(SOURCES)} or tfds:<name>"
+        )
+    if data_dir and name in NO_FILES:
+        raise UserError(
+            f"config key data.dir={data_dir!r}: data.name={name!r} reads no files "
+            f"({NO_FILES[name]}); leave data.dir empty"
         )
     return SOURCES[name](split, data_dir)

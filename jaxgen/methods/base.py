@@ -88,12 +88,9 @@ def check_step_options(config: ml_collections.ConfigDict, supports_bfloat16: boo
     remat = config.model.get("remat", "none")
     if remat not in REMAT_POLICIES:
         raise UserError(f"config key model.remat={remat!r}: expected one of {list(REMAT_POLICIES)}")
-    accum = config.train.get("grad_accum_steps", 1)
-    if accum < 1 or config.train.batch_size % accum:
-        raise UserError(
-            f"config key train.grad_accum_steps={accum}: must be >= 1 and divide "
-            f"train.batch_size={config.train.batch_size}"
-        )
+    from jaxgen.validate import check_grad_accum
+
+    check_grad_accum(config.train)
 
 
 def select_image_and_label(item: dict) -> dict:
@@ -130,6 +127,15 @@ class Method:
             from jaxgen.text.conditioner import TextConditioner
 
             self.text = TextConditioner(config, config.data.name)
+
+    def check_sample_options(self) -> None:
+        """UserError for a bad ``sample.sampler``/``steps``/``guidance``, without compiling.
+
+        Default: the family has one sampler and no guidance, so all three must stay unset.
+        """
+        from jaxgen.validate import check_unused_sample_options
+
+        check_unused_sample_options(self.config, ("sampler", "steps", "guidance"))
 
     # --- what a single-optimizer family implements -------------------------
     def init_params(self, rng: jax.Array, batch: dict[str, jax.Array]) -> PyTree:

@@ -147,7 +147,7 @@ class Diffusion(Method):
         self.clip = bool(model.get("clip_denoised", True)) and self.autoencoder is None
         self.random_flip = bool(model.get("random_flip", False))
         self.vlb_terms = int(model.get("vlb_terms", 0))
-        self._sampler_settings()  # fail early on a bad sampler name or step count
+        self.check_sample_options()
 
     # --- data <-> diffusion space ------------------------------------------
     def _encode(self, batch, rng) -> jax.Array:
@@ -262,6 +262,13 @@ class Diffusion(Method):
         target = self.precond.target(x0, x_t, alpha, sigma)
         loss = jnp.mean((out - target) ** 2)
         return loss, {"mse": loss}
+
+    def check_sample_options(self) -> None:
+        """Sampler name, steps and spacing of ``config.sample``, and ``sample.eta`` in [0, 1]."""
+        self._sampler_settings()
+        eta = self.config.sample.get("eta", 0.0)
+        if not 0.0 <= eta <= 1.0:
+            raise UserError(f"config key sample.eta={eta!r}: expected in [0, 1]")
 
     def _sampler_settings(self, name: str | None = None, steps: int | None = None):
         """``(spec, grid, options)`` of a sampler; ``None`` takes ``config.sample``'s value."""

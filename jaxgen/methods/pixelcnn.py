@@ -36,6 +36,7 @@ from jaxgen.models.pixelcnn_pp import PixelCNNPPNet
 from jaxgen.pixelcnn import categorical, logistic_mixture
 from jaxgen.pixelcnn.sampling import SAMPLERS, ARModel
 from jaxgen.text.conditioner import PARAMS_KEY
+from jaxgen.validate import check_unused_sample_options
 
 VARIANTS = ("pixelcnn", "gated", "pixelcnn_pp")
 
@@ -172,12 +173,21 @@ class PixelCNN(Method):
         nll = self._nll(params, batch, rng, train=False)
         return {"bits_per_dim": nll / (self.num_dims * math.log(2.0)), "nll": nll}
 
-    def sample(self, params, rng, num, conditioning=None):
-        name = self.config.sample.sampler or "fast"
+    def _sampler_name(self) -> str:
+        name = self.config.sample.get("sampler", "") or "fast"
         if name not in SAMPLERS:
             raise UserError(
                 f"config key sample.sampler={name!r}: expected one of {sorted(SAMPLERS)}"
             )
+        return name
+
+    def check_sample_options(self) -> None:
+        """``sample.sampler`` is ``fast`` or ``plain``; no steps, no guidance."""
+        self._sampler_name()
+        check_unused_sample_options(self.config, ("steps", "guidance"))
+
+    def sample(self, params, rng, num, conditioning=None):
+        name = self._sampler_name()
         conditioning = dict(conditioning or {})
         if self.num_classes and "label" not in conditioning:
             conditioning["label"] = jnp.arange(num, dtype=jnp.int32) % self.num_classes

@@ -165,6 +165,33 @@ def default_prompts(data_name: str, num: int) -> tuple[list[str], np.ndarray]:
     )
 
 
+def load_prompts_file(path: str) -> list[str]:
+    """The non-empty lines of the UTF-8 text file ``path`` (``sample.prompts_file``), stripped.
+
+    Raises:
+      UserError: one line naming the file when it cannot be read, is a directory, is not
+        UTF-8 (with the byte offset of the first bad byte) or has no non-empty line.
+    """
+    key = f"config key sample.prompts_file={path!r}"
+    if os.path.isdir(path):
+        raise UserError(f"{key}: is a directory; expected a text file with one prompt per line")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f"{key}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{key}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
+        ) from None
+    prompts = [line.strip() for line in text.removeprefix("\ufeff").splitlines() if line.strip()]
+    if not prompts:
+        raise UserError(f"{key}: the file has no prompts (every line is empty)")
+    return prompts
+
+
 def read_prompts(
     sample_cfg: ml_collections.ConfigDict, num: int, data_name: str
 ) -> tuple[list[str], np.ndarray | None]:
@@ -174,14 +201,7 @@ def read_prompts(
     else :func:`default_prompts` of the data.
     """
     if sample_cfg.get("prompts_file"):
-        path = sample_cfg.prompts_file
-        try:
-            with open(path, encoding="utf-8") as f:
-                prompts = [line.strip() for line in f if line.strip()]
-        except OSError as e:
-            raise UserError(f"config key sample.prompts_file={path!r}: {e.strerror}") from None
-        if not prompts:
-            raise UserError(f"config key sample.prompts_file={path!r}: the file has no prompts")
+        prompts = load_prompts_file(sample_cfg.prompts_file)
     elif sample_cfg.get("prompt"):
         prompts = [sample_cfg.prompt]
     else:

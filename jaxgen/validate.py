@@ -1,0 +1,188 @@
+"""Checks of a run's config and sampling inputs, made before anything is written.
+
+:class:`~jaxgen.experiment.Experiment` calls them all on construction, so a bad value fails in
+seconds with a one-line :class:`~jaxgen.errors.UserError` naming its config key, rather than
+at the first sample grid or after the last training step:
+
+* :func:`check_config_values`: value ranges, from the config alone;
+* :func:`check_sampling_inputs`: sampler options, ``sample.label`` and the prompts, given the
+  family's method and the data;
+* :func:`check_batch_size`: ``train.batch_size`` against devices, processes and data.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+
+import ml_collections
+
+from jaxgen.errors import UserError
+from jaxgen.parallel import PARAM_SHARDINGS
+from jaxgen.text.conditioning import load_prompts_file
+
+# (config key, allowed values, what the special values mean);
+# bounds are ">= a", "> a", "[a, b]" or "[a, b)".
+_RANGES = (
+    ("train.num_steps", ">= 0", ""),
+    ("train.batch_size", ">= 1", ""),
+    ("train.log_every", ">= 1", ""),
+    ("train.checkpoint_every", ">= 0", " (0: only at the end)"),
+    ("train.sample_every", ">= 0", " (0: never)"),
+    ("train.eval_every", ">= 0", " (0: only at the end)"),
+    ("train.keep_checkpoints", ">= 1", ""),
+    ("train.ema_decay", "[0, 1]", ""),
+    ("optimizer.learning_rate", "> 0", ""),
+    ("optimizer.d_learning_rate", "> 0", ""),
+    ("optimizer.b1", "[0, 1)", ""),  # Adam's bias correction divides by 1 - b ** step
+    ("optimizer.b2", "[0, 1)", ""),
+    ("optimizer.eps", ">= 0", ""),
+    ("optimizer.weight_decay", ">= 0", ""),
+    ("optimizer.warmup_steps", ">= 0", ""),
+    ("optimizer.grad_clip_norm", ">= 0", " (0: no clipping)"),
+    ("sample.num", ">= 1", ""),
+    ("sample.steps", ">= 0", " (0: the sampler's default)"),
+    ("sample.guidance", ">= 0", " (0: unconditional, 1: conditional)"),
+    ("sample.timing_repeats", ">= 0", " (0: no timing)"),
+    ("data.prefetch", ">= 0", ""),
+)
+_EVAL_RANGES = (
+    ("every", ">= 0", " (0: only at the end)"),
+    ("num_samples", ">= 4", " (the sample metrics need at least 4)"),
+    ("num_examples", ">= 1", ""),
+    ("batch_size", ">= 1", ""),
+    ("samples_per_prompt", ">= 1", ""),
+    ("max_prompts", ">= 0", " (0: all)"),
+    ("sprites_prompts", ">= 1", ""),
+)
+_MISSING = object()
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str):
+    """The value at dotted ``key``, or ``_MISSING`` when a part of the path is absent."""
+    node = config
+    for part in key.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _within(value: float, bound: str) -> bool:
+    if bound.startswith(">="):
+        return value >= float(bound[2:])
+    if bound.startswith(">"):
+        return value > float(bound[1:])
+    low, high = (float(x) for x in bound[1:-1].split(","))
+    return low <= value and (value < high if bound.endswith(")") else value <= high)
+
+
+def _check_range(key: str, value, bound: str, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise UserError(f"config key {key}={value!r}: expected a number {bound}")
+    if not _within(value, bound):
+        raise UserError(f"config key {key}={value!r}: expected {bound}{hint}")
+
+
+def check_config_values(config: ml_collections.ConfigDict) -> None:
+    """UserError naming the first value out of range; keys absent from ``config`` are skipped.
+
+    Checks step counts, frequencies (0: never), ``train.keep_checkpoints``, the EMA decay,
+    optimizer settings, ``sample.*`` numbers, ``train.param_sharding`` and each evaluator's
+    ``every``, ``num_samples``, ``num_examples``, ``batch_size`` and prompt counts. Needs no
+    data and compiles nothing.
+    """
+    for key, bound, hint in _RANGES:
+        value = _lookup(config, key)
+        if value is not _MISSING:
+            _check_range(key, value, bound, hint)
+    sharding = _lookup(config, "train.param_sharding")
+    if sharding is not _MISSING and sharding not in PARAM_SHARDINGS:
+        raise UserError(
+            f"config key train.param_sharding={sharding!r}: expected one of {PARAM_SHARDINGS}"
+        )
+    evals = _lookup(config, "evals")
+    for name, cfg in ({} if evals is _MISSING else evals).items():
+        for option, bound, hint in _EVAL_RANGES:
+            if hasattr(cfg, "keys") and option in cfg:
+                _check_range(f"evals.{name}.{option}", cfg[option], bound, hint)
+
+
+def check_unused_sample_options(config: ml_collections.ConfigDict, keys: Iterable[str]) -> None:
+    """UserError for any ``sample.<key>`` (``sampler``, ``steps``, ``guidance``) set to
+    something other than its "unset" value (``""`` or 0): the family would ignore it."""
+    sample = config.get("sample", {})
+    for key in keys:
+        value = sample.get(key, "" if key == "sampler" else 0)
+        if value:
+            raise UserError(
+                f"config key sample.{key}={value!r}: family {config.family!r} does not use it; "
+                f"leave it at {'empty' if key == 'sampler' else 0}"
+            )
+
+
+def check_sampling_inputs(config: ml_collections.ConfigDict, method, spec) -> None:
+    """The sampler options of ``method``'s family, ``sample.label`` and the prompts.
+
+    Args:
+      config: the run's config (its ``sample`` section).
+      method: the family's :class:`~jaxgen.methods.base.Method`; its
+        ``check_sample_options()`` validates sampler name, steps and guidance.
+      spec: the :class:`~jaxgen.methods.base.DataSpec` (conditioning and number of classes).
+
+    ``sample.label`` must be -1 or a class (only with ``data.cond=class``); ``sample.prompt``
+    and ``sample.prompts_file`` apply only with ``data.cond=text``, and the file must be a
+    UTF-8 text file with at least one non-empty line.
+    """
+    method.check_sample_options()
+    sample = config.get("sample", ml_collections.ConfigDict())
+    label = sample.get("label", -1)
+    if spec.cond == "class":
+        if not -1 <= label < spec.num_classes:
+            last = spec.num_classes - 1
+            raise UserError(f"config key sample.label={label}: expected -1 or 0..{last}")
+    elif label != -1:
+        raise UserError(
+            f"config key sample.label={label}: only used with data.cond=class, not {spec.cond!r}"
+        )
+    for key in ("prompt", "prompts_file"):
+        if sample.get(key) and spec.cond != "text":
+            raise UserError(
+                f"config key sample.{key}={sample[key]!r}: only used with data.cond=text, "
+                f"not {spec.cond!r}"
+            )
+    if spec.cond == "text" and sample.get("prompts_file"):
+        load_prompts_file(sample.prompts_file)
+
+
+def check_global_batch(
+    batch: int, devices: int = 1, processes: int = 1, examples: int | None = None
+) -> None:
+    """UserError unless the global ``batch`` splits evenly over ``devices`` and ``processes``
+    and fits in the ``examples`` of the training split (``None``: not checked)."""
+    key = f"config key train.batch_size={batch}"
+    if batch % devices:
+        raise UserError(f"{key}: expected a multiple of the {devices} devices")
+    if batch % processes:
+        raise UserError(f"{key}: expected a multiple of the {processes} processes")
+    if examples is not None and batch > examples:
+        raise UserError(f"{key}: expected at most the {examples} examples of the training split")
+
+
+def check_grad_accum(train: ml_collections.ConfigDict) -> None:
+    """``train.grad_accum_steps`` >= 1 and a divisor of ``train.batch_size``."""
+    accum = train.get("grad_accum_steps", 1)
+    if accum < 1 or train.batch_size % accum:
+        raise UserError(
+            f"config key train.grad_accum_steps={accum}: must be >= 1 and divide "
+            f"train.batch_size={train.batch_size}"
+        )
+
+
+def check_batch_size(
+    config: ml_collections.ConfigDict, mesh_size: int, process_count: int, train_size: int
+) -> None:
+    """``train.batch_size`` (global) against the ``mesh_size`` devices of all processes, the
+    ``process_count`` processes, the ``train_size`` examples and ``train.grad_accum_steps``."""
+    check_global_batch(config.train.batch_size, mesh_size, process_count, train_size)
+    check_grad_accum(config.train)
