@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -334,16 +335,83 @@ def dry_run(sweep: Sweep, root: str, preset: str, only=None, out=None, prefix=()
             continue
         print(f"# {run.name}: {', '.join(pending)}", file=out)
         if run.shares_training_with:
-            print(
-                f"ln -sfn ../{run.shares_training_with}/checkpoints "
-                f"{os.path.join(workdir(root, run), 'checkpoints')}",
-                file=out,
-            )
+            link = os.path.join(workdir(root, run), "checkpoints")
+            target = f"../{run.shares_training_with}/checkpoints"
+            print(shlex.join(["ln", "-sfn", target, link]), file=out)
         for stage in pending:
             print(shlex.join(command(run, root, preset, stage, prefix)), file=out)
 
 
 # --- SLURM -----------------------------------------------------------------------------------
+LINE_BREAKS = ("\n", "\r", "\0")
+_SBATCH_PLAIN = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+
+
+def _refuse_line_breaks(what: str, text: str) -> None:
+    """A line break in a script line ends it (a comment, an ``#SBATCH`` line), so the rest
+    would run as a command: such text is refused."""
+    if any(c in text for c in LINE_BREAKS):
+        raise UserError(
+            f"{what}: {text!r} holds a line break or NUL; a SLURM script cannot hold it"
+        )
+
+
+def _check_slurm_text(sweep: Sweep, texts: dict[str, str]) -> None:
+    """Refuses line breaks in ``texts`` (what -> text) and in every value of every run."""
+    for what, text in texts.items():
+        _refuse_line_breaks(what, text)
+    for run in sweep.runs:
+        where = f"sweep {sweep.name!r}, run {run.name!r}"
+        _refuse_line_breaks(f"{where}: config", run.config)
+        for key, value in run.args.items():
+            _refuse_line_breaks(f"{where}: config argument {key!r}", f"{key}={_text(value)}")
+        for key, value in run.overrides.items():
+            text = value.name if isinstance(value, Ref) else _text(value)
+            _refuse_line_breaks(f"{where}: override {key!r}", f"{key}={text}")
+
+
+def sbatch_word(text: str) -> str:
+    """``text`` as (part of) one argument of an ``#SBATCH`` line.
+
+    sbatch, not the shell, splits these lines: at blanks outside quotes, ``\\`` keeps the next
+    character, an unquoted ``#`` starts a comment, and nothing is expanded. Old versions know
+    only double quotes and end the line at any ``#`` not escaped, so: double quotes, with
+    ``\\``, ``"`` and ``#`` escaped.
+    """
+    if _SBATCH_PLAIN.match(text):
+        return text
+    return '"' + re.sub(r'([\\"#])', r"\\\1", text) + '"'
+
+
+def _sbatch_option(option: str) -> str:
+    """One option argument, e.g. ``--comment=two words`` -> ``--comment="two words"``."""
+    name, eq, value = option.partition("=")
+    if option.startswith("--") and eq and _SBATCH_PLAIN.match(name):
+        return f"{name}={sbatch_word(value)}"
+    return sbatch_word(option)
+
+
+def _sbatch_options(sbatch: list[str]) -> list[str]:
+    """``--sbatch`` values (each split like a shell command line) -> option arguments."""
+    options = []
+    for text in sbatch:
+        try:
+            options += shlex.split(text)
+        except ValueError as e:
+            raise UserError(f"--sbatch={text!r}: {e}") from None
+    return options
+
+
+def _output_path(log_dir: str) -> str:
+    """The ``--output`` file pattern of the array tasks in ``log_dir``."""
+    if "\\" in log_dir:
+        raise UserError(
+            f"--root: {log_dir!r} holds a backslash, with which sbatch would not replace "
+            "%A and %a in the log file names; choose a root without one"
+        )
+    return log_dir.replace("%", "%%") + "/%A_%a.out"
+
+
 def slurm_script(
     sweep: Sweep,
     sweep_spec: str,
@@ -353,7 +421,23 @@ def slurm_script(
     max_parallel: int = 0,
     prefix=(),
 ) -> str:
-    """A ``sbatch`` array script: task ``i`` runs group ``i`` of :meth:`Sweep.groups`."""
+    """A ``sbatch`` array script: task ``i`` runs group ``i`` of :meth:`Sweep.groups`.
+
+    Every user value is shell-quoted in shell and comment lines and sbatch-quoted in
+    ``#SBATCH`` lines; a value with a line break is a :class:`UserError`.
+    """
+    _check_slurm_text(
+        sweep,
+        {
+            "the sweep argument": sweep_spec,
+            "--root": root,
+            "--preset": preset,
+            **{f"--sbatch #{i + 1}": text for i, text in enumerate(sbatch)},
+            **{f"--launcher-prefix word {i + 1}": word for i, word in enumerate(prefix)},
+            "the repository path": REPO,
+        },
+    )
+    options = _sbatch_options(list(sbatch))
     path, colon, arg = sweep_spec.partition(":")
     path = os.path.abspath(path)
     if path.startswith(REPO + os.sep):
@@ -364,19 +448,19 @@ def slurm_script(
     log_dir = os.path.join(root, "_slurm")
     lines = [
         "#!/bin/bash",
-        f"# Sweep {sweep.name!r} ({sweep_spec}), preset={preset}: {len(sweep.runs)} runs in "
-        f"{len(groups)} array tasks.",
+        f"# Sweep {shlex.quote(sweep.name)} ({shlex.quote(sweep_spec)}), "
+        f"preset={shlex.quote(preset)}: {len(sweep.runs)} runs in {len(groups)} array tasks.",
         "# Written by: python -m experiments.sweep "
         + shlex.join([sweep_spec, "--root", root, "--preset", preset, "--slurm", "<this file>"]),
-        f"#SBATCH --job-name=jaxgen-{sweep.name}",
+        f"#SBATCH --job-name={sbatch_word('jaxgen-' + sweep.name)}",
         f"#SBATCH --array={array}",
-        f"#SBATCH --output={log_dir}/%A_%a.out",
+        f"#SBATCH --output={sbatch_word(_output_path(log_dir))}",
         *(
             []
-            if any(o.startswith(("--ntasks", "--nodes")) for o in sbatch)
+            if any(o.startswith(("--ntasks", "--nodes", "-n", "-N")) for o in options)
             else ["#SBATCH --ntasks=1"]
         ),
-        *[f"#SBATCH {opt}" for opt in sbatch],
+        *[f"#SBATCH {_sbatch_option(o)}" for o in options],
         "set -euo pipefail",
         f"cd {shlex.quote(REPO)}",
         'PYTHON="${PYTHON:-python}"',
@@ -414,7 +498,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--preset", default="cpu", help="smoke | cpu | full (default: cpu)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--slurm", metavar="PATH", help="write a SLURM array script, run nothing")
-    p.add_argument("--sbatch", action="append", default=[], help="extra #SBATCH line (repeat)")
+    p.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        help="extra #SBATCH options, split like a shell command line (repeat)",
+    )
     p.add_argument("--max-parallel", type=int, default=0, help="SLURM array throttle (%%N)")
     p.add_argument("--only", default="", help="comma-separated run names (default: all)")
     p.add_argument("--report", metavar="DIR", help="afterwards write tables and report to DIR")
