@@ -10,7 +10,7 @@ processes join through ``jax.distributed.initialize()``.
 
 import sys
 
-from jaxgen.cli import main
+from jaxgen.cli import exit_process, main
 
 if __name__ == "__main__":
-    main(sys.argv)
+    exit_process(main(sys.argv))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -23,6 +24,42 @@ log = logging.getLogger("jaxgen")
 
 class CorruptCheckpointError(UserError):
     """A checkpoint directory exists but cannot be restored."""
+
+
+class CheckpointMismatchError(UserError):
+    """A checkpoint holds arrays of other names or shapes than this config's state."""
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (e.g. a full disk); the earlier ones are intact."""
+
+
+def _key_name(key) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """``"params.encoder.Conv_0.kernel" -> shape`` for every array leaf of ``tree``."""
+    return {
+        ".".join(_key_name(k) for k in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if hasattr(leaf, "shape")
+    }
+
+
+def shape_problems(saved: dict, expected: dict, limit: int = 3) -> list[str]:
+    """The first ``limit`` differences between two :func:`leaf_shapes` maps."""
+    problems = [
+        f"{name} is {saved[name]} there, {shape} here"
+        for name, shape in expected.items()
+        if name in saved and saved[name] != shape
+    ]
+    problems += [f"{name} missing there" for name in expected if name not in saved]
+    problems += [f"{name} not in this model" for name in saved if name not in expected]
+    return problems[:limit]
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -47,6 +84,7 @@ class Checkpoints:
             create=not read_only,
             read_only=read_only,
             enable_async_checkpointing=False,
+            cleanup_tmp_directories=not read_only,  # what an interrupted save left behind
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "data")
@@ -55,18 +93,73 @@ class Checkpoints:
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, data_state: dict) -> None:
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)
-            ),
-            force=True,
-        )
-        self._manager.wait_until_finished()
+    def save(self, step: int, state: Any, data_state: dict) -> bool:
+        """Saves ``step`` unless it is saved already; returns whether it wrote.
+
+        Raises:
+          CheckpointWriteError: when the write fails (a full disk, a lost mount); Orbax
+            writes into a temporary folder and renames it when complete, so the earlier
+            checkpoints stay intact and the partial one is ignored.
+        """
+        if step in self._manager.all_steps():
+            return False
+        self._check_free_space(step, state)
+        try:
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)
+                ),
+                force=True,
+            )
+            self._manager.wait_until_finished()
+        except Exception as e:  # OSError from tensorstore or the JSON writer, wrapped variously
+            previous = [s for s in self.all_steps() if s != step]
+            kept = f"step {previous[-1]} is the newest intact one" if previous else "none is kept"
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {os.path.join(self.directory, str(step))}: "
+                f"{_first_line(e)}; {kept}"
+            ) from None
+        return True
+
+    def _check_free_space(self, step: int, state: Any) -> None:
+        """Refuses to start a save that cannot fit on the disk (Orbax stores the arrays
+        uncompressed); a save that runs out of space half-way still fails safely, only
+        less quietly (Orbax's writer threads print their own tracebacks)."""
+        if jax.process_index() != 0:
+            return
+        needed = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state))
+        needed = int(needed * 1.1) + 2**16
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            return
+        if free < needed:
+            previous = self.all_steps()
+            kept = f"step {previous[-1]} is the newest intact one" if previous else "none is kept"
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {os.path.join(self.directory, str(step))}: "
+                f"{free / 2**20:.1f} MiB free on its disk, it needs {needed / 2**20:.1f} MiB; "
+                f"{kept}"
+            )
+
+    def check_fits(self, step: int, abstract_state: Any) -> None:
+        """Raises CheckpointMismatchError when ``step``'s arrays differ in name or shape."""
+        state_dir = os.path.join(self.directory, str(step), "state")
+        try:
+            metadata = ocp.StandardCheckpointer().metadata(state_dir).item_metadata.tree
+        except Exception:  # unreadable metadata: left to restore(), which names the damage
+            return
+        problems = shape_problems(leaf_shapes(metadata), leaf_shapes(abstract_state))
+        if problems:
+            raise CheckpointMismatchError(
+                f"checkpoint {os.path.join(self.directory, str(step))} does not fit this "
+                f"config's model: {'; '.join(problems)}"
+            )
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
         """Restores step ``step`` into the structure and shardings of ``abstract_state``."""
+        self.check_fits(step, abstract_state)
         try:
             restored = self._manager.restore(
                 step,
@@ -76,9 +169,9 @@ class Checkpoints:
             )
             _check_finite_tree(restored.state)
         except Exception as e:  # Orbax/tensorstore raise many types for damaged files
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise CorruptCheckpointError(
-                f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored: {reason}"
+                f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored: "
+                f"{_first_line(e)}"
             ) from None
         return restored.state, restored.data
 
@@ -106,6 +199,11 @@ class Checkpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _check_finite_tree(tree: Any) -> None:

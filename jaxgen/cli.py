@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
 import os
 import re
+import signal
 import sys
 
 import ml_collections
@@ -13,10 +16,37 @@ from ml_collections import config_flags
 
 from jaxgen.errors import UserError
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "configs/<family>.py[:key=value,...]")
-flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, samples).")
-flags.DEFINE_string("mode", "train", "train | eval | sample")
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """What one command line asks for."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    mode: str
+    allow_config_change: tuple[str, ...]
+
+
+def _flag_values(argv: list[str]) -> flags.FlagValues:
+    """The launcher's flags, defined afresh for each command line (no global flag state,
+    so that ``main`` can be called more than once in a process, as the tests do)."""
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "configs/<family>.py[:key=value,...]", flag_values=fv, sys_argv=argv
+    )
+    flags.DEFINE_string(
+        "workdir", None, "Run directory (checkpoints, metrics, samples).", flag_values=fv
+    )
+    flags.DEFINE_string("mode", "train", "train | eval | sample", flag_values=fv)
+    flags.DEFINE_list(
+        "allow_config_change",
+        [],
+        "Config keys a training relaunch may change although they alter the model, data or "
+        "optimisation (comma-separated, e.g. optimizer.learning_rate,seed).",
+        flag_values=fv,
+    )
+    return fv
+
 
 _OVERRIDE = re.compile(r"^--config\.([^=]+)(=(.*))?$")
 
@@ -75,32 +105,107 @@ def check_overrides(argv: list[str]) -> None:
             raise UserError(f"unknown config key {match.group(1)!r} (--config.{match.group(1)})")
 
 
-def parse(argv: list[str]) -> tuple[ml_collections.ConfigDict, str, str]:
-    """Returns ``(config, workdir, mode)`` or raises UserError naming the bad input."""
+def parse(argv: list[str]) -> Launch:
+    """The launch ``argv`` asks for, or a UserError naming the bad input."""
     check_overrides(argv)
+    fv = _flag_values(argv)
     try:
-        FLAGS(argv)
+        fv(argv)
     except flags.Error as e:
         text = one_line(e)
         bad = re.match(r"flag --config\.([^=]+)=(.*?): (.*)", text)
         if bad:
             raise UserError(f"config key {bad.group(1)}={bad.group(2)!r}: {bad.group(3)}") from None
         raise UserError(text) from None
-    if not FLAGS.workdir:
+    if not fv.workdir:
         raise UserError("--workdir is required")
-    return FLAGS.config, os.path.abspath(FLAGS.workdir), FLAGS.mode
+    for key in fv.allow_config_change:
+        if not _has_key(fv.config, key):
+            raise UserError(f"--allow_config_change: unknown config key {key!r}")
+    return Launch(
+        config=fv.config,
+        workdir=os.path.abspath(fv.workdir),
+        mode=fv.mode,
+        allow_config_change=tuple(fv.allow_config_change),
+    )
 
 
-def main(argv: list[str]) -> None:
-    """Parses, sets up the process and runs; bad input exits 2 with one line."""
+class _StartupSignals:
+    """Records SIGTERM/SIGINT that arrive while the process starts (before the
+    :class:`~jaxgen.preemption.StopRequest` is in place), so they too end in a clean stop.
+
+    Not used with several processes: ``jax.distributed.initialize`` installs JAX's own
+    SIGTERM handler, which a Python handler installed earlier would hide.
+    """
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        del frame
+        if self.signal is not None:
+            os._exit(128 + signum)
+        self.signal = signum
+
+
+def main(argv: list[str]) -> int:
+    """Parses, sets up the process and runs; returns the exit status.
+
+    0 when done or stopped by a signal (the workdir is then resumable); 2 with one line on
+    stderr for a problem the run names (bad input, a busy workdir, a failed checkpoint
+    write). Nothing is lost either way.
+    """
+    from jaxgen import runtime
+
+    startup = _StartupSignals() if runtime.multi_process_env() is None else None
+    with startup or contextlib.nullcontext():
+        return _main(argv, startup)
+
+
+def _main(argv: list[str], startup: _StartupSignals | None) -> int:
+    from jaxgen import runtime
+
     try:
-        config, workdir, mode = parse(argv)
-        from jaxgen import runtime
+        launch = parse(argv)
+        from jaxgen.preemption import Preempted, StopRequest
         from jaxgen.run import run, validate_mode
 
-        validate_mode(mode)
+        validate_mode(launch.mode)
         runtime.initialize()
-        run(config, workdir, mode)
+        with StopRequest() as stop:
+            if startup is not None and startup.signal is not None:
+                stop.request(startup.signal)
+            try:
+                run(
+                    launch.config, launch.workdir, launch.mode,
+                    allow_config_change=launch.allow_config_change, argv=argv[1:], stop=stop,
+                )  # fmt: skip
+            except Preempted as e:
+                by = f"signal {stop.signal}" if stop.signal else "a signal to another process"
+                print(f"stopped by {by}: {one_line(e)}", file=sys.stderr)
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    except OSError as e:  # a full disk, a lost mount, a permission: not a traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or one_line(e)}{where}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def exit_process(status: int) -> None:
+    """Ends the launcher's process with ``status``; a signal that arrives while the
+    interpreter shuts down (libraries' exit hooks) ends it at once with the same status."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: os._exit(status))
+    sys.exit(status)

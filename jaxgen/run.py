@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 
 import jax
 import ml_collections
@@ -23,7 +24,10 @@ from jaxgen.experiment import Experiment
 from jaxgen.hardware import hardware
 from jaxgen.images import make_grid, save_png
 from jaxgen.methods import get_runner
+from jaxgen.preemption import StopRequest
+from jaxgen.text.conditioner import sync_tokenizer
 from jaxgen.train import Trainer, run_evals
+from jaxgen.workdir import check_resume_config, check_workdir, owned_workdir, record_launch
 
 log = logging.getLogger("jaxgen")
 
@@ -35,18 +39,37 @@ def validate_mode(mode: str) -> None:
         raise UserError(f"--mode={mode!r}: expected one of {MODES}")
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    if parallel.is_main_process():
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True))
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    mode: str = "train",
+    *,
+    allow_config_change: Iterable[str] = (),
+    argv: Iterable[str] = (),
+    stop: StopRequest | None = None,
+):
+    """Trains, samples or evaluates ``config`` in ``workdir`` (layout: ``docs/contract.md``).
 
+    Args:
+      allow_config_change: config keys a training relaunch may change although they alter
+        the model, data or optimisation (``--allow_config_change``).
+      argv: the command line, recorded in ``launches.jsonl``.
+      stop: the installed SIGTERM/SIGINT handling (a fresh one is installed when None).
 
-def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train"):
-    """Trains, samples or evaluates ``config`` in ``workdir``; see DESIGN.md for the layout."""
+    Raises:
+      UserError: bad input, found before anything is written.
+      Preempted: a stop was requested; the workdir is left resumable.
+    """
     validate_mode(mode)
     if not config.get("family"):
         raise UserError("config key family is empty; use one of the files in configs/")
+    check_workdir(workdir, config.family)
+    if stop is None:
+        with StopRequest() as installed:
+            return run(
+                config, workdir, mode, allow_config_change=allow_config_change, argv=argv,
+                stop=installed,
+            )  # fmt: skip
     runner = get_runner(config.family)
     if runner is not None:
         return runner(config, workdir, mode)
@@ -54,15 +77,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train"):
         raise UserError(
             f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; train first (--mode=train)"
         )
-    exp = Experiment(config, workdir)
     if mode == "train":
-        write_config(config, workdir)
-        return Trainer(exp).run()
+        with owned_workdir(workdir, mode):
+            return train(config, workdir, stop, allow_config_change, argv)
+    exp = Experiment(config, workdir)
     checkpoints = exp.checkpoints(read_only=True)
     try:
         step, state, _ = checkpoints.restore_latest(exp.abstract_sharded_state(), fall_back=True)
     finally:
         checkpoints.close()
+    if parallel.is_main_process():
+        record_launch(workdir, config, mode, {}, list(argv))
     if mode == "sample":
         return sample(exp, state, step)
     from jaxgen.metric_writer import MetricWriter
@@ -74,15 +99,35 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train"):
         writer.close()
 
 
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stop: StopRequest,
+    allow_config_change: Iterable[str],
+    argv: Iterable[str],
+):
+    """Trains in a workdir this process owns: checks, restores, then writes."""
+    changes = check_resume_config(workdir, config, allow_config_change)
+    exp = Experiment(config, workdir)
+    trainer = Trainer(exp, stop)
+    state, data_state = trainer.prepare()
+    if parallel.is_main_process():
+        record_launch(workdir, config, "train", changes, list(argv))
+    if exp.method.text is not None:
+        sync_tokenizer(exp.method.text, workdir, write=parallel.is_main_process())
+    return trainer.run(state, data_state)
+
+
 def sample(exp: Experiment, state, step: int) -> dict[str, np.ndarray]:
     """Writes ``samples/samples_<step>.npz`` (+ PNG grid) with ``sample.num`` images, and
     ``samples/timing_<step>.json`` (images/s once compiled) unless ``sample.timing_repeats=0``."""
+    log.info("sampling %d images from the checkpoint of step %d", exp.config.sample.num, step)
     out = exp.generate(state, exp.config.sample.num, exp.sample_rng())
     timing = time_sampling(exp, state, step)
     if parallel.is_main_process():
         out_dir = os.path.join(exp.workdir, "samples")
         os.makedirs(out_dir, exist_ok=True)
-        np.savez(os.path.join(out_dir, f"samples_{step}.npz"), **out)
+        save_npz(os.path.join(out_dir, f"samples_{step}.npz"), out)
         save_png(os.path.join(out_dir, f"samples_{step}.png"), make_grid(out["images"]))
         real = {k: np.stack([exp.eval_source[i][k] for i in range(2)]) for k in ("image", "label")}
         exp.method.write_extras(
@@ -94,6 +139,14 @@ def sample(exp: Experiment, state, step: int) -> dict[str, np.ndarray]:
                 json.dump(timing, f, indent=1, sort_keys=True)
         log.info("wrote %d samples to %s", len(out["images"]), out_dir)
     return out
+
+
+def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """Writes ``arrays`` to ``path`` whole or not at all (a temporary file, then a rename)."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
 
 
 def time_sampling(exp: Experiment, state, step: int) -> dict | None:

@@ -1,11 +1,13 @@
-"""Process-level setup: multi-process initialisation and the compilation cache."""
+"""Process-level setup: multi-process initialisation and the compilation cache.
+
+JAX is imported inside the functions, so that the launcher can install its signal handling
+before the (seconds-long) import.
+"""
 
 from __future__ import annotations
 
 import logging as pylogging
 import os
-
-import jax
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "jaxgen", "xla")
 # XLA:CPU in jaxlib 0.10 lowers weight-gradient convolutions to YNNPACK at 40-100 GFLOP/s;
@@ -37,6 +39,8 @@ def multi_process_env() -> dict | None:
 
 def enable_compilation_cache() -> None:
     """Persistent XLA cache (``$JAXGEN_COMPILATION_CACHE``; empty string turns it off)."""
+    import jax
+
     path = os.environ.get("JAXGEN_COMPILATION_CACHE", DEFAULT_CACHE)
     if path:
         jax.config.update("jax_compilation_cache_dir", path)
@@ -60,6 +64,8 @@ def add_cpu_xla_flags() -> None:
 
 def initialize() -> None:
     """Sets XLA flags, joins the other processes (if any), turns on the compilation cache."""
+    import jax
+
     add_cpu_xla_flags()
     kwargs = multi_process_env()
     if kwargs is not None:
@@ -71,10 +77,12 @@ def initialize() -> None:
 
 
 def configure_logging() -> None:
-    """jaxgen's own progress lines at INFO; libraries (Orbax, absl) at WARNING."""
+    """jaxgen's own progress lines at INFO; other libraries at WARNING; absl's (Orbax logs
+    through it: read-only folders, missing optional metadata) at ERROR, so that a one-line
+    error stays one line."""
     pylogging.basicConfig(
         format="%(asctime)s %(levelname).1s %(name)s] %(message)s", datefmt="%H:%M:%S"
     )
     pylogging.getLogger().setLevel(pylogging.WARNING)
-    pylogging.getLogger("absl").setLevel(pylogging.WARNING)
+    pylogging.getLogger("absl").setLevel(pylogging.ERROR)
     pylogging.getLogger("jaxgen").setLevel(pylogging.INFO)

@@ -14,57 +14,25 @@ import functools
 import json
 import logging
 import os
-import signal
-import sys
 import time
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from jaxgen import parallel
-from jaxgen.checkpoints import load_params_from
+from jaxgen.checkpoints import Checkpoints, list_steps, load_params_from
 from jaxgen.errors import UserError
 from jaxgen.experiment import Experiment
 from jaxgen.images import make_grid, save_png
 from jaxgen.methods.base import TrainState
 from jaxgen.metric_writer import MetricWriter
+from jaxgen.preemption import Preempted, StopRequest
 
 log = logging.getLogger("jaxgen")
 
 
 class NonFiniteLossError(UserError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class _StopRequest:
-    """Set by SIGTERM/SIGINT; the loop saves and exits at the next step boundary."""
-
-    def __init__(self):
-        self.signal = None
-        self._previous = {}
-
-    def install(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def uninstall(self):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame):
-        del frame
-        self.signal = signum
-
-    def requested(self, at_sync_point: bool) -> bool:
-        """Whether to stop now. With several processes all must agree, so they
-        compare their flags only at sync points (every ``log_every`` steps)."""
-        flag = self.signal is not None
-        if jax.process_count() == 1:
-            return flag
-        if not at_sync_point:
-            return False
-        return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+    """The loss became NaN or infinite; training stopped before saving the bad state."""
 
 
 def _format_eta(seconds: float) -> str:
@@ -83,6 +51,7 @@ def write_json(path: str, payload: dict) -> None:
 
 
 def write_sample_grid(exp: Experiment, state: TrainState, step: int, writer: MetricWriter):
+    log.info("sample grid at step %d: %d images", step, exp.config.sample.num)
     samples = exp.generate(state, exp.config.sample.num, exp.sample_rng())
     if parallel.is_main_process():
         grid = make_grid(samples["images"])
@@ -91,6 +60,7 @@ def write_sample_grid(exp: Experiment, state: TrainState, step: int, writer: Met
 
 
 def run_evals(exp: Experiment, state: TrainState, step: int, final: bool, writer: MetricWriter):
+    log.info("%s evaluation at step %d", "final" if final else "periodic", step)
     results = exp.evaluate(state, step, final)
     if results and parallel.is_main_process():
         write_json(os.path.join(exp.workdir, "eval", f"step_{step}.json"), results)
@@ -100,11 +70,17 @@ def run_evals(exp: Experiment, state: TrainState, step: int, final: bool, writer
 
 
 class Trainer:
-    """Runs ``exp`` from its latest checkpoint (or from scratch) to ``train.num_steps``."""
+    """Runs ``exp`` from its latest checkpoint (or from scratch) to ``train.num_steps``.
 
-    def __init__(self, exp: Experiment):
+    :meth:`prepare` restores or initialises the state and writes nothing, so that a
+    checkpoint that does not restore stops the launch before its first write; :meth:`run`
+    trains. Sample grids and evaluations of a step run after that step's checkpoint.
+    """
+
+    def __init__(self, exp: Experiment, stop: StopRequest | None = None):
         self.exp = exp
         self.cfg = exp.config.train
+        self.stop = stop or StopRequest()  # one not entered never asks to stop
         repl = parallel.replicated(exp.mesh)
         step_fn = functools.partial(exp.method.train_step, tx=exp.tx, ema_decay=self.cfg.ema_decay)
         self.step_fn = jax.jit(
@@ -113,17 +89,20 @@ class Trainer:
             out_shardings=(exp.state_shardings, repl),
             donate_argnums=0,
         )
-        self.writer = MetricWriter(exp.workdir, parallel.is_main_process())
 
-    def _initial_state(self, checkpoints, pipeline) -> TrainState:
+    def prepare(self) -> tuple[TrainState, dict | None]:
+        """The state to start from and the data-iterator state (None for a fresh run)."""
         exp = self.exp
-        if checkpoints.all_steps():
-            step, state, data_state = checkpoints.restore_latest(
-                exp.abstract_sharded_state(), fall_back=False
-            )
-            pipeline.set_state(data_state)
+        if list_steps(exp.workdir):
+            checkpoints = exp.checkpoints(read_only=True)
+            try:
+                step, state, data_state = checkpoints.restore_latest(
+                    exp.abstract_sharded_state(), fall_back=False
+                )
+            finally:
+                checkpoints.close()
             log.info("resumed from checkpoint at step %d", step)
-            return state
+            return state, data_state
         state = exp.init_state()
         if exp.config.init_from:
             loaded = load_params_from(exp.config.init_from, state.params)
@@ -133,30 +112,49 @@ class Trainer:
             opt_state = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)(params)
             state = state.replace(params=params, ema_params=ema_params, opt_state=opt_state)
             log.info("initialised parameters from %s", exp.config.init_from)
-        return state
+        return state, None
 
-    def _check_finite(self, state: TrainState) -> None:
+    def _check_finite(self, state: TrainState, checkpoints: Checkpoints) -> None:
         bad = int(jax.device_get(state.first_nonfinite_step))
-        if bad >= 0:
-            raise NonFiniteLossError(
-                f"loss became non-finite at step {bad + 1}; stopped, the last good "
-                f"checkpoint is kept in {os.path.join(self.exp.workdir, 'checkpoints')}"
-            )
+        if bad < 0:
+            return
+        steps = checkpoints.all_steps()
+        kept = (
+            f"the last good checkpoint, step {steps[-1]}, is kept in {checkpoints.directory}"
+            if steps
+            else "no checkpoint had been written yet"
+        )
+        raise NonFiniteLossError(f"loss became non-finite at step {bad + 1}; stopped, {kept}")
 
-    def _save(self, checkpoints, state, pipeline) -> None:
-        self._check_finite(state)
-        step = int(jax.device_get(state.step))
-        checkpoints.save(step, state, pipeline.get_state())
+    def _save(self, checkpoints: Checkpoints, state: TrainState, pipeline) -> None:
+        self._check_finite(state, checkpoints)
+        checkpoints.save(int(jax.device_get(state.step)), state, pipeline.get_state())
 
-    def run(self) -> TrainState:
+    def _finished(self, step: int) -> bool:
+        """Whether a relaunch finds nothing left to do (final checkpoint and evaluation)."""
+        if step < self.cfg.num_steps:
+            return False
+        evals_done = not self.exp.config.evals or os.path.exists(
+            os.path.join(self.exp.workdir, "eval", f"step_{step}.json")
+        )
+        return evals_done
+
+    def run(self, state: TrainState, data_state: dict | None) -> TrainState:
+        """Trains from ``state`` to ``train.num_steps``; raises Preempted after saving when a
+        stop is requested."""
         exp, cfg = self.exp, self.cfg
-        checkpoints = exp.checkpoints()
-        pipeline = exp.pipeline()
-        state = self._initial_state(checkpoints, pipeline)
         step = int(jax.device_get(state.step))
-        stop = _StopRequest()
-        stop.install()
+        if self._finished(step):
+            log.info("already trained to step %d and evaluated; nothing to do", step)
+            return state
+        pipeline = exp.pipeline()
+        if data_state is not None:
+            pipeline.set_state(data_state)
+        writer = MetricWriter(exp.workdir, parallel.is_main_process(), resume_step=step)
+        checkpoints = exp.checkpoints()
         try:
+            if self.stop.should_stop(step):
+                raise Preempted(f"stopped before step {step + 1}")
             window_start, window_steps, window_metrics = time.time(), 0, []
             run_start, run_start_step = time.time(), step
             while step < cfg.num_steps:
@@ -166,48 +164,54 @@ class Trainer:
                 window_steps += 1
                 window_metrics.append(metrics)
                 if step % cfg.log_every == 0 or step == cfg.num_steps:
-                    self._check_finite(state)
+                    self._check_finite(state, checkpoints)
                     elapsed = time.time() - window_start
                     self._log(
+                        writer,
                         step,
                         window_metrics,
                         window_steps / max(elapsed, 1e-9),
                         (step - run_start_step) / max(time.time() - run_start, 1e-9),
                     )
                     window_start, window_steps, window_metrics = time.time(), 0, []
-                if cfg.sample_every and step % cfg.sample_every == 0:
-                    write_sample_grid(exp, state, step, self.writer)
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                sample_due = bool(cfg.sample_every) and step % cfg.sample_every == 0
+                eval_due = (
+                    bool(cfg.eval_every) and step % cfg.eval_every == 0 and step < cfg.num_steps
+                )
+                stopping = self.stop.should_stop(step)
+                if stopping or sample_due or eval_due or _due(step, cfg.checkpoint_every):
                     self._save(checkpoints, state, pipeline)
-                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.num_steps:
-                    run_evals(exp, state, step, final=False, writer=self.writer)
-                if stop.requested(at_sync_point=step % cfg.log_every == 0):
-                    self._save(checkpoints, state, pipeline)
-                    log.info("stopped by signal %s at step %d; checkpoint saved", stop.signal, step)
-                    self.writer.close()
-                    checkpoints.close()
-                    sys.exit(0)
-            if step not in checkpoints.all_steps():
-                self._save(checkpoints, state, pipeline)
+                if stopping:
+                    raise Preempted(f"checkpoint of step {step} saved")
+                if sample_due:
+                    write_sample_grid(exp, state, step, writer)
+                if eval_due:
+                    run_evals(exp, state, step, final=False, writer=writer)
+            self._save(checkpoints, state, pipeline)
             if cfg.sample_every and step % cfg.sample_every:
-                write_sample_grid(exp, state, step, self.writer)
+                write_sample_grid(exp, state, step, writer)
             if exp.config.evals:
-                run_evals(exp, state, step, final=True, writer=self.writer)
+                run_evals(exp, state, step, final=True, writer=writer)
             return state
         finally:
-            stop.uninstall()
-            self.writer.close()
+            writer.close()
             checkpoints.close()
 
-    def _log(self, step: int, window: list, steps_per_sec: float, run_rate: float) -> None:
+    def _log(
+        self, writer: MetricWriter, step: int, window: list, steps_per_sec: float, run_rate: float
+    ) -> None:
         means = {
             k: float(np.mean([float(m[k]) for m in jax.device_get(window)])) for k in window[-1]
         }
         means["steps_per_sec"] = steps_per_sec
-        self.writer.write_scalars(step, means)
+        writer.write_scalars(step, means)
         if parallel.is_main_process():
             eta = (self.cfg.num_steps - step) / max(run_rate, 1e-9)
             log.info(
                 "step %d/%d  loss %.5g  %.2f steps/s  ETA %s",
                 step, self.cfg.num_steps, means["loss"], steps_per_sec, _format_eta(eta),
             )  # fmt: skip
+
+
+def _due(step: int, every: int) -> bool:
+    return bool(every) and step % every == 0

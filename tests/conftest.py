@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -39,6 +40,38 @@ def launch(
         text=True,
         timeout=timeout,
     )
+
+
+@dataclasses.dataclass
+class CliResult:
+    """Exit status and standard error of one launcher call."""
+
+    code: int
+    stderr: str
+
+    @property
+    def lines(self) -> list[str]:
+        """The lines of stderr other than progress (``INFO``) lines."""
+        return [line for line in self.stderr.strip().splitlines() if not line.startswith("INFO:")]
+
+
+def run_cli(capfd, *args: str) -> CliResult:
+    """Runs ``launch.py ARGS`` in this process (its compiled functions stay warm), through
+    the same ``main`` as the launcher; ``capfd`` is pytest's fixture."""
+    import logging
+
+    from jaxgen.cli import main
+
+    capfd.readouterr()
+    # pytest takes over the root logger's output; the launcher's lines go to stderr.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))  # as the launcher prints
+    logging.getLogger("jaxgen").addHandler(handler)
+    try:
+        code = main(["launch.py", *args])
+    finally:
+        logging.getLogger("jaxgen").removeHandler(handler)
+    return CliResult(code, capfd.readouterr().err)
 
 
 def tree_digest(directory: str) -> str:

@@ -288,14 +288,14 @@ def test_bad_diffusion_config_is_a_user_error():
 def test_latent_diffusion_on_a_vae_run(tmp_path):
     from jaxgen.checkpoints import Checkpoints
     from jaxgen.methods.vae import VAE
-    from jaxgen.run import write_config
+    from jaxgen.workdir import record_launch
 
     vae_config = load_config("configs/vae.py:preset=smoke")
     vae_config.model.latent_channels = 2  # spatial latents [2, 2, 2]
     vae = VAE(vae_config, SPEC)
     state = vae.init_state(jax.random.PRNGKey(0), _batch(), vae.make_optimizer())
     workdir = str(tmp_path / "vae")
-    write_config(vae_config, workdir)
+    record_launch(workdir, vae_config, "train", {}, [])
     checkpoints = Checkpoints(workdir)
     checkpoints.save(1, state, {})
     checkpoints.close()

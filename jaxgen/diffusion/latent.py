@@ -8,9 +8,6 @@ and decoded to the VAE decoder's mean image.
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,15 +22,15 @@ class LatentAutoencoder:
     def __init__(self, workdir: str, data: DataSpec, scale: float = 1.0):
         from jaxgen.checkpoints import load_params_from
         from jaxgen.methods.vae import VAE
+        from jaxgen.workdir import trained_config
 
-        config_path = os.path.join(workdir, "config.json")
-        if not os.path.isfile(config_path):
+        saved = trained_config(workdir)  # what its checkpoints were last trained with
+        if saved is None:
             raise UserError(
                 f"config key model.autoencoder={workdir!r}: no config.json there (expected a VAE "
                 "run's workdir)"
             )
-        with open(config_path) as f:
-            vae_config = ml_collections.ConfigDict(json.load(f))
+        vae_config = ml_collections.ConfigDict(saved)
         if vae_config.get("family") != "vae":
             raise UserError(
                 f"config key model.autoencoder={workdir!r}: the run's family is "

@@ -7,7 +7,9 @@ Style transfer optimises one image instead of training a model, so it has its ow
   ``steps_per_sec``, and the current ``height``/``width``), ``tb/``, ``samples/step_<N>.png``
   (the image every ``train.sample_every`` steps), ``stylized.png`` and ``stylized.json`` (which
   feature network was used and why, the settings, the final losses and the time). There is
-  no checkpoint: a second run in the same workdir starts over and replaces these files.
+  no checkpoint: a second run in the same workdir starts over and replaces these files of its
+  own (``config.json`` keeps the first launch's config; ``launches.jsonl`` has every launch's).
+  The workdir of another family is refused before anything is written (``jaxgen.run``).
 * ``--mode=eval``: recomputes the three losses of the existing ``stylized.png`` under the
   given config and writes ``eval/step_<N>.json``.
 * ``--mode=sample``: does not apply (there is no model to draw from): a UserError.
@@ -21,6 +23,7 @@ import glob
 import json
 import logging
 import os
+import sys
 import time
 
 import ml_collections
@@ -32,6 +35,7 @@ from jaxgen.errors import UserError
 from jaxgen.images import save_png, to_uint8
 from jaxgen.metric_writer import MetricWriter
 from jaxgen.style_transfer import inputs, network, optimize
+from jaxgen.workdir import owned_workdir, record_launch
 
 log = logging.getLogger(__name__)
 MODES = ("train", "eval", "sample")
@@ -72,16 +76,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") ->
     optimize.check_sizes(content, style, net, settings)
     if mode == "eval":
         return _evaluate(config, workdir, settings, content, style, net)
-    return _train(config, workdir, settings, content, style, net)
+    with owned_workdir(workdir, mode):
+        return _train(config, workdir, settings, content, style, net)
 
 
 def _train(config, workdir, settings, content, style, net) -> dict[str, float]:
     is_main = parallel.is_main_process()
     if is_main:
         _clear_previous_run(workdir)
-        config_json = json.loads(config.to_json_best_effort())
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(json.dumps(config_json, indent=2, sort_keys=True))
+        record_launch(workdir, config, "train", {}, sys.argv[1:])
     writer = MetricWriter(workdir, is_main)
     clock = {"time": time.perf_counter(), "step": 0}
 
