@@ -1,4 +1,4 @@
-"""Reading run directories (the workdir layout of DESIGN.md) without importing JAX.
+"""Reading run directories (the workdir layout of docs/contract.md) without importing JAX.
 
 A run directory holds ``config.json``, ``checkpoints/<step>/``, ``metrics.jsonl``,
 ``eval/step_<N>.json`` (and ``eval/evaluators.json``), ``samples/*.png`` and, when a sweep

@@ -1,4 +1,4 @@
-"""Diffusion samplers by name (``config.sample.sampler``); see DESIGN.md for the names.
+"""Diffusion samplers by name (``config.sample.sampler``); see docs/contract.md for the names.
 
 Every sampler is ``sample(denoise, x, grid, rng, **options) -> x_0``, a jitted ``lax.scan`` over
 the grid's noise levels driven by a denoiser ``denoise(x, t, alpha, sigma) -> x0_hat`` (see
