@@ -1,9 +1,11 @@
 """Data parallelism: 8 simulated CPU devices and 2 processes match one device."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -62,9 +64,20 @@ sys.path.insert(0, {repo!r})
 from jaxgen import runtime
 runtime.initialize()
 from jaxgen.cli import load_config_file
+from jaxgen.preemption import Preempted
 from jaxgen.run import run
 config = load_config_file("configs/vae.py:preset=smoke")
-config.train.num_steps = 6
+config.train.num_steps = 10_000
+config.train.log_every = 1
+config.train.checkpoint_every = 0
+config.train.sample_every = 0
+try:
+    run(config, {workdir!r}, "train")
+    raise SystemExit("never stopped")
+except Preempted:
+    stopped = max(int(s) for s in os.listdir(os.path.join({workdir!r}, "checkpoints")))
+print("stopped after step", stopped, flush=True)
+config.train.num_steps = stopped + 2  # resume in the same processes, to the end
 state = run(config, {workdir!r}, "train")
 leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
 np.savez({out!r}.format(jax.process_index()), processes=jax.process_count(), *leaves)
@@ -77,7 +90,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_train_together_and_only_process_0_writes(tmp_path):
+def test_two_processes_train_stop_together_resume_and_only_process_0_writes(tmp_path):
+    """SIGTERM to process 1 alone: both stop after the same step (JAX's preemption sync
+    point), process 0 saves it, both resume from it; one writer, each step logged once."""
     workdir = str(tmp_path / "run")
     out = str(tmp_path / "params_{}.npz")
     code = TWO_PROCESS.format(repo=REPO, workdir=workdir, out=out)
@@ -93,23 +108,32 @@ def test_two_processes_train_together_and_only_process_0_writes(tmp_path):
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-c", code], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+                [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True,
             )
-        )
+        )  # fmt: skip
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
+        assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-3000:]
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    stopped = []
     for p in procs:
-        _, err = p.communicate(timeout=400)
+        out_text, err = p.communicate(timeout=400)
         assert p.returncode == 0, err[-3000:]
+        stopped.append(out_text.split("stopped after step")[1].split()[0])
+    assert stopped[0] == stopped[1], stopped
+    last = int(stopped[0]) + 2
     p0, p1 = np.load(out.format(0)), np.load(out.format(1))
     assert int(p0["processes"]) == 2
     for name in (k for k in p0.files if k.startswith("arr_")):
         np.testing.assert_array_equal(p0[name], p1[name])
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        steps = [line.split(",")[0] for line in f if '"loss"' in line]
-    assert steps == ['{"step": 2', '{"step": 4', '{"step": 6'], steps  # one writer, no duplicates
-    assert (
-        os.listdir(os.path.join(workdir, "tb"))
-        and len(os.listdir(os.path.join(workdir, "tb"))) == 1
-    )
+    from jaxgen.metric_writer import read_metrics
+
+    steps = [row["step"] for row in read_metrics(metrics) if "loss" in row]
+    assert steps == list(range(1, last + 1)), steps  # one writer, each step once
+    assert len(os.listdir(os.path.join(workdir, "tb"))) == 2  # one events file per launch
 
 
 def test_cpu_xla_flags_are_added_once_and_can_be_turned_off(monkeypatch):
