@@ -1,4 +1,8 @@
-"""Command-line handling behind ``launch.py``: flags, config loading, one-line errors."""
+"""Command-line handling behind ``launch.py``: flags, config loading, one-line errors.
+
+Only the standard library is imported at module level, so that ``launch.py`` installs its
+signal handling within milliseconds of the interpreter's start (see ``_StartupSignals``).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,12 @@ import os
 import re
 import signal
 import sys
-
-import ml_collections
-from absl import flags
-from ml_collections import config_flags
+from typing import TYPE_CHECKING
 
 from jaxgen.errors import UserError
+
+if TYPE_CHECKING:
+    import ml_collections
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,9 +31,13 @@ class Launch:
     allow_config_change: tuple[str, ...]
 
 
-def _flag_values(argv: list[str]) -> flags.FlagValues:
-    """The launcher's flags, defined afresh for each command line (no global flag state,
-    so that ``main`` can be called more than once in a process, as the tests do)."""
+def _flag_values(argv: list[str]):
+    """The launcher's flags (an absl ``FlagValues``), defined afresh for each command line
+    (no global flag state, so that ``main`` can be called more than once in a process, as
+    the tests do)."""
+    from absl import flags
+    from ml_collections import config_flags
+
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config", None, "configs/<family>.py[:key=value,...]", flag_values=fv, sys_argv=argv
@@ -82,7 +90,7 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
 def _has_key(config: ml_collections.ConfigDict, dotted: str) -> bool:
     node = config
     for part in dotted.split("."):
-        if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
+        if not hasattr(node, "keys") or part not in node:
             return False
         node = node[part]
     return True
@@ -107,6 +115,8 @@ def check_overrides(argv: list[str]) -> None:
 
 def parse(argv: list[str]) -> Launch:
     """The launch ``argv`` asks for, or a UserError naming the bad input."""
+    from absl import flags
+
     check_overrides(argv)
     fv = _flag_values(argv)
     try:
