@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from experiments import sweep
+from experiments import slurm, sweep
 from experiments.spec import Run, Sweep
 from jaxgen.errors import UserError
 
@@ -182,7 +182,7 @@ def _one_run_sweep(**run) -> Sweep:
 def test_unwritable_values_are_refused(sweep_obj, kwargs, words):
     args = {"sweep_spec": "s.py", "root": "/tmp/root", "preset": "full", **kwargs}
     with pytest.raises(UserError) as e:
-        sweep.slurm_script(sweep_obj, **args)
+        slurm.slurm_script(sweep_obj, **args)
     message = str(e.value)
     assert "\n" not in message and "\r" not in message
     for word in words:
