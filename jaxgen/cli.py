@@ -214,8 +214,9 @@ def _main(argv: list[str], startup: _StartupSignals | None) -> int:
 
 
 def exit_process(status: int) -> None:
-    """Ends the launcher's process with ``status``; a signal that arrives while the
-    interpreter shuts down (libraries' exit hooks) ends it at once with the same status."""
+    """Ends the launcher's process with ``status``. Signals are ignored from here on: the
+    run is over, and the interpreter's shutdown (libraries' exit hooks, XLA's threads) would
+    otherwise meet them with the default action once Python's own handlers are gone."""
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: os._exit(status))
+        signal.signal(sig, signal.SIG_IGN)
     sys.exit(status)

@@ -46,9 +46,14 @@ def _one_step(tmp_path, devices, sharding="replicated"):
     return np.load(out)
 
 
+@pytest.fixture(scope="module")
+def one_device_step(tmp_path_factory):
+    return _one_step(tmp_path_factory.mktemp("one"), 1)
+
+
 @pytest.mark.parametrize("sharding", ["replicated", "fsdp"])
-def test_eight_devices_match_one(tmp_path, sharding):
-    one, eight = _one_step(tmp_path, 1), _one_step(tmp_path, 8, sharding)
+def test_eight_devices_match_one(tmp_path, sharding, one_device_step):
+    one, eight = one_device_step, _one_step(tmp_path, 8, sharding)
     assert int(one["devices"]) == 1 and int(eight["devices"]) == 8
     assert (int(eight["sharded"]) > 0) == (sharding == "fsdp")
     np.testing.assert_allclose(one["loss"], eight["loss"], atol=1e-5)

@@ -63,10 +63,12 @@ def test_bfloat16_vae_loss_and_gradients_track_float32():
     batch = {"image": jnp.asarray(images), "label": jnp.zeros(16, jnp.int32)}
     params = method.init_params(jax.random.PRNGKey(0), batch)
     rng = jax.random.PRNGKey(2)
-    (loss, _), grads = loss_and_grads(method.loss, params, batch, rng)
-    (loss16, _), grads16 = loss_and_grads(
-        method_bf16.loss, params, batch, rng, compute_dtype=jnp.bfloat16
-    )
+    f32 = jax.jit(lambda p, b, r: loss_and_grads(method.loss, p, b, r))
+    bf16 = jax.jit(
+        lambda p, b, r: loss_and_grads(method_bf16.loss, p, b, r, compute_dtype=jnp.bfloat16)
+    )  # jitted: op by op, the two passes took most of a minute
+    (loss, _), grads = f32(params, batch, rng)
+    (loss16, _), grads16 = bf16(params, batch, rng)
     assert jax.tree.leaves(grads16)[0].dtype == jnp.float32
     np.testing.assert_allclose(loss16, loss, rtol=2e-2)
     flat = jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads)])
