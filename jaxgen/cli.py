@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from jaxgen.dotted import MISSING, lookup
 from jaxgen.errors import UserError
 
 if TYPE_CHECKING:
@@ -88,12 +89,7 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
 
 
 def _has_key(config: ml_collections.ConfigDict, dotted: str) -> bool:
-    node = config
-    for part in dotted.split("."):
-        if not hasattr(node, "keys") or part not in node:
-            return False
-        node = node[part]
-    return True
+    return lookup(config, dotted) is not MISSING
 
 
 def check_overrides(argv: list[str]) -> None:

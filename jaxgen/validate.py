@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import ml_collections
 
+from jaxgen.dotted import MISSING, lookup
 from jaxgen.errors import UserError
 from jaxgen.parallel import PARAM_SHARDINGS
 from jaxgen.text.conditioning import load_prompts_file
@@ -55,17 +56,6 @@ _EVAL_RANGES = (
     ("max_prompts", ">= 0", " (0: all)"),
     ("sprites_prompts", ">= 1", ""),
 )
-_MISSING = object()
-
-
-def _lookup(config: ml_collections.ConfigDict, key: str):
-    """The value at dotted ``key``, or ``_MISSING`` when a part of the path is absent."""
-    node = config
-    for part in key.split("."):
-        if not hasattr(node, "keys") or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
 
 
 def _within(value: float, bound: str) -> bool:
@@ -93,16 +83,16 @@ def check_config_values(config: ml_collections.ConfigDict) -> None:
     data and compiles nothing.
     """
     for key, bound, hint in _RANGES:
-        value = _lookup(config, key)
-        if value is not _MISSING:
+        value = lookup(config, key)
+        if value is not MISSING:
             _check_range(key, value, bound, hint)
-    sharding = _lookup(config, "train.param_sharding")
-    if sharding is not _MISSING and sharding not in PARAM_SHARDINGS:
+    sharding = lookup(config, "train.param_sharding")
+    if sharding is not MISSING and sharding not in PARAM_SHARDINGS:
         raise UserError(
             f"config key train.param_sharding={sharding!r}: expected one of {PARAM_SHARDINGS}"
         )
-    evals = _lookup(config, "evals")
-    for name, cfg in ({} if evals is _MISSING else evals).items():
+    evals = lookup(config, "evals")
+    for name, cfg in ({} if evals is MISSING else evals).items():
         for option, bound, hint in _EVAL_RANGES:
             if hasattr(cfg, "keys") and option in cfg:
                 _check_range(f"evals.{name}.{option}", cfg[option], bound, hint)
