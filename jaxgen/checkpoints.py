@@ -114,13 +114,17 @@ class Checkpoints:
             )
             self._manager.wait_until_finished()
         except Exception as e:  # OSError from tensorstore or the JSON writer, wrapped variously
-            previous = [s for s in self.all_steps() if s != step]
-            kept = f"step {previous[-1]} is the newest intact one" if previous else "none is kept"
+            kept = self._intact_note(step)
             raise CheckpointWriteError(
                 f"cannot write checkpoint {os.path.join(self.directory, str(step))}: "
                 f"{_first_line(e)}; {kept}"
             ) from None
         return True
+
+    def _intact_note(self, failed_step: int) -> str:
+        """What a failed save of ``failed_step`` leaves: the newest other checkpoint."""
+        previous = [s for s in self.all_steps() if s != failed_step]
+        return f"step {previous[-1]} is the newest intact one" if previous else "none is kept"
 
     def _check_free_space(self, step: int, state: Any) -> None:
         """Refuses to start a save that cannot fit on the disk (Orbax stores the arrays
@@ -135,8 +139,7 @@ class Checkpoints:
         except OSError:
             return
         if free < needed:
-            previous = self.all_steps()
-            kept = f"step {previous[-1]} is the newest intact one" if previous else "none is kept"
+            kept = self._intact_note(step)
             raise CheckpointWriteError(
                 f"cannot write checkpoint {os.path.join(self.directory, str(step))}: "
                 f"{free / 2**20:.1f} MiB free on its disk, it needs {needed / 2**20:.1f} MiB; "

@@ -54,8 +54,23 @@ RUN_ENTRIES = frozenset(
     }
 )
 HEARTBEAT_SECONDS = 30.0
-# A lock held from another host is stale when its heartbeat is older than this.
-STALE_SECONDS = float(os.environ.get("JAXGEN_LOCK_STALE_SECONDS", 600))
+DEFAULT_STALE_SECONDS = 600.0
+
+
+def stale_seconds() -> float:
+    """How old the heartbeat of a lock held from another host may be before it counts as
+    stale: ``$JAXGEN_LOCK_STALE_SECONDS``, default 600."""
+    text = os.environ.get("JAXGEN_LOCK_STALE_SECONDS", "")
+    if not text:
+        return DEFAULT_STALE_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise UserError(f"JAXGEN_LOCK_STALE_SECONDS={text!r}: expected a positive number")
+    return value
+
 
 # Keys a relaunch may change freely: how long to train and what to log, save, sample and
 # evaluate, and memory knobs that leave the computed values as they are.
@@ -197,7 +212,7 @@ class WorkdirLock:
             age = time.time() - os.path.getmtime(self.path)
         except FileNotFoundError:
             return True
-        return age > STALE_SECONDS
+        return age > stale_seconds()
 
     def acquire(self) -> None:
         """Takes the lock or raises UserError naming the holder."""

@@ -563,3 +563,23 @@ def test_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(trained, tmp
     assert code == 130 and time.time() - sent < 5, (code, stderr[-2000:])
     assert "second signal: aborting" in stderr
     assert tree_digest(os.path.join(workdir, "checkpoints")) == checkpoints
+
+
+def test_lock_from_another_host_is_stale_only_without_a_heartbeat(tmp_path, monkeypatch):
+    from jaxgen.errors import UserError
+    from jaxgen.workdir import LOCK_FILE, WorkdirLock
+
+    holder = {"host": "another-node", "pid": 1, "started": "earlier", "mode": "train"}
+    path = _write(tmp_path / LOCK_FILE, json.dumps(holder).encode())
+    with pytest.raises(UserError, match="in use by pid 1 on another-node"):
+        WorkdirLock(str(tmp_path), "train").acquire()  # fresh heartbeat: alive
+    old = time.time() - 601
+    os.utime(path, (old, old))
+    lock = WorkdirLock(str(tmp_path), "train")
+    lock.acquire()  # no heartbeat for the default 600 s: taken over
+    lock.release()
+    monkeypatch.setenv("JAXGEN_LOCK_STALE_SECONDS", "soon")
+    _write(tmp_path / LOCK_FILE, json.dumps(holder).encode())
+    os.utime(path, (old, old))
+    with pytest.raises(UserError, match="JAXGEN_LOCK_STALE_SECONDS='soon'"):
+        WorkdirLock(str(tmp_path), "train").acquire()
