@@ -4,6 +4,9 @@
 latest checkpoint's EMA parameters are loaded (frozen). Images are encoded to a draw of the
 posterior ``q(z | x)`` times ``model.latent_scale``; generated latents are divided by the scale
 and decoded to the VAE decoder's mean image.
+
+With ``dtype=bfloat16`` (the diffusion run's ``precision``) the frozen encoder and decoder run
+on a bfloat16 copy of the parameters; the posterior draw and the latents are float32.
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ import ml_collections
 
 from jaxgen.errors import UserError
 from jaxgen.methods.base import DataSpec
+from jaxgen.methods.gradients import cast_floating
 
 
 class LatentAutoencoder:
-    """Frozen encoder and decoder of a VAE run; latents are ``[B, *latent_shape]`` float32."""
+    """Frozen encoder and decoder of a VAE run; latents are ``[B, *latent_shape]`` float32.
 
-    def __init__(self, workdir: str, data: DataSpec, scale: float = 1.0):
+    ``dtype``: what the VAE's networks compute in (float32 or bfloat16).
+    """
+
+    def __init__(self, workdir: str, data: DataSpec, scale: float = 1.0, dtype=jnp.float32):
         from jaxgen.checkpoints import load_params_from
         from jaxgen.methods.vae import VAE
         from jaxgen.workdir import trained_config
@@ -54,15 +61,29 @@ class LatentAutoencoder:
         h, w, c = data.image_shape
         example = {"image": jnp.zeros((1, h, w, c), jnp.uint8), "label": jnp.zeros((1,), jnp.int32)}
         abstract = jax.eval_shape(self.vae.init_params, jax.random.PRNGKey(0), example)
-        self.params = load_params_from(workdir, abstract, key="ema_params")
+        self._set_params(load_params_from(workdir, abstract, key="ema_params"), scale, dtype)
+
+    def _set_params(self, params, scale: float, dtype) -> None:
+        self.params = params  # float32 {"encoder", "decoder"}
+        self.compute_params = cast_floating(params, dtype)  # the float32 ones themselves
         self.scale = float(scale)
 
+    @classmethod
+    def from_vae(cls, vae, params, scale: float = 1.0, dtype=jnp.float32) -> LatentAutoencoder:
+        """The autoencoder of an in-memory unconditional :class:`~jaxgen.methods.vae.VAE` with
+        spatial latents and its float32 ``params``, without a run's workdir (e.g. for tests)."""
+        self = cls.__new__(cls)
+        self.vae, self.latent_shape = vae, tuple(vae.latent_shape())
+        self._set_params(params, scale, dtype)
+        return self
+
     def encode(self, images: jax.Array, rng: jax.Array) -> jax.Array:
-        """uint8 images ``[B, H, W, C]`` -> scaled posterior draws ``[B, *latent_shape]``."""
-        mean, log_var = self.vae.encode(self.params, images)
+        """uint8 images ``[B, H, W, C]`` -> float32 scaled posterior draws ``[B, *latent]``."""
+        mean, log_var = self.vae.encode(self.compute_params, images)
+        mean, log_var = mean.astype(jnp.float32), log_var.astype(jnp.float32)
         z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape, mean.dtype)
         return jax.lax.stop_gradient(self.scale * z)
 
     def decode(self, latents: jax.Array) -> jax.Array:
         """Scaled latents ``[B, *latent_shape]`` -> float32 images in [0, 1], ``[B, H, W, C]``."""
-        return jnp.clip(self.vae.decode(self.params, latents / self.scale), 0.0, 1.0)
+        return jnp.clip(self.vae.decode(self.compute_params, latents / self.scale), 0.0, 1.0)

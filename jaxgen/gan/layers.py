@@ -50,6 +50,9 @@ class BatchStatNorm(nn.Module):
     With a condition vector ``cond`` float ``[B, E]`` (e.g. a text embedding) they
     are linear in it instead: scale ``1 + cond W_g``, shift ``cond W_b`` (both
     initialised to 0, so that training starts from the unconditional layer).
+
+    The statistics, the normalisation and the affine map are computed in float32; the
+    output has the dtype of ``x`` (bfloat16 for mixed precision).
     """
 
     num_classes: int = 0
@@ -63,7 +66,8 @@ class BatchStatNorm(nn.Module):
         stat_mask: jax.Array | None = None,
         cond: jax.Array | None = None,
     ) -> jax.Array:
-        c = x.shape[-1]
+        c, dtype = x.shape[-1], x.dtype
+        x = x.astype(jnp.float32)  # a no-op for float32 inputs
         mean, var = masked_moments(x, stat_mask)
         y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
         shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (c,)
@@ -71,15 +75,17 @@ class BatchStatNorm(nn.Module):
             zeros = nn.initializers.zeros
             gamma = nn.Dense(c, kernel_init=zeros, name="cond_gamma")(cond)
             beta = nn.Dense(c, kernel_init=zeros, name="cond_beta")(cond)
-            return y * (1.0 + gamma.reshape(shape)) + beta.reshape(shape)
-        if self.num_classes > 0:  # labels required
+            out = y * (1.0 + gamma.reshape(shape)) + beta.reshape(shape)
+        elif self.num_classes > 0:  # labels required
             zeros = nn.initializers.zeros
             gamma = nn.Embed(self.num_classes, c, embedding_init=zeros, name="gamma")
             beta = nn.Embed(self.num_classes, c, embedding_init=zeros, name="beta")
-            return y * (1.0 + gamma(labels).reshape(shape)) + beta(labels).reshape(shape)
-        scale = self.param("scale", nn.initializers.ones, (c,))
-        bias = self.param("bias", nn.initializers.zeros, (c,))
-        return y * scale + bias
+            out = y * (1.0 + gamma(labels).reshape(shape)) + beta(labels).reshape(shape)
+        else:
+            scale = self.param("scale", nn.initializers.ones, (c,))
+            bias = self.param("bias", nn.initializers.zeros, (c,))
+            out = y * scale + bias
+        return out.astype(dtype)
 
 
 def _subpixel_selection() -> np.ndarray:

@@ -13,6 +13,16 @@ Conventions:
     ``[B, L]``.
   * ``sample`` returns float32 images in ``[0, 1]`` of shape ``[N, H, W, C]``.
   * ``likelihood`` returns per-example arrays, in nats and bits/dim.
+
+Mixed precision (``config.precision = "bfloat16"``, :attr:`Method.compute_dtype`):
+parameters, gradients, optimizer state and EMA stay float32. A family's networks compute
+in the dtype of the parameters they are handed (:func:`floating_dtype`): the generic step
+gives ``loss`` a bfloat16 copy (:func:`~jaxgen.methods.gradients.loss_and_grads`), ``sample``
+casts the float32 sampling parameters to ``compute_dtype`` itself, and ``likelihood`` uses
+them as they are (float32). Inputs are cast to that dtype on the way in; network outputs
+are cast back to float32 before losses, log-likelihoods and sampler updates, so reductions,
+log-softmaxes and a sampler's state stay float32. With ``precision = "float32"`` every cast
+is a no-op.
 """
 
 from __future__ import annotations
@@ -62,6 +72,18 @@ class DataSpec:
     image_shape: tuple[int, int, int]  # (H, W, C)
     num_classes: int  # 0 when the source has no labels
     cond: str = "none"  # none | class | text
+
+
+def floating_dtype(tree: PyTree, default=jnp.float32) -> jnp.dtype:
+    """The dtype of the first floating-point leaf of ``tree`` (``default`` if it has none).
+
+    Networks compute in this dtype of their parameters: bfloat16 for the loss of a
+    ``precision = "bfloat16"`` step, float32 otherwise.
+    """
+    for leaf in jax.tree.leaves(tree):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf.dtype
+    return jnp.dtype(default)
 
 
 def images_to_unit(images: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -115,7 +137,9 @@ def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
 class Method:
     """Base class of a model family; see the module docstring."""
 
-    supports_bfloat16 = False  # True once the family's modules compute in ``compute_dtype``
+    # True once the family's networks compute in ``compute_dtype`` (see the module docstring);
+    # ``precision = "bfloat16"`` is a UserError for a family that leaves it False.
+    supports_bfloat16 = False
 
     def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
         self.config = config

@@ -8,6 +8,9 @@ softmax cross-entropy on the class labels:
   accuracy = mean_b [argmax logits_b == y_b]
 
 It cannot sample (``--mode=sample`` is a :class:`UserError`) and has no likelihood.
+With ``precision=bfloat16`` the network computes in bfloat16 in training; the logits are
+cast to float32 for the cross-entropy and the accuracy. :meth:`Classifier.logits` (the
+features of the metrics) computes in the dtype of the parameters it is given (float32).
 ``scripts/export_classifier.py`` writes its weights to ``jaxgen/evaluate/weights/``.
 """
 
@@ -20,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxgen.errors import UserError
-from jaxgen.methods.base import Method, images_to_unit
+from jaxgen.methods.base import Method, floating_dtype, images_to_unit
 from jaxgen.models.classifier import ClassifierNet
 
 
@@ -53,6 +56,8 @@ class ClassifierConfig:
 class Classifier(Method):
     """Cross-entropy classifier of ``batch["label"]`` from ``batch["image"]``."""
 
+    supports_bfloat16 = True
+
     def __init__(self, config, data):
         super().__init__(config, data)
         if data.num_classes < 2:
@@ -76,9 +81,9 @@ class Classifier(Method):
         return self.net.apply({"params": params}, images_to_unit(images))
 
     def loss(self, params, batch, rng):
-        logits = self.net.apply(
-            {"params": params}, images_to_unit(batch["image"]), train=True, rngs={"dropout": rng}
-        )
+        images = images_to_unit(batch["image"], floating_dtype(params))
+        logits = self.net.apply({"params": params}, images, train=True, rngs={"dropout": rng})
+        logits = logits.astype(jnp.float32)  # [B, K]
         targets = optax.smooth_labels(
             jax.nn.one_hot(batch["label"], self.data.num_classes), self.model_config.label_smoothing
         )

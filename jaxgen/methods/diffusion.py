@@ -15,6 +15,16 @@ the unconditional model, 1 the conditional one (no extra cost), above 1 sharper 
 a caption (``cond=text``: cross-attention to the text encoder's token embeddings and the
 pooled embedding added to the time embedding; the null text when dropped).
 ``likelihood`` is the variational bound in bits/dim (discrete VP process, pixel space only).
+
+Mixed precision (``precision=bfloat16``): the UNet (and a jointly trained text encoder, and
+latent diffusion's frozen VAE) compute in bfloat16 in training and in sampling; ``x_t``,
+the noise, the schedule's and EDM's coefficients, the time embedding's sinusoid, the
+regression target and the loss stay float32 (the network's input is cast to bfloat16
+after the preconditioning, its output back to float32). Sampling: every network
+evaluation runs in ``compute_dtype`` (the EMA parameters cast once per call), while the
+sampler's state (``x_t``, the ODE solvers' ``x0`` history) and the guidance combination
+are float32, as are the returned images. ``likelihood`` (the variational bound) runs in
+float32.
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ from jaxgen.diffusion.objectives import Preconditioning, guided, q_sample
 from jaxgen.diffusion.process import EDMProcess, VPProcess
 from jaxgen.diffusion.schedules import make_schedule
 from jaxgen.errors import UserError
-from jaxgen.methods.base import Method, images_to_symmetric
+from jaxgen.methods.base import Method, floating_dtype, images_to_symmetric
+from jaxgen.methods.gradients import cast_floating
 from jaxgen.models.unet import UNet, UNetConfig
 from jaxgen.samplers import get_sampler, initial_noise
 from jaxgen.text.conditioner import PARAMS_KEY, drop_text
@@ -101,6 +112,8 @@ def _batch_size(cond) -> int:
 class Diffusion(Method):
     """The diffusion family (``family = "ddpm"``)."""
 
+    supports_bfloat16 = True
+
     def __init__(self, config, data):
         super().__init__(config, data)
         model = config.model
@@ -132,7 +145,7 @@ class Diffusion(Method):
             from jaxgen.diffusion.latent import LatentAutoencoder
 
             self.autoencoder = LatentAutoencoder(
-                model.autoencoder, data, float(model.get("latent_scale", 1.0))
+                model.autoencoder, data, float(model.get("latent_scale", 1.0)), self.compute_dtype
             )
         self.x_shape = self.autoencoder.latent_shape if self.autoencoder else data.image_shape
         self.unet_config = UNetConfig.from_config(
@@ -169,20 +182,24 @@ class Diffusion(Method):
 
     # --- the network as a denoiser -----------------------------------------
     def _output(self, params, x_t, t, alpha, sigma, cond, train=False, rng=None):
-        """Raw network output ``F`` for ``x_t`` ``[B, ...]`` at per-example levels ``[B]``.
+        """Raw network output ``F``, float32 ``[B, ...]``, for float32 ``x_t`` ``[B, ...]``.
 
-        ``cond``: labels int32 ``[B]`` (class), a :class:`TextEmbedding` (text) or None.
+        Levels ``t``, ``alpha``, ``sigma``: float32 ``[B]``. ``cond``: labels int32 ``[B]``
+        (class), a :class:`TextEmbedding` (text) or None. The UNet computes in the dtype of
+        ``params`` (its input is cast after the float32 preconditioning).
         """
         rngs = {"dropout": rng} if train else None
-        x_in = self.precond.network_input(x_t, alpha, sigma)
         unet_params = {k: v for k, v in params.items() if k != PARAMS_KEY}
+        x_in = self.precond.network_input(x_t, alpha, sigma).astype(floating_dtype(unet_params))
         if isinstance(cond, TextEmbedding):
-            return self.net.apply(
+            out = self.net.apply(
                 {"params": unet_params}, x_in, t, None, cond.tokens, cond.mask, cond.pooled,
                 train=train, rngs=rngs,
             )  # fmt: skip
-        labels = cond if self.num_classes else None
-        return self.net.apply({"params": unet_params}, x_in, t, labels, train=train, rngs=rngs)
+        else:
+            labels = cond if self.num_classes else None
+            out = self.net.apply({"params": unet_params}, x_in, t, labels, train=train, rngs=rngs)
+        return out.astype(jnp.float32)
 
     def _condition(self, params, conditioning) -> jax.Array | TextEmbedding | None:
         """Labels or the text embedding of a batch / of sampling ``conditioning``."""
@@ -291,8 +308,12 @@ class Diffusion(Method):
         return self.sample_with(params, rng, num, conditioning)
 
     def sample_with(self, params, rng, num, conditioning=None, sampler=None, steps=None):
-        """:meth:`sample` with another ``sampler`` name and number of ``steps`` (Python values)."""
+        """:meth:`sample` with another ``sampler`` name and number of ``steps`` (Python values).
+
+        The networks compute in ``compute_dtype``; the sampler's state stays float32.
+        """
         spec, grid, options = self._sampler_settings(sampler, steps)
+        params = cast_floating(params, self.compute_dtype)
         cond = self._condition(params, conditioning)
         guidance = float(self.config.sample.get("guidance", 1.0))
         denoise = self.denoiser(params, cond, guidance)

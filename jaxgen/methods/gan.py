@@ -42,6 +42,14 @@ default (``bert``) the batches carry only the cached pooled embedding
 ``text_pooled`` (the per-token outputs are not used). At sampling the reference
 batch takes random training captions; ``conditioning`` holds the prompts' text
 fields (:meth:`Method.text_conditioning`).
+
+Mixed precision (``precision=bfloat16``): both players' networks compute in bfloat16, on a
+bfloat16 copy of their float32 parameters made inside each player's differentiated loss
+(so gradients, both optimizers' states and the EMA stay float32); batch-norm statistics and
+the spectral-norm power iteration are float32 (the spectral state in ``model_state`` stays
+float32), and the players' outputs (images, discriminator logits) are cast to float32, so
+the adversarial losses, penalties and metrics are float32. Sampling runs the generator in
+bfloat16 as well and returns float32 images.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ from jaxgen.methods.base import (
     images_to_symmetric,
     mark_nonfinite,
 )
+from jaxgen.methods.gradients import cast_floating
 from jaxgen.models.dcgan import D_NORMS, DCGANDiscriminator, DCGANGenerator
 from jaxgen.models.resnet_gan import ResNetDiscriminator, ResNetGenerator
 from jaxgen.models.spectral_norm import COLLECTION
@@ -114,6 +123,8 @@ def player_optimizer(
 
 class GAN(Method):
     """Generator and discriminator trained against each other; see the module docstring."""
+
+    supports_bfloat16 = True
 
     def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
         super().__init__(config, data)
@@ -182,19 +193,34 @@ class GAN(Method):
             return net, None, cond["text_pooled"]
         return net, None, self.text.embed(player_params, cond).pooled
 
+    def _in_compute_dtype(self, player_params, cond):
+        """``(network params, labels, pooled text)`` as :meth:`_split`, floats in ``compute_dtype``.
+
+        The cast sits inside the players' differentiated losses: gradients reach the float32
+        parameters in float32.
+        """
+        net, labels, text = self._split(cast_floating(player_params, self.compute_dtype), cond)
+        return net, labels, None if text is None else text.astype(self.compute_dtype)
+
     def _generate(self, g_params, z, cond, stat_mask=None):
-        net, labels, text = self._split(g_params, cond)
-        return self.generator.apply({"params": net}, z, labels, stat_mask, text)
+        """float32 images ``[N, H, W, C]`` in [-1, 1] from float32 ``z`` ``[N, z_dim]``."""
+        net, labels, text = self._in_compute_dtype(g_params, cond)
+        z = z.astype(self.compute_dtype)
+        x = self.generator.apply({"params": net}, z, labels, stat_mask, text)
+        return x.astype(jnp.float32)
 
     def _discriminate(self, d_params, d_state, x, cond, update):
-        net, labels, text = self._split(d_params, cond)
+        """float32 outputs ``[N]`` for images ``x``; the spectral state stays float32."""
+        net, labels, text = self._in_compute_dtype(d_params, cond)
+        x = x.astype(self.compute_dtype)
         variables = {"params": net, **d_state}
         if update and d_state:
             out, new_state = self.discriminator.apply(
                 variables, x, labels, True, text, mutable=[COLLECTION]
             )
-            return out, dict(new_state)
-        return self.discriminator.apply(variables, x, labels, False, text), d_state
+            return out.astype(jnp.float32), dict(new_state)
+        out = self.discriminator.apply(variables, x, labels, False, text)
+        return out.astype(jnp.float32), d_state
 
     def _batch_condition(self, batch):
         """The conditions of a batch: labels ``[B]``, the text fields, or None."""

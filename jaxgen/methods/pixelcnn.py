@@ -19,6 +19,11 @@ then ``-log p(x | caption)``. A jointly trained text encoder's parameters sit un
 :data:`~jaxgen.text.conditioner.PARAMS_KEY` in the family's parameters (none for the
 frozen pretrained one, whose outputs arrive in the batch). Without text, a ``context``
 vector ``[B, D]`` in the batch or the conditioning also conditions the network.
+
+Mixed precision (``precision=bfloat16``): the network (and a jointly trained text
+encoder) computes in bfloat16 in training and in sampling; its outputs are cast to float32
+before the 256-way log-softmax or the logistic-mixture log-likelihood, which are summed in
+float32, and before each draw. :meth:`PixelCNN.likelihood` runs in float32.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import jax.numpy as jnp
 
 from jaxgen.errors import UserError
 from jaxgen.methods.base import DataSpec, Method
+from jaxgen.methods.gradients import cast_floating
 from jaxgen.models.gated_pixelcnn import GatedPixelCNNNet
 from jaxgen.models.pixelcnn import PixelCNNNet
 from jaxgen.models.pixelcnn_pp import PixelCNNPPNet
@@ -84,6 +90,8 @@ def build_model(model_config, data: DataSpec, num_classes: int) -> ARModel:
 
 class PixelCNN(Method):
     """Exact-likelihood autoregressive models over 8-bit pixels."""
+
+    supports_bfloat16 = True
 
     def __init__(self, config, data: DataSpec):
         super().__init__(config, data)
@@ -187,7 +195,9 @@ class PixelCNN(Method):
         check_unused_sample_options(self.config, ("steps", "guidance"))
 
     def sample(self, params, rng, num, conditioning=None):
+        """float32 images in [0, 1], ``[num, H, W, C]``; the network runs in ``compute_dtype``."""
         name = self._sampler_name()
+        params = cast_floating(params, self.compute_dtype)
         conditioning = dict(conditioning or {})
         if self.num_classes and "label" not in conditioning:
             conditioning["label"] = jnp.arange(num, dtype=jnp.int32) % self.num_classes

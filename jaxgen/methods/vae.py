@@ -39,7 +39,8 @@ from jaxgen.distributions import (
 )
 from jaxgen.errors import UserError
 from jaxgen.images import make_grid, save_png, to_uint8
-from jaxgen.methods.base import Method, images_to_symmetric
+from jaxgen.methods.base import Method, floating_dtype, images_to_symmetric
+from jaxgen.methods.gradients import cast_floating
 from jaxgen.models.vae_nets import Decoder, Encoder, VAENetConfig
 
 
@@ -73,8 +74,9 @@ def _sum_except_batch(x: jax.Array) -> jax.Array:
 class VAE(Method):
     """The VAE family; ``cond=class`` or ``cond=text`` makes it a conditional VAE.
 
-    With ``precision=bfloat16`` the networks run on bfloat16 inputs and weights;
-    the likelihood and KL are summed in float32.
+    With ``precision=bfloat16`` the networks run on bfloat16 inputs and weights, in training
+    and in :meth:`sample`; the likelihood and KL are summed in float32, and
+    :meth:`likelihood` (the IWAE bound) runs in float32.
     """
 
     supports_bfloat16 = True
@@ -125,13 +127,17 @@ class VAE(Method):
         """uint8 images [B, H, W, C] -> posterior (mean, log_var), each [B, *latent_shape].
 
         ``labels`` int32 [B] or ``text`` (the pooled text embedding, [B, D]): the condition.
+        Computes and returns in the dtype of ``params`` (float32 or bfloat16).
         """
-        return self.encoder.apply(
-            {"params": params["encoder"]}, images_to_symmetric(images), labels, text
-        )
+        x = images_to_symmetric(images, floating_dtype(params["encoder"]))
+        return self.encoder.apply({"params": params["encoder"]}, x, labels, text)
 
     def decode(self, params, z: jax.Array, labels=None, text=None) -> jax.Array:
-        """Latents [B, *latent_shape] -> mean images, float32 [B, H, W, C] in [0, 1]."""
+        """Latents [B, *latent_shape] -> mean images, float32 [B, H, W, C] in [0, 1].
+
+        The decoder computes in the dtype of ``params`` (``z`` is cast to it).
+        """
+        z = z.astype(floating_dtype(params["decoder"]))
         mean, _ = self.decoder.apply({"params": params["decoder"]}, z, labels, text)
         return (mean.astype(jnp.float32) + 1.0) / 2.0
 
@@ -155,9 +161,12 @@ class VAE(Method):
         x = images_to_symmetric(batch["image"], self.compute_dtype)
         cond = self._condition(params, batch)
         mean, log_var = self.encoder.apply({"params": params["encoder"]}, x, **cond)
-        z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape, mean.dtype)
+        f32 = jnp.float32  # the noise and the draw in float32 (the same draw in either precision)
+        z = mean.astype(f32) + jnp.exp(0.5 * log_var.astype(f32)) * jax.random.normal(
+            rng, mean.shape, f32
+        )
+        z = z.astype(x.dtype)
         px_mean, px_log_scale = self.decoder.apply({"params": params["decoder"]}, z, **cond)
-        f32 = jnp.float32
         log_px = _sum_except_batch(
             discretized_logistic_log_prob(
                 x.astype(f32), px_mean.astype(f32), px_log_scale.astype(f32)
@@ -181,8 +190,10 @@ class VAE(Method):
         """Decoder means for z ~ N(0, I) (the pixel noise of p(x|z) is left out).
 
         ``conditioning``: ``label`` int32 [num] (cond=class) or the prompts' text fields
-        (cond=text, from :meth:`text_conditioning`); float32 [num, H, W, C] in [0, 1].
+        (cond=text, from :meth:`text_conditioning`); float32 [num, H, W, C] in [0, 1]. The
+        networks compute in ``compute_dtype``.
         """
+        params = cast_floating(params, self.compute_dtype)
         z = jax.random.normal(rng, (num, *self.latent_shape()))
         if self.text is not None and conditioning is None:
             conditioning = self.text.null_fields(num)  # the empty text

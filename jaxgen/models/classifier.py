@@ -17,7 +17,10 @@ from jaxgen.models.conv import Conv
 
 
 class ClassifierNet(nn.Module):
-    """Images float32 ``[B, H, W, C]`` in [0, 1] -> logits ``[B, num_classes]``.
+    """Images ``[B, H, W, C]`` in [0, 1] -> logits ``[B, num_classes]``.
+
+    Computes and returns in the dtype of the images (float32, or bfloat16 with bfloat16
+    parameters for mixed precision).
 
     Attributes:
       num_classes: number of output classes.

@@ -11,6 +11,11 @@ pass ``update=True`` and keep the returned collection in the model state.
 
 Every layer here takes ``spectral=False`` to behave as the plain layer, so that
 one network definition serves both the normalised and the plain variant.
+
+Precision: the layers compute in the dtype of their input and parameters (bfloat16 for
+mixed precision), but the power iteration, ``sigma`` and the division by it are float32,
+and the ``"spectral"`` collection (``u``, ``sigma``) is always float32; only the
+normalised kernel is cast back to the parameters' dtype.
 """
 
 from __future__ import annotations
@@ -63,16 +68,18 @@ def spectral_normalize(
       update: refine ``u`` by ``n_iters`` steps and store it (needs a mutable collection).
 
     Returns:
-      The normalised kernel, same shape. Gradients flow through ``kernel`` only
-      (``u`` and ``v`` are constants, as in the paper).
+      The normalised kernel, same shape and dtype. Gradients flow through ``kernel`` only
+      (``u`` and ``v`` are constants, as in the paper). ``u``, ``v`` and ``sigma`` are
+      float32 whatever the kernel's dtype.
     """
-    w = kernel.reshape(-1, kernel.shape[-1])
+    kernel32 = kernel.astype(jnp.float32)  # a no-op for float32 kernels
+    w = kernel32.reshape(-1, kernel.shape[-1])
     u_var = module.variable(
         COLLECTION,
         "u",
         lambda: _l2_normalize(jax.random.normal(module.make_rng("params"), (1, w.shape[1]))),
     )
-    sigma_var = module.variable(COLLECTION, "sigma", lambda: jnp.ones((), kernel.dtype))
+    sigma_var = module.variable(COLLECTION, "sigma", lambda: jnp.ones((), jnp.float32))
     u = u_var.value
     if update and not module.is_initializing():
         u, _ = power_iteration(jax.lax.stop_gradient(w), u, n_iters)
@@ -81,7 +88,7 @@ def spectral_normalize(
     sigma = sigma_estimate(w, jax.lax.stop_gradient(u), v)
     if update and not module.is_initializing():
         sigma_var.value = jax.lax.stop_gradient(sigma)
-    return kernel / sigma
+    return (kernel32 / sigma).astype(kernel.dtype)
 
 
 class SNDense(nn.Module):

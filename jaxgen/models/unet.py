@@ -18,6 +18,12 @@ Time enters every ResBlock as a projected sinusoidal embedding (``4 * ch`` wide)
   (True for real tokens); rows with no real token get zero cross-attention output. The
   pooled text embedding ``pooled`` ``[B, context_dim]`` is projected and added to the time
   embedding, like a class embedding.
+
+Precision: the network computes in the dtype of its input ``x`` (float32, or bfloat16 with
+bfloat16 parameters for mixed precision); the time embedding's sinusoid is computed in
+float32 and then cast, the context is cast to ``x.dtype``, GroupNorm statistics are float32
+(flax promotes them) and attention runs through :func:`jax.nn.dot_product_attention` (its
+softmax is float32).
 """
 
 from __future__ import annotations
@@ -136,20 +142,22 @@ class ResBlock(nn.Module):
 def _attend(q, k, v, num_heads: int, mask=None):
     """Multi-head dot-product attention: q ``[B, N, C]``, k/v ``[B, L, C]`` -> ``[B, N, C]``.
 
-    ``mask`` ``[B, L]`` (True: attend); query rows whose keys are all masked return zeros.
+    Softmax of ``q k^T / sqrt(C / num_heads)`` per head, through
+    :func:`jax.nn.dot_product_attention` with ``implementation=None`` (JAX's choice of
+    kernel: XLA as of JAX 0.10, whose code leaves selecting cuDNN for later); float32
+    softmax; q, k and v share one dtype, the output has it too.
+    ``mask`` bool ``[B, L]`` (True: attend); query rows whose keys are all masked return zeros.
     """
     b, n, c = q.shape
     d = c // num_heads
     q = q.reshape(b, n, num_heads, d)
     k = k.reshape(b, -1, num_heads, d)
     v = v.reshape(b, -1, num_heads, d)
-    logits = jnp.einsum("bnhd,blhd->bhnl", q, k) / math.sqrt(d)
+    key_mask = None if mask is None else mask[:, None, None, :]  # [B, 1 head, 1 query, L]
+    out = jax.nn.dot_product_attention(q, k, v, mask=key_mask)  # [B, N, heads, d]
     if mask is not None:
-        logits = jnp.where(mask[:, None, None, :], logits, -1e9)
-    weights = jax.nn.softmax(logits, axis=-1)
-    if mask is not None:
-        weights = weights * jnp.any(mask, axis=-1)[:, None, None, None]
-    return jnp.einsum("bhnl,blhd->bnhd", weights, v).reshape(b, n, c)
+        out = out * jnp.any(mask, axis=-1)[:, None, None, None].astype(out.dtype)
+    return out.reshape(b, n, c)
 
 
 class SelfAttention(nn.Module):
@@ -205,14 +213,16 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """``F(x, t, label, context)``: float32 ``[B, H, W, C_in]`` -> ``[B, H, W, out_channels]``.
+    """``F(x, t, label, context)``: ``[B, H, W, C_in]`` -> ``[B, H, W, out_channels]``.
 
     Args of ``__call__``:
-      x: float32 ``[B, H, W, C]``.
-      t: float32 ``[B]``, the time input (DDPM: the 0-based timestep index).
+      x: float32 or bfloat16 ``[B, H, W, C]``; the network computes and returns in this dtype
+        (give it parameters of the same dtype).
+      t: float ``[B]``, the time input (DDPM: the 0-based timestep index); its sinusoidal
+        embedding is computed in float32.
       label: int32 ``[B]`` or None; negative or ``num_classes`` means "no class".
-      context: float32 ``[B, L, context_dim]`` or None; ``context_mask``: bool ``[B, L]``;
-        ``pooled``: float32 ``[B, context_dim]`` or None (zeros).
+      context: float ``[B, L, context_dim]`` or None; ``context_mask``: bool ``[B, L]``;
+        ``pooled``: float ``[B, context_dim]`` or None (zeros); both are cast to ``x.dtype``.
       train: enables dropout (needs a ``dropout`` PRNG stream).
     """
 
@@ -233,7 +243,7 @@ class UNet(nn.Module):
     ):
         cfg = self.config
         cfg.check_input(x.shape[1], x.shape[2])
-        temb = timestep_embedding(t, cfg.ch)
+        temb = timestep_embedding(t, cfg.ch).astype(x.dtype)  # float32 sinusoid, then cast
         temb = nn.Dense(4 * cfg.ch, name="temb_0")(temb)
         temb = nn.Dense(4 * cfg.ch, name="temb_1")(nn.swish(temb))
         if cfg.num_classes:
@@ -247,9 +257,10 @@ class UNet(nn.Module):
                 context_mask = jnp.zeros((x.shape[0], 1), bool)
             elif context_mask is None:
                 context_mask = jnp.ones(context.shape[:2], bool)
+            context = context.astype(x.dtype)
             if pooled is None:
                 pooled = jnp.zeros((x.shape[0], cfg.context_dim), x.dtype)
-            temb = temb + nn.Dense(4 * cfg.ch, name="text_emb")(pooled)
+            temb = temb + nn.Dense(4 * cfg.ch, name="text_emb")(pooled.astype(x.dtype))
 
         def block(h, ch, name):
             return ResBlock(ch, cfg.dropout, cfg.num_groups, name=name)(h, temb, train)

@@ -20,6 +20,9 @@ the recomputation writes identical values and no control flow is needed.
 A convolution's window is described relative to its output position: it reads
 input rows ``r - pad_top ... r - pad_top + kh - 1`` and columns
 ``c - pad_left ... c - pad_left + kw - 1``.
+
+The layers compute in the dtype of their input and parameters (float32, or bfloat16 for
+mixed precision); the 0/1 masks are cast to the kernel's dtype.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ class MaskedDense(nn.Module):
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
         if self.num_groups > 1:
-            kernel = kernel * group_mask(d_in, self.features, self.num_groups, self.mask_type)
+            mask = group_mask(d_in, self.features, self.num_groups, self.mask_type)
+            kernel = kernel * jnp.asarray(mask, kernel.dtype)
         return x @ kernel + bias
 
 
@@ -156,7 +160,7 @@ class WindowConv(nn.Module):
             self.kh, self.kw, self.pad_top, self.pad_left, d_in, self.features,
             self.num_groups, self.mask_type,
         )  # fmt: skip
-        kernel = kernel * mask
+        kernel = kernel * jnp.asarray(mask, kernel.dtype)
         s = self.stride
 
         if step is None:

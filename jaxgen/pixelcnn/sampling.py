@@ -12,6 +12,12 @@ pixel ``fold_in(rng, pixel)`` for the mixture head), inside one jitted
   what the current step needs (Ramachandran et al. 2017): the row stream once
   per image row, the pixel stream at one position per step (see
   :mod:`jaxgen.pixelcnn.layers`).
+
+The network computes in the dtype of the parameters it is given (float32, or bfloat16 for
+mixed precision: the canvas and the context are cast to it, and so is the cache); its
+outputs are cast to float32 before the likelihood heads and the draws. The two samplers
+give the same images in float32; in bfloat16 their outputs differ by rounding (whole-image
+convolutions against per-position products), so an occasional draw can differ.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.methods.base import floating_dtype
 from jaxgen.pixelcnn import categorical, logistic_mixture
 from jaxgen.pixelcnn.layers import Step
 
@@ -47,30 +54,39 @@ class ARModel:
     def per_channel(self) -> bool:
         return self.head == "categorical"
 
+    def _inputs(self, params, canvas, cond) -> tuple[jax.Array, jax.Array | None]:
+        """The canvas in [-1, 1] and the context ``[B, D]`` (or None), in the params' dtype."""
+        dtype = floating_dtype(params)
+        x = (canvas.astype(jnp.float32) / 127.5 - 1.0).astype(dtype)
+        context = cond.get("context")
+        return x, None if context is None else context.astype(dtype)
+
     def apply(self, params, canvas, cond, step=None, cache=None, train=False, rng=None):
         """Network outputs for the int canvas ``[B, H, W, C]`` (0..255).
 
-        Returns ``(out, cache)``; ``out`` is ``[B, H, W, P]`` without ``step`` and
-        ``[B, 1, 1, P]`` in the pixel phase.
+        Returns ``(out, cache)``; ``out`` is float32 ``[B, H, W, P]`` without ``step`` and
+        ``[B, 1, 1, P]`` in the pixel phase (None in the row phase). The network computes in
+        the dtype of ``params``.
         """
-        x = canvas.astype(jnp.float32) / 127.5 - 1.0
+        x, context = self._inputs(params, canvas, cond)
         variables = {"params": params}
-        kwargs = dict(label=cond.get("label"), context=cond.get("context"), step=step, train=train)
+        kwargs = dict(label=cond.get("label"), context=context, step=step, train=train)
         rngs = {"dropout": rng} if rng is not None else {}
         if cache is None:
-            return self.net.apply(variables, x, rngs=rngs, **kwargs), None
-        variables["cache"] = cache
-        out, mutated = self.net.apply(variables, x, mutable=["cache"], **kwargs)
-        return out, mutated["cache"]
+            out, cache = self.net.apply(variables, x, rngs=rngs, **kwargs), None
+        else:
+            variables["cache"] = cache
+            out, mutated = self.net.apply(variables, x, mutable=["cache"], **kwargs)
+            cache = mutated["cache"]
+        return (None if out is None else out.astype(jnp.float32)), cache
 
     def init_cache(self, params, num: int, cond) -> Any:
-        """Zero caches for ``num`` images (created by one whole-image pass)."""
+        """Zero caches for ``num`` images (from one whole-image pass), in the params' dtype."""
         canvas = jnp.zeros((num, *self.image_shape), jnp.int32)
-        x = canvas.astype(jnp.float32)
+        x, context = self._inputs(params, canvas, cond)
         _, mutated = self.net.apply(
-            {"params": params}, x, label=cond.get("label"), context=cond.get("context"),
-            mutable=["cache"],
-        )  # fmt: skip
+            {"params": params}, x, label=cond.get("label"), context=context, mutable=["cache"]
+        )
         return jax.tree.map(jnp.zeros_like, mutated["cache"])
 
     def log_prob(self, out: jax.Array, images: jax.Array) -> jax.Array:

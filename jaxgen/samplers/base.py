@@ -8,6 +8,10 @@ The denoiser is ``denoise(x, t, alpha, sigma) -> x0_hat`` where ``x`` is ``[B, .
 the (float32 scalar) time fed to the network and ``alpha``, ``sigma`` are float32 scalars; it
 returns the estimate of ``E[x_0 | x]`` with the shape of ``x``. Tests pass the closed-form
 denoiser of Gaussian data; the diffusion method passes its network (with guidance).
+
+The samplers' state ``x`` is float32 from :func:`initial_noise` on; a denoiser whose network
+computes in bfloat16 (mixed precision) casts its input itself and returns float32, so the
+updates and the noise of every step stay float32.
 """
 
 from __future__ import annotations

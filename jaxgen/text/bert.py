@@ -94,6 +94,12 @@ class BertEmbeddings(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
+    """Multi-head self-attention: x ``[B, L, hidden]``, mask bool ``[B, L]`` -> ``[B, L, hidden]``.
+
+    Through :func:`jax.nn.dot_product_attention` (JAX's default kernel, float32 softmax);
+    a row without real tokens attends uniformly, as Hugging Face's does.
+    """
+
     config: BertConfig
 
     @nn.compact
@@ -105,11 +111,9 @@ class BertSelfAttention(nn.Module):
             y = nn.Dense(c.hidden_size, name=name)(x)
             return y.reshape(*y.shape[:2], heads, head_dim)
 
-        q, k, v = split("query"), split("key"), split("value")
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(head_dim)
-        logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
-        weights = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        q, k, v = split("query"), split("key"), split("value")  # [B, L, heads, head_dim]
+        # softmax(q k^T / sqrt(head_dim)) v over the real tokens (mask bool [B, L]).
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :])
         return out.reshape(*out.shape[:2], c.hidden_size)
 
 

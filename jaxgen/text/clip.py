@@ -12,6 +12,12 @@ row ``i`` is uniform over the pairs whose tokens equal those of pair ``i``.
 The trained text tower is then a frozen text encoder for the generators. CLIP draws
 no images: ``sample`` raises, and ``configs/clip.py`` sets ``train.sample_every=0``.
 The ``clip_zero_shot`` evaluator classifies eval images by text alone.
+
+Mixed precision (``precision=bfloat16``): both towers compute in bfloat16 in training (the
+image tower's GroupNorm statistics and the text tower's LayerNorm statistics and attention
+softmax in float32); the embeddings are normalised to unit vectors in float32, and the
+logit scale, the ``[B, B]`` similarity logits and the InfoNCE loss are float32. The
+encoders of the evaluators compute in the dtype of the parameters they are given (float32).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 
 from jaxgen.errors import UserError
 from jaxgen.evaluate import register as register_evaluator
-from jaxgen.methods.base import DataSpec, Method, images_to_symmetric
+from jaxgen.methods.base import DataSpec, Method, floating_dtype, images_to_symmetric
 from jaxgen.models.conv import Conv
 from jaxgen.text import conditioning
 
@@ -63,22 +69,28 @@ class CLIPModel(nn.Module):
         )
 
     def encode_image(self, images: jax.Array) -> jax.Array:
-        """float32 images in [-1, 1] [B, H, W, C] -> unit vectors [B, embed_dim]."""
+        """Images in [-1, 1] [B, H, W, C] -> float32 unit vectors [B, embed_dim].
+
+        The tower computes in the images' dtype (that of the parameters).
+        """
         return _unit(self.image_tower(images))
 
     def encode_text(self, tokens: jax.Array) -> jax.Array:
-        """int32 tokens [B, L] -> unit vectors [B, embed_dim]."""
+        """int32 tokens [B, L] -> float32 unit vectors [B, embed_dim]."""
         pooled = self.text_encoder(tokens, tokens != self.text_encoder.pad_id).pooled
         return _unit(self.text_proj(pooled))
 
     def scale(self) -> jax.Array:
-        return jnp.exp(jnp.minimum(self.logit_scale, MAX_LOGIT_SCALE))
+        """The inverse temperature, a float32 scalar."""
+        return jnp.exp(jnp.minimum(self.logit_scale.astype(jnp.float32), MAX_LOGIT_SCALE))
 
     def __call__(self, images, tokens):
         return self.encode_image(images), self.encode_text(tokens), self.scale()
 
 
 def _unit(x: jax.Array) -> jax.Array:
+    """``x / ||x||`` over the last axis, computed and returned in float32."""
+    x = x.astype(jnp.float32)
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -110,6 +122,8 @@ def contrastive_loss(
 class CLIP(Method):
     """The ``clip`` family; see the module docstring. Needs ``config.text``."""
 
+    supports_bfloat16 = True
+
     def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
         super().__init__(config, data)
         if "text" not in config:
@@ -138,9 +152,8 @@ class CLIP(Method):
     def loss(self, params, batch, rng):
         del rng
         tokens = batch["tokens"]
-        z_img, z_txt, scale = self.model.apply(
-            {"params": params}, images_to_symmetric(batch["image"]), tokens
-        )
+        images = images_to_symmetric(batch["image"], floating_dtype(params))
+        z_img, z_txt, scale = self.model.apply({"params": params}, images, tokens)
         same = (tokens[:, None, :] == tokens[None, :, :]).all(axis=-1)
         loss, metrics = contrastive_loss(z_img, z_txt, scale, same)
         return loss, dict(metrics, temperature=1.0 / scale)
@@ -153,9 +166,8 @@ class CLIP(Method):
 
     # --- encoders for evaluation and for the generators ---------------------
     def encode_images(self, params, images_uint8) -> jax.Array:
-        return self.model.apply(
-            {"params": params}, images_to_symmetric(images_uint8), method=CLIPModel.encode_image
-        )
+        images = images_to_symmetric(images_uint8, floating_dtype(params))
+        return self.model.apply({"params": params}, images, method=CLIPModel.encode_image)
 
     def encode_texts(self, params, texts: list[str]) -> jax.Array:
         ids, _ = self.tokenizer(texts, pad_to_longest=False)

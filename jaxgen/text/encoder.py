@@ -4,6 +4,10 @@ Every text encoder in jaxgen (this one, the pretrained BERT of ``bert.py``) retu
 :class:`TextEmbedding`, so a generator conditions on text without knowing which
 encoder made it: cross-attention reads ``tokens`` under ``mask``, and FiLM-style or
 projection conditioning reads ``pooled``.
+
+Attention goes through :func:`jax.nn.dot_product_attention` (JAX's default kernel, float32
+softmax). The encoder computes in the dtype of its parameters (bfloat16 for mixed
+precision; LayerNorm statistics stay float32).
 """
 
 from __future__ import annotations
@@ -19,14 +23,30 @@ class TextEmbedding(NamedTuple):
     """What a text encoder gives for a batch of ``B`` texts of ``L`` tokens.
 
     Attributes:
-      tokens: float32 ``[B, L, D]`` per-token embeddings; zero at padding.
+      tokens: float ``[B, L, D]`` per-token embeddings; zero at padding.
       mask: bool ``[B, L]``, True at real tokens (not padding).
-      pooled: float32 ``[B, D]`` one embedding per text.
+      pooled: float ``[B, D]`` one embedding per text.
+
+    Float fields are float32, or bfloat16 from an encoder run on bfloat16 parameters.
     """
 
     tokens: jax.Array
     mask: jax.Array
     pooled: jax.Array
+
+
+def dot_product_attention(
+    query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+    """``attention_fn`` of :class:`flax.linen.MultiHeadDotProductAttention` (no dropout).
+
+    query ``[B, T, N, H]``, key/value ``[B, S, N, H]``, one dtype; ``mask`` bool broadcastable
+    to ``[B, N, T, S]`` (True: attend) -> ``[B, T, N, H]``, through
+    :func:`jax.nn.dot_product_attention` with ``implementation=None`` (JAX's choice: XLA as
+    of JAX 0.10), float32 softmax. A query whose keys are all masked attends uniformly to
+    all of them, as flax's own attention does.
+    """
+    return jax.nn.dot_product_attention(query, key, value, mask=mask)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -47,9 +67,9 @@ class EncoderBlock(nn.Module):
         h = nn.LayerNorm(name="ln_attn")(x)
         # Keys at padding are masked for every query; padding queries still see the
         # real tokens, so no softmax row is empty.
-        h = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, name="attn")(
-            h, h, mask=mask[:, None, None, :]
-        )
+        h = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, attention_fn=dot_product_attention, name="attn"
+        )(h, h, mask=mask[:, None, None, :])
         x = x + h
         h = nn.LayerNorm(name="ln_mlp")(x)
         h = nn.Dense(width * self.mlp_ratio, name="mlp_in")(h)
