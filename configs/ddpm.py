@@ -80,9 +80,12 @@ def get_config(arg: str | None = None):
 
     # inception_weights: the FID Inception file (scripts/convert_inception.py); checked before
     # training starts, so a run cannot fail at its final evaluation for want of it.
+    # split (of the real images: eval or train), reference_stats / save_reference_stats (read /
+    # write pytorch-fid mu-sigma .npz): how to match a paper's FID, docs/fid.md.
     c.evals.quality = dict(
-        type="quality", num_samples=50_000, features="inception", inception_weights="", every=0
-    )
+        type="quality", num_samples=50_000, features="inception", inception_weights="", every=0,
+        split="eval", reference_stats="", save_reference_stats="",
+    )  # fmt: skip
     c.evals.likelihood = dict(type="likelihood", num_examples=10_000, batch_size=250, every=0)
     c.evals.params = dict(type="params", every=0)
 

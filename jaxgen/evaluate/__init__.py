@@ -12,7 +12,9 @@ import importlib
 
 from jaxgen.errors import UserError
 from jaxgen.evaluate.context import EvalContext
-from jaxgen.evaluate.features import check_weights
+from jaxgen.evaluate.features import check_weights, feature_dim
+from jaxgen.evaluate.fid_stats import STATS_OPTIONS
+from jaxgen.evaluate.fid_stats import check_options as check_stats_options
 from jaxgen.preemption import check_active
 
 EVALUATORS = {
@@ -49,7 +51,9 @@ def check_evaluators(evals, method, data_name: str | None = None) -> None:
     diffusion), and, for every evaluator that computes features, an unknown extractor or a
     weight file (Inception's, the domain classifier's of ``data_name``, by default
     ``method.config.data.name``) that is missing, unreadable or of the wrong names or
-    shapes. Each would otherwise fail only after the run's final step.
+    shapes, and the ``quality`` evaluator's ``reference_stats`` file (missing, without
+    ``mu``/``sigma``, or of another width than the extractor's features) and
+    ``save_reference_stats`` name. Each would otherwise fail only after the run's final step.
     """
     if data_name is None:
         data_name = method.config.data.name
@@ -79,6 +83,15 @@ def check_evaluators(evals, method, data_name: str | None = None) -> None:
             except UserError as e:
                 raise UserError(f"config key evals.{name}: {e}") from None
             checked.add(options)
+        if cfg.type == "quality" or any(cfg.get(k, "") for k in STATS_OPTIONS):
+            try:
+                dim = None
+                if cfg.type == "quality" and cfg.get("reference_stats", ""):
+                    shape = getattr(getattr(method, "data", None), "image_shape", None)
+                    dim = feature_dim(cfg, data_name, shape)
+                check_stats_options(cfg, dim)
+            except UserError as e:
+                raise UserError(f"config key evals.{name}: {e}") from None
 
 
 def run_evaluators(ctx: EvalContext, evals, step: int, final: bool) -> dict[str, float]:

@@ -159,7 +159,7 @@ def require_file(path: str) -> None:
     how = (
         "convert pytorch-fid's pt_inception-2015-12-05-6726825d.pth (no download here) with "
         "`python scripts/convert_inception.py pt_inception-2015-12-05-6726825d.pth "
-        "inception_fid.npz`"
+        "inception_fid.npz` (docs/fid.md says where to get it)"
     )
     if not path:
         raise UserError(
@@ -186,3 +186,35 @@ def save_npz(variables: Mapping, path: str) -> None:
     flat = {k: np.asarray(v, np.float32) for k, v in flatten(variables).items()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     np.savez(path, **flat)
+
+
+def main(argv=None, prog: str = "python -m jaxgen.evaluate.inception_weights") -> int:
+    """The converter's command line (``scripts/convert_inception.py`` and
+    ``python -m jaxgen.evaluate.inception_weights INPUT OUTPUT.npz``); 2 on a bad input."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Converts FID Inception weights to the .npz that jaxgen loads without torch.",
+    )
+    parser.add_argument("input", help=".pth, .pt, .npz or .safetensors")
+    parser.add_argument("output", help="the .npz to write (Flax layout)")
+    args = parser.parse_args(argv)
+    if not args.output.endswith(".npz"):
+        print(f"error: output {args.output} must end in .npz", file=sys.stderr)
+        return 2
+    try:
+        variables = load_inception_variables(args.input)
+    except UserError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    save_npz(variables, args.output)
+    flat = flatten(variables)
+    total = sum(v.size for v in flat.values())
+    print(f"wrote {args.output}: {len(flat)} arrays, {total:,} values")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

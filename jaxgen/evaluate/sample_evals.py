@@ -18,11 +18,14 @@ Options shared by all: ``num_samples`` (default 1000), ``features`` (``domain``,
 ``inception_weights`` (weight files), ``prefix`` (prepended to every key, for two
 evaluators of one type). Each result also carries ``<first key>_num_samples``, and
 ``<workdir>/eval/evaluators.json`` records the split, extractor and weights of each key.
+
+``quality`` also reads and writes Fréchet-distance reference statistics (pytorch-fid's
+``mu``/``sigma`` ``.npz``): ``reference_stats`` and ``save_reference_stats``, see
+:mod:`.fid_stats` and ``docs/fid.md``.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -31,11 +34,14 @@ import re
 import jax
 import numpy as np
 
+from jaxgen import paths
 from jaxgen.errors import UserError
-from jaxgen.evaluate import metrics
+from jaxgen.evaluate import fid_stats, metrics
 from jaxgen.evaluate.c2st import classifier_two_sample_test
 from jaxgen.evaluate.features import (
     describe,
+    feature_dim,
+    file_fingerprint,
     generated_features,
     get_extractor,
     record,
@@ -62,12 +68,14 @@ def _setup(ctx, cfg, need_real: bool = True):
     return extractor, real, gen, info
 
 
-def _finish(ctx, cfg, results: dict, info: dict) -> dict[str, float]:
+def _finish(ctx, cfg, results: dict, info: dict, key_info: dict | None = None) -> dict[str, float]:
+    """Prefixed float results; records ``info`` (or ``key_info[key]``) for each key."""
     prefix = cfg.get("prefix", "")
     first = next(iter(results))
     results[f"{first}_num_samples"] = float(info["num_samples"])
     out = {f"{prefix}{k}": float(v) for k, v in results.items()}
-    record(ctx, {key: info for key in out})
+    key_info = key_info or {}
+    record(ctx, {f"{prefix}{k}": key_info.get(k, info) for k in results})
     return out
 
 
@@ -78,23 +86,63 @@ def _seed(ctx) -> int:
 def quality(ctx, cfg) -> dict[str, float]:
     """Fréchet distance, KID and precision/recall of samples against real features.
 
-    Extra options: ``kid_subsets`` (100), ``kid_subset_size`` (1000), ``k`` (3).
+    Extra options: ``kid_subsets`` (100), ``kid_subset_size`` (1000), ``k`` (3), and
+    (:mod:`.fid_stats`):
+
+    * ``reference_stats``: a ``mu``/``sigma`` ``.npz`` (pytorch-fid / clean-fid layout);
+      ``fd`` is computed against it, KID and precision/recall against ``num_real`` real
+      images as usual, or not at all with ``num_real=0`` (then only ``fd`` is returned
+      and no real image is read). ``evaluators.json`` records the file and its SHA-256
+      fingerprint for ``fd``.
+    * ``save_reference_stats``: writes ``mu``/``sigma`` of the real features used here
+      (the first ``num_real`` images of ``split``) to this ``.npz``.
     """
-    _, real, gen, info = _setup(ctx, cfg)
+    stats_path, save_path, num_real = fid_stats.stats_options(cfg)
+    dim = feature_dim(cfg, ctx.config.data.name, ctx.spec.image_shape) if stats_path else None
+    ref = fid_stats.check_options(cfg, dim)  # the statistics, read before anything is sampled
+    extractor, real, gen, info = _setup(ctx, cfg, need_real=num_real != 0)
     fake = gen["features"].astype(np.float64)
     mu, sigma = metrics.feature_statistics(fake)
-    kid, _ = metrics.kernel_inception_distance(
-        real["features"], fake, int(cfg.get("kid_subsets", 100)),
-        int(cfg.get("kid_subset_size", 1000)), seed=_seed(ctx),
+    results, key_info = {}, {}
+    if ref is not None:
+        if len(ref[0]) != fake.shape[1]:  # an extractor whose width was not known before
+            fid_stats.read_stats(stats_path, fake.shape[1])
+        results["fd"] = metrics.frechet_distance(ref[0], ref[1], mu, sigma)
+        fd_info = describe(
+            extractor, num_samples=info["num_samples"], data=info["data"],
+            reference_stats=os.path.abspath(stats_path),
+            reference_stats_sha256=file_fingerprint(stats_path),
+        )  # fmt: skip
+        key_info = {"fd": fd_info, "fd_num_samples": fd_info}
+    else:
+        results["fd"] = metrics.frechet_distance(real["mu"], real["sigma"], mu, sigma)
+    if real is not None:
+        kid, _ = metrics.kernel_inception_distance(
+            real["features"], fake, int(cfg.get("kid_subsets", 100)),
+            int(cfg.get("kid_subset_size", 1000)), seed=_seed(ctx),
+        )  # fmt: skip
+        precision, recall = metrics.precision_recall(real["features"], fake, k=int(cfg.get("k", 3)))
+        results.update(kid=kid, precision=precision, recall=recall)
+        if save_path:
+            saved = _save_reference_stats(save_path, real, info)
+            for entry in (info, *key_info.values()):
+                entry.update(saved)
+    return _finish(ctx, cfg, results, info, key_info)
+
+
+def _save_reference_stats(path: str, real: dict, info: dict) -> dict:
+    """Writes the real features' ``mu``/``sigma`` (process 0); returns the provenance fields
+    that name the file (none on other processes)."""
+    if jax.process_index() != 0:
+        return {}
+    fingerprint = fid_stats.write_stats(path, real["mu"], real["sigma"])
+    log.info(
+        "wrote reference statistics %s: N=%d, feature_dim=%d, sha256=%s (%s split, %s)",
+        path, len(real["features"]), len(real["mu"]), fingerprint, info.get("split"),
+        info.get("extractor"),
     )  # fmt: skip
-    precision, recall = metrics.precision_recall(real["features"], fake, k=int(cfg.get("k", 3)))
-    results = {
-        "fd": metrics.frechet_distance(real["mu"], real["sigma"], mu, sigma),
-        "kid": kid,
-        "precision": precision,
-        "recall": recall,
-    }
-    return _finish(ctx, cfg, results, info)
+    return dict(saved_reference_stats=os.path.abspath(path),
+                saved_reference_stats_sha256=fingerprint)  # fmt: skip
 
 
 def _predictions(extractor, feats: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -108,17 +156,17 @@ def _predictions(extractor, feats: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def previous_coverage(workdir: str, key: str = "class_coverage") -> float | None:
-    """``key`` in the latest ``<workdir>/eval/step_<N>.json`` that has it, or None."""
+    """``key`` in the latest ``<workdir>/eval/step_<N>.json`` that has it, or None
+    (``workdir``: a local path or URL)."""
     found = []
-    for path in glob.glob(os.path.join(workdir, "eval", "step_*.json")):
+    for path in paths.glob(paths.join(workdir, "eval"), "step_*.json"):
         match = re.search(r"step_(\d+)\.json$", path)
         if match:
             found.append((int(match.group(1)), path))
     for _, path in sorted(found, reverse=True):
         try:
-            with open(path) as f:
-                value = json.load(f).get(key)
-        except (OSError, ValueError):
+            value = json.loads(paths.read_text(path)).get(key)
+        except (OSError, ValueError, AttributeError):
             continue
         if value is not None:
             return float(value)
