@@ -374,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.preset not in PRESETS:
             raise UserError(f"--preset={args.preset!r}: expected one of {PRESETS}")
         sweep = load_sweep(args.sweep)
+        if "://" in args.root:  # jaxgen.paths: a run's workdir may be a URL, a sweep's root not
+            raise UserError(
+                f"--root={args.root}: a sweep's root must be a local folder (it links "
+                "checkpoints between runs and writes the launches' logs there)"
+            )
         root = os.path.abspath(args.root)
         only = [n for n in args.only.split(",") if n]
         for name in only:

@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from jaxgen import paths
 from jaxgen.dotted import MISSING, lookup
 from jaxgen.errors import UserError
 
@@ -130,7 +131,7 @@ def parse(argv: list[str]) -> Launch:
             raise UserError(f"--allow_config_change: unknown config key {key!r}")
     return Launch(
         config=fv.config,
-        workdir=os.path.abspath(fv.workdir),
+        workdir=paths.normalize(fv.workdir),  # a local folder or a gs:// / s3:// URL
         mode=fv.mode,
         allow_config_change=tuple(fv.allow_config_change),
     )

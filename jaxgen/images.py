@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
 
 import numpy as np
 from PIL import Image
+
+from jaxgen import paths
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -31,7 +33,9 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
 
 
 def save_png(path: str, image: np.ndarray) -> None:
-    """Writes a uint8 ``[H, W, C]`` image (C = 1 or 3) to ``path``."""
+    """Writes a uint8 ``[H, W, C]`` image (C = 1 or 3) as a PNG file to ``path`` (a local
+    path or a ``gs://`` / ``s3://`` URL), whole or not at all."""
     image = np.asarray(image)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
+    paths.write_bytes(path, buffer.getvalue())

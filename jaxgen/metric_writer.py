@@ -8,6 +8,12 @@ flush, so a killed run leaves at most one torn (partial) last line. A run that r
 the checkpoint at step ``S`` passes ``resume_step=S``: the file is then rewritten atomically
 without the torn line and without the rows past ``S`` (the resumed run logs those steps
 again), and TensorBoard is told to hide its events past ``S``, so every step appears once.
+
+Object-store workdirs (``gs://``, ``s3://``; see :mod:`jaxgen.paths`) cannot be appended to:
+there ``metrics.jsonl`` and the TensorBoard event file are kept in memory and written whole,
+as one object, at most every ``REMOTE_UPLOAD_SECONDS`` and on ``flush``/``close`` (GCS allows
+about one write per second to one object). The store always holds complete rows; a killed
+run loses the rows and events of its last seconds there.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import time
 
 import numpy as np
 
+from jaxgen import paths
 from jaxgen.errors import UserError
 
 log = logging.getLogger("jaxgen")
 
 METRICS_FILE = "metrics.jsonl"
+REMOTE_UPLOAD_SECONDS = 10.0
 
 
 def _to_builtin(value):
@@ -59,13 +67,13 @@ def _split(data: bytes) -> tuple[list[bytes], bytes]:
 
 
 def read_metrics(path: str) -> list[dict]:
-    """The rows of a ``metrics.jsonl`` in file order, without a torn last line.
+    """The rows of a ``metrics.jsonl`` (a local path or URL) in file order, without a torn
+    last line.
 
     A torn last line is one without its newline or, newline-terminated, not a JSON row with a
     ``step``. Any other line that is not such a row is a :class:`UserError` naming the line.
     """
-    with open(path, "rb") as f:
-        lines, tail = _split(f.read())
+    lines, tail = _split(paths.read_bytes(path))
     rows = []
     for number, line in enumerate(lines, 1):
         row = _parse_row(line)
@@ -83,8 +91,7 @@ def truncate_metrics(path: str, resume_step: int) -> None:
     untouched when nothing is to be dropped, and need not exist.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = paths.read_bytes(path)
     except FileNotFoundError:
         return
     lines, tail = _split(data)
@@ -107,40 +114,18 @@ def truncate_metrics(path: str, resume_step: int) -> None:
         log.warning(
             "%s: dropped %d rows past step %d, where training resumes", path, past, resume_step
         )
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(b"".join(line + b"\n" for line in kept))
-            f.flush()
-            os.fsync(f.fileno())
+    try:  # locally a fsynced temporary file renamed over it; remotely one object write
+        paths.write_bytes(path, b"".join(line + b"\n" for line in kept), durable=True)
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise UserError(f"cannot rewrite {path}: {e.strerror or e}; it is unchanged") from None
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
-def _fsync_dir(path: str) -> None:
-    """Makes a rename inside ``path`` durable (POSIX; a no-op where directories cannot be
-    opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class MetricWriter:
     """``metrics.jsonl`` lines ``{"step": int, ...}`` plus TensorBoard scalars and images.
 
     Args:
-      workdir: the run directory; files go to ``<workdir>/metrics.jsonl`` and ``<workdir>/tb/``.
+      workdir: the run directory, a local path or a ``gs://`` / ``s3://`` URL; files go to
+        ``<workdir>/metrics.jsonl`` and ``<workdir>/tb/``.
       is_main: whether this process writes (process 0 of a multi-process run).
       resume_step: for training, the step it starts from (the restored checkpoint's step, 0
         without one). ``metrics.jsonl`` is then cut back to the rows up to that step (see
@@ -156,16 +141,23 @@ class MetricWriter:
         self.is_main = is_main
         self._jsonl = None
         self._tb = None
-        self._jsonl_path = os.path.join(workdir, METRICS_FILE)
-        self._tb_dir = os.path.join(workdir, "tb")
+        self._remote = paths.is_remote(workdir)
+        self._remote_jsonl: bytearray | None = None  # object store: the whole file, in memory
+        self._remote_dirty = False
+        self._remote_uploaded = -math.inf
+        self._jsonl_path = paths.join(workdir, METRICS_FILE)
+        self._tb_dir = paths.join(workdir, "tb")
         self._purge_step = None if resume_step is None else int(resume_step) + 1
         if is_main and resume_step is not None:
-            os.makedirs(workdir, exist_ok=True)
+            paths.makedirs(workdir)
             truncate_metrics(self._jsonl_path, int(resume_step))
 
     def _tensorboard(self):
         if self._tb is None:
             from tensorboardX import SummaryWriter
+
+            if self._remote:
+                paths.register_tensorboard_writers()
 
             # tensorboardX names event files by the second and opens them with "wb": without
             # a finer suffix a relaunch within the same second would overwrite the last file.
@@ -183,7 +175,9 @@ class MetricWriter:
             return
         row = {"step": int(step)}
         row.update({k: _to_builtin(v) for k, v in scalars.items()})
-        if jsonl:
+        if jsonl and self._remote:
+            self._append_remote(json.dumps(row) + "\n")
+        elif jsonl:
             if self._jsonl is None:
                 os.makedirs(os.path.dirname(self._jsonl_path), exist_ok=True)
                 self._jsonl = open(self._jsonl_path, "a")
@@ -193,6 +187,23 @@ class MetricWriter:
         for k, v in row.items():
             if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
                 tb.add_scalar(k, v, int(step))
+
+    def _append_remote(self, line: str) -> None:
+        if self._remote_jsonl is None:
+            try:
+                self._remote_jsonl = bytearray(paths.read_bytes(self._jsonl_path))
+            except FileNotFoundError:
+                self._remote_jsonl = bytearray()
+        self._remote_jsonl += line.encode("utf-8")
+        self._remote_dirty = True
+        if time.monotonic() - self._remote_uploaded >= REMOTE_UPLOAD_SECONDS:
+            self._upload_jsonl()
+
+    def _upload_jsonl(self) -> None:
+        if self._remote_dirty:
+            paths.write_bytes(self._jsonl_path, bytes(self._remote_jsonl))
+            self._remote_dirty = False
+            self._remote_uploaded = time.monotonic()
 
     def write_image(self, step: int, name: str, image: np.ndarray) -> None:
         """One uint8 image ``[H, W, C]`` (e.g. a sample grid) to TensorBoard."""
@@ -204,10 +215,12 @@ class MetricWriter:
         self._tensorboard().add_image(name, image, int(step), dataformats="HWC")
 
     def flush(self) -> None:
+        self._upload_jsonl()
         if self._tb is not None:
             self._tb.flush()
 
     def close(self) -> None:
+        self._upload_jsonl()
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None

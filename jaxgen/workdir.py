@@ -1,11 +1,15 @@
 """A run's workdir: which folders may be used, one owner at a time, and its launch history.
 
+A workdir is a local folder or an object-store URL (``gs://bucket/folder``,
+``s3://bucket/folder``); every file goes through :mod:`jaxgen.paths`.
+
 * :func:`check_workdir` refuses, before anything is written, a path that is a file, ``/``
-  or the home directory, a non-empty folder that is not a jaxgen workdir, and the workdir
-  of another family.
+  or the home directory, a whole bucket (``gs://bucket``), a non-empty folder that is not a
+  jaxgen workdir, and the workdir of another family.
 * :class:`WorkdirLock` makes one training launch the owner of a workdir
   (``<workdir>/.jaxgen.lock``: host, pid and start time). A second launch on a busy
-  workdir is refused; the lock of a process that died is taken over with a message.
+  workdir is refused; the lock of a process that died is taken over with a message. On an
+  object store the lock is weaker (no exclusive create there): see :class:`WorkdirLock`.
 * ``config.json`` is the config the run was first trained with and is never rewritten;
   ``launches.jsonl`` holds one line per launch (time, host, pid, mode, the keys it changed
   and its whole config). :func:`check_resume_config` compares a relaunch with the config
@@ -21,6 +25,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 
 import jax
@@ -28,6 +33,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxgen import paths
 from jaxgen.errors import UserError
 
 log = logging.getLogger("jaxgen")
@@ -55,21 +61,34 @@ RUN_ENTRIES = frozenset(
 )
 HEARTBEAT_SECONDS = 30.0
 DEFAULT_STALE_SECONDS = 600.0
+DEFAULT_SETTLE_SECONDS = 2.0
+
+
+def _env_seconds(name: str, default: float, allow_zero: bool) -> float:
+    """A number of seconds from the environment variable ``name`` (``default`` when unset)."""
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "a positive number"
+        raise UserError(f"{name}={text!r}: expected {'a number ' if allow_zero else ''}{bound}")
+    return value
 
 
 def stale_seconds() -> float:
     """How old the heartbeat of a lock held from another host may be before it counts as
     stale: ``$JAXGEN_LOCK_STALE_SECONDS``, default 600."""
-    text = os.environ.get("JAXGEN_LOCK_STALE_SECONDS", "")
-    if not text:
-        return DEFAULT_STALE_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise UserError(f"JAXGEN_LOCK_STALE_SECONDS={text!r}: expected a positive number")
-    return value
+    return _env_seconds("JAXGEN_LOCK_STALE_SECONDS", DEFAULT_STALE_SECONDS, allow_zero=False)
+
+
+def settle_seconds() -> float:
+    """How long a launch on an object-store workdir waits between writing its lock and
+    reading it back (see :class:`WorkdirLock`): ``$JAXGEN_LOCK_SETTLE_SECONDS``, default 2."""
+    return _env_seconds("JAXGEN_LOCK_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS, allow_zero=True)
 
 
 # Keys a relaunch may change freely: how long to train and what to log, save, sample and
@@ -81,6 +100,7 @@ SAFE_KEYS = (
     "train.sample_every",
     "train.eval_every",
     "train.keep_checkpoints",
+    "train.async_checkpointing",
     "train.grad_accum_steps",
     "model.remat",
     "data.prefetch",
@@ -96,13 +116,13 @@ def is_safe_key(key: str) -> bool:
 
 # --- which folders may be used ------------------------------------------------------------
 def read_run_config(workdir: str) -> dict | None:
-    """The ``config.json`` of ``workdir`` as a dict, or None when there is none."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    """The ``config.json`` of ``workdir`` (a local path or URL) as a dict, or None when there
+    is none."""
+    path = paths.join(workdir, CONFIG_FILE)
+    if not paths.exists(path):
         return None
     try:
-        with open(path) as f:
-            config = json.load(f)
+        config = json.loads(paths.read_text(path))
     except (OSError, ValueError) as e:
         raise UserError(f"--workdir={workdir}: cannot read {path}: {e}") from None
     if not isinstance(config, dict):
@@ -111,17 +131,31 @@ def read_run_config(workdir: str) -> dict | None:
 
 
 def check_workdir(workdir: str, family: str) -> None:
-    """Refuses a workdir a run of ``family`` must not write to (see module docstring)."""
-    real = os.path.realpath(workdir)
-    if real == os.path.sep or real == os.path.realpath(os.path.expanduser("~")):
-        raise UserError(f"--workdir={workdir} is {real}; give each run a folder of its own")
-    if os.path.exists(real) and not os.path.isdir(real):
-        raise UserError(f"--workdir={workdir} is a file, not a folder")
-    if not os.path.isdir(real):
+    """Refuses a workdir a run of ``family`` must not write to (see module docstring).
+
+    ``workdir`` is a local path or a ``gs://`` / ``s3://`` URL (as :func:`jaxgen.paths.normalize`
+    gives it). A whole bucket is refused like ``/``: a run needs a folder of its own in it.
+    """
+    if paths.is_remote(workdir):
+        real = paths.normalize(workdir)
+        if paths.bucket_root(real):
+            raise UserError(
+                f"--workdir={workdir} is a whole bucket; give each run a folder of its own "
+                f"in it, e.g. {real}/run1"
+            )
+        if paths.is_file(real):
+            raise UserError(f"--workdir={workdir} is a file, not a folder")
+    else:
+        real = os.path.realpath(workdir)
+        if real == os.path.sep or real == os.path.realpath(os.path.expanduser("~")):
+            raise UserError(f"--workdir={workdir} is {real}; give each run a folder of its own")
+        if os.path.exists(real) and not os.path.isdir(real):
+            raise UserError(f"--workdir={workdir} is a file, not a folder")
+    if not paths.is_dir(real):
         return
     config = read_run_config(real)
     if config is None:
-        foreign = sorted(set(os.listdir(real)) - RUN_ENTRIES)
+        foreign = sorted(set(paths.listdir(real)) - RUN_ENTRIES)
         if foreign:
             raise UserError(
                 f"--workdir={workdir} is not empty and is not a jaxgen workdir (no {CONFIG_FILE}; "
@@ -175,12 +209,28 @@ class WorkdirLock:
     launch created the workdir and left it empty, the workdir too. A daemon thread touches
     the lock every ``HEARTBEAT_SECONDS`` so that launches on other hosts can tell a live
     holder from a dead one.
+
+    Local workdirs: the lock file is created with ``O_EXCL``, so of two launches exactly one
+    gets it, and a dead holder's lock is taken over by a rename only one taker wins.
+
+    Object-store workdirs (``gs://``, ``s3://``) have no exclusive create through ``etils.epath``
+    (GCS generation preconditions are not reachable through it). There a launch reads the
+    lock, refuses a live holder, writes its own record with a random token, waits
+    :func:`settle_seconds` and reads the lock back: if another launch's token is there, the
+    other launch wrote later and this one backs off (last writer wins; object stores give
+    read-after-write consistency, so the read-back sees the latest write). Two launches
+    can both win only if one of them stalls for longer than the settle time between reading
+    the lock and writing its own record; the guarantee is therefore weaker than locally.
+    The heartbeat rewrites the record while it still holds this launch's token, and
+    ``release`` deletes the lock only if it does.
     """
 
     def __init__(self, workdir: str, mode: str):
         self.workdir = workdir
-        self.path = os.path.join(workdir, LOCK_FILE)
+        self.path = paths.join(workdir, LOCK_FILE)
         self.mode = mode
+        self.remote = paths.is_remote(workdir)
+        self._token = uuid.uuid4().hex
         self._created_dir = False
         self._held = False
         self._stop = threading.Event()
@@ -194,28 +244,41 @@ class WorkdirLock:
             "proc_start": _process_start_time(pid),
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "mode": self.mode,
+            "token": self._token,
         }
 
     def _read_holder(self) -> dict | None:
         try:
-            with open(self.path) as f:
-                return json.load(f)
+            holder = json.loads(paths.read_text(self.path))
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
             return {}
+        return holder if isinstance(holder, dict) else {}
+
+    def _ours(self, holder: dict | None) -> bool:
+        return bool(holder) and holder.get("token") == self._token
+
+    def _busy(self, holder: dict) -> UserError:
+        return UserError(
+            f"--workdir={self.workdir} is in use by {describe_holder(holder)} "
+            f"({self.path}); wait for it or stop it first"
+        )
 
     def _is_stale(self, holder: dict) -> bool:
         if holder.get("host") == socket.gethostname():
             return not _alive(holder)
         try:
-            age = time.time() - os.path.getmtime(self.path)
+            age = time.time() - paths.mtime(self.path)
         except FileNotFoundError:
             return True
         return age > stale_seconds()
 
     def acquire(self) -> None:
         """Takes the lock or raises UserError naming the holder."""
+        if self.remote:
+            self._acquire_remote()
+            return
         if not os.path.isdir(self.workdir):
             os.makedirs(self.workdir)
             self._created_dir = True
@@ -229,10 +292,7 @@ class WorkdirLock:
                     continue  # released meanwhile
                 if not self._is_stale(holder):
                     self._undo_dir()
-                    raise UserError(
-                        f"--workdir={self.workdir} is in use by {describe_holder(holder)} "
-                        f"({self.path}); wait for it or stop it first"
-                    ) from None
+                    raise self._busy(holder) from None
                 aside = f"{self.path}.stale.{os.getpid()}"
                 try:
                     os.rename(self.path, aside)  # only one taker wins the rename
@@ -246,17 +306,53 @@ class WorkdirLock:
             with os.fdopen(fd, "w") as f:
                 f.write(record)
             self._held = True
-            self._thread = threading.Thread(target=self._heartbeat, daemon=True)
-            self._thread.start()
+            self._start_heartbeat()
             return
         raise UserError(f"--workdir={self.workdir}: cannot take the lock {self.path}")
 
+    def _acquire_remote(self) -> None:
+        """Write, settle, read back (see the class docstring)."""
+        settle = settle_seconds()
+        holder = self._read_holder()
+        if holder is not None:
+            if not self._is_stale(holder):
+                raise self._busy(holder)
+            log.warning(
+                "taking over the lock of %s, which is no longer running", describe_holder(holder)
+            )
+        paths.write_text(self.path, json.dumps(self._holder_record()))
+        time.sleep(settle)
+        holder = self._read_holder()
+        if not self._ours(holder):  # another launch wrote its lock after this one
+            raise self._busy(holder or {})
+        self._held = True
+        self._start_heartbeat()
+
+    def _start_heartbeat(self) -> None:
+        self._thread = threading.Thread(target=self._heartbeat, daemon=True)
+        self._thread.start()
+
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
+            if not self.remote:
+                try:
+                    os.utime(self.path)
+                except OSError:
+                    return
+                continue
             try:
-                os.utime(self.path)
-            except OSError:
-                return
+                holder = self._read_holder()
+                if holder == {}:
+                    continue  # unreadable this time (the network): again at the next beat
+                if not self._ours(holder):
+                    log.error(
+                        "the lock %s now names %s; another launch took over this workdir",
+                        self.path, describe_holder(holder or {}),
+                    )  # fmt: skip
+                    return
+                paths.write_text(self.path, json.dumps(holder))
+            except Exception as e:  # the store's client raises more than OSError
+                log.warning("cannot renew the lock %s: %s", self.path, e)
 
     def _undo_dir(self) -> None:
         if self._created_dir:
@@ -269,10 +365,10 @@ class WorkdirLock:
     def release(self) -> None:
         self._stop.set()
         if self._held:
-            try:
-                os.remove(self.path)
-            except FileNotFoundError:
-                pass
+            if not self.remote:
+                paths.remove(self.path)
+            elif self._ours(self._read_holder()):
+                paths.remove(self.path)
             self._held = False
         if self._created_dir and not os.listdir(self.workdir):
             self._undo_dir()
@@ -327,16 +423,15 @@ def config_dict(config: ml_collections.ConfigDict) -> dict:
 
 def read_history(workdir: str) -> list[dict]:
     """The complete lines of ``launches.jsonl`` (a torn last line is skipped)."""
-    path = os.path.join(workdir, HISTORY_FILE)
-    if not os.path.exists(path):
+    path = paths.join(workdir, HISTORY_FILE)
+    if not paths.exists(path):
         return []
     entries = []
-    with open(path) as f:
-        for line in f:
-            try:
-                entries.append(json.loads(line))
-            except ValueError:
-                continue
+    for line in paths.read_text(path).split("\n"):
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
     return entries
 
 
@@ -398,14 +493,11 @@ def record_launch(
     workdir: str, config: ml_collections.ConfigDict, mode: str, changes: dict, argv: list[str]
 ) -> None:
     """Writes ``config.json`` (first launch only) and appends this launch to the history."""
-    os.makedirs(workdir, exist_ok=True)
+    paths.makedirs(workdir)
     resolved = config_dict(config)
-    config_path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(config_path):
-        tmp = config_path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(resolved, indent=2, sort_keys=True))
-        os.replace(tmp, config_path)
+    config_path = paths.join(workdir, CONFIG_FILE)
+    if not paths.exists(config_path):
+        paths.write_text(config_path, json.dumps(resolved, indent=2, sort_keys=True))
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": socket.gethostname(),
@@ -415,5 +507,4 @@ def record_launch(
         "changed": {k: list(v) for k, v in changes.items()},
         "config": resolved,
     }
-    with open(os.path.join(workdir, HISTORY_FILE), "a") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
+    paths.append_text(paths.join(workdir, HISTORY_FILE), json.dumps(entry, sort_keys=True) + "\n")

@@ -19,10 +19,8 @@ All inputs (settings, images, weight file) are checked before anything is writte
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
-import os
 import sys
 import time
 
@@ -30,7 +28,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from jaxgen import parallel
+from jaxgen import parallel, paths
 from jaxgen.errors import UserError
 from jaxgen.images import save_png, to_uint8
 from jaxgen.metric_writer import MetricWriter
@@ -104,13 +102,13 @@ def _train(config, workdir, settings, content, style, net) -> dict[str, float]:
     def on_sample(step: int, image: np.ndarray) -> None:
         if is_main:
             pixels = to_uint8(image)
-            save_png(os.path.join(workdir, "samples", f"step_{step}.png"), pixels)
+            save_png(paths.join(workdir, "samples", f"step_{step}.png"), pixels)
             writer.write_image(step, "stylized", pixels)
 
     result = optimize.stylize(content, style, net, settings, on_log=on_log, on_sample=on_sample)
     if is_main:
         pixels = to_uint8(result.image)
-        save_png(os.path.join(workdir, "stylized.png"), pixels)
+        save_png(paths.join(workdir, "stylized.png"), pixels)
         writer.write_image(result.steps, "stylized", pixels)
         metadata = {
             **net.metadata,
@@ -131,21 +129,20 @@ def _train(config, workdir, settings, content, style, net) -> dict[str, float]:
             },
             "final": result.terms,
         }
-        with open(os.path.join(workdir, "stylized.json"), "w") as f:
-            json.dump(metadata, f, indent=2)
+        paths.write_text(paths.join(workdir, "stylized.json"), json.dumps(metadata, indent=2))
         log.info(
             "style transfer (%s features): wrote %s in %.1f s",
-            net.name, os.path.join(workdir, "stylized.png"), result.seconds,
+            net.name, paths.join(workdir, "stylized.png"), result.seconds,
         )  # fmt: skip
     writer.close()
     return result.terms
 
 
 def _evaluate(config, workdir, settings, content, style, net) -> dict[str, float]:
-    path = os.path.join(workdir, "stylized.png")
-    if not os.path.isfile(path):
+    path = paths.join(workdir, "stylized.png")
+    if not paths.is_file(path):
         raise UserError(f"--mode=eval: {path} does not exist; run --mode=train first")
-    with Image.open(path) as im:
+    with Image.open(paths.binary_reader(path)) as im:
         image = np.asarray(im.convert("RGB"), np.float32) / 255.0
     shape = inputs.output_shape(content, settings.size)
     if image.shape[:2] != shape:
@@ -155,23 +152,22 @@ def _evaluate(config, workdir, settings, content, style, net) -> dict[str, float
         )
     terms = optimize.evaluate(image, content, style, net, settings)
     step = settings.num_steps
-    meta_path = os.path.join(workdir, "stylized.json")
-    if os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            step = int(json.load(f).get("steps", step))
+    meta_path = paths.join(workdir, "stylized.json")
+    if paths.is_file(meta_path):
+        step = int(json.loads(paths.read_text(meta_path)).get("steps", step))
     if parallel.is_main_process():
-        os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-        with open(os.path.join(workdir, "eval", f"step_{step}.json"), "w") as f:
-            json.dump(terms, f, indent=2)
+        paths.write_text(
+            paths.join(workdir, "eval", f"step_{step}.json"), json.dumps(terms, indent=2)
+        )
     return terms
 
 
 def _clear_previous_run(workdir: str) -> None:
     """Removes the outputs of an earlier run, so the loss curve and samples are this run's."""
-    os.makedirs(workdir, exist_ok=True)
-    stale = [os.path.join(workdir, n) for n in ("metrics.jsonl", "stylized.png", "stylized.json")]
-    stale += glob.glob(os.path.join(workdir, "samples", "step_*.png"))
-    stale += glob.glob(os.path.join(workdir, "tb", "events.out.tfevents.*"))
+    paths.makedirs(workdir)
+    stale = [paths.join(workdir, n) for n in ("metrics.jsonl", "stylized.png", "stylized.json")]
+    stale += paths.glob(paths.join(workdir, "samples"), "step_*.png")
+    stale += paths.glob(paths.join(workdir, "tb"), "events.out.tfevents.*")
     for path in stale:
-        if os.path.isfile(path):
-            os.remove(path)
+        if paths.is_file(path):
+            paths.remove(path)

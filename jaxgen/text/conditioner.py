@@ -209,18 +209,15 @@ def sync_tokenizer(text: TextConditioner, workdir: str, write: bool) -> None:
     The first run writes it (when ``write``, i.e. on the main process); later runs on the
     same workdir (resume, sampling, evaluation) read it back, so the token ids stay those
     the model was trained with even if the corpus or the code's vocabulary changes.
-    Tokenizers read from a pretrained model folder are not copied.
+    Tokenizers read from a pretrained model folder are not copied. ``workdir`` is a local
+    path or a ``gs://`` / ``s3://`` URL.
     """
-    import os
+    from jaxgen import paths
 
-    path = os.path.join(workdir, TOKENIZER_FILE)
-    if os.path.exists(path):
+    path = paths.join(workdir, TOKENIZER_FILE)
+    if paths.exists(path):
         text.set_tokenizer(Tokenizer.load(path))
         return
     saved = text.saved_tokenizer_json()
     if write and saved is not None:
-        os.makedirs(workdir, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(saved)
-        os.replace(tmp, path)
+        paths.write_text(path, saved)

@@ -130,16 +130,20 @@ class Tokenizer:
             raise UserError(f"not a jaxgen tokenizer JSON: {e}") from None
 
     def save(self, path: str) -> None:
-        with open(path, "w") as f:
-            f.write(self.to_json())
+        """Writes the tokenizer's JSON to ``path`` (a local path or URL)."""
+        from jaxgen import paths
+
+        paths.write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str) -> Tokenizer:
+        """The tokenizer saved at ``path`` (a local path or URL)."""
+        from jaxgen import paths
+
         try:
-            with open(path) as f:
-                text = f.read()
+            text = paths.read_text(path)
         except OSError as e:
-            raise UserError(f"cannot read tokenizer {path}: {e.strerror}") from None
+            raise UserError(f"cannot read tokenizer {path}: {e.strerror or e}") from None
         try:
             return cls.from_json(text)
         except UserError as e:
