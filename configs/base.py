@@ -129,6 +129,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train.sample_every = 1000
     c.train.eval_every = 0  # 0: evaluate only at the end of training
     c.train.keep_checkpoints = 3
+    # Checkpoint files are written in the background while training goes on (Orbax async).
+    c.train.async_checkpointing = True
     c.train.ema_decay = 0.999
     c.train.grad_accum_steps = 1  # micro-batches per step (activation memory / k)
     c.train.param_sharding = "replicated"  # replicated | fsdp (state split over the data axis)
@@ -155,6 +157,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sample.sampler = ""
     c.sample.steps = 0
     c.sample.guidance = 0.0
+    # Images per sampler call, split over all devices (padded to a multiple of their number).
+    # A seed's samples depend on it, not on the number of devices.
+    c.sample.batch_size = 256
     c.sample.timing_repeats = 3  # --mode=sample: timed calls after the first (median); 0: none
 
     c.evals = ml_collections.ConfigDict()

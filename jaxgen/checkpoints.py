@@ -4,19 +4,21 @@
 state, EMA, model state, step, RNG); ``data`` is the input iterator's state as
 JSON. A checkpoint that fails to restore is reported by step and path; readers
 may fall back to an earlier one (:meth:`Checkpoints.restore_latest`).
+
+The workdir may be a local path or a ``gs://`` / ``s3://`` URL (see :mod:`jaxgen.paths`);
+Orbax is given an ``etils.epath.Path`` and writes the arrays through TensorStore.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxgen import paths
 from jaxgen.errors import UserError
 
 log = logging.getLogger("jaxgen")
@@ -62,33 +64,54 @@ def shape_problems(saved: dict, expected: dict, limit: int = 3) -> list[str]:
     return problems[:limit]
 
 
+COMMIT_FILE = "commit_success.txt"  # Orbax's mark of a finished step
+
+
 def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+    """``<workdir>/checkpoints`` (a local path made absolute, or a URL)."""
+    return paths.join(paths.normalize(workdir), "checkpoints")
 
 
 def list_steps(workdir: str) -> list[int]:
-    """Finished checkpoint steps in ``workdir``, oldest first (no Orbax manager needed)."""
+    """Finished checkpoint steps in ``workdir``, oldest first (no Orbax manager needed).
+
+    Locally Orbax writes a step into a temporary folder and renames it when complete; on
+    object stores it writes into ``<step>`` directly and marks it finished with
+    ``commit_success.txt``, which is then required.
+    """
     directory = checkpoint_dir(workdir)
-    if not os.path.isdir(directory):
-        return []
-    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+    names = [name for name in paths.listdir(directory) if name.isdigit()]
+    if paths.is_remote(directory):
+        names = [n for n in names if paths.exists(paths.join(directory, n, COMMIT_FILE))]
+    return sorted(int(name) for name in names)
 
 
 class Checkpoints:
-    """Saves every ``checkpoint_every`` steps and keeps the newest ``keep``."""
+    """Saves every ``checkpoint_every`` steps and keeps the newest ``keep``.
 
-    def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
+    With ``async_save`` a save returns once the arrays are copied to host memory and the
+    files are written in the background while training goes on; the next save,
+    :meth:`wait` and :meth:`close` wait for it and report its failure. Orbax writes each
+    step into a temporary folder and renames it when complete, so an interrupted
+    background write never looks like a checkpoint.
+    """
+
+    def __init__(
+        self, workdir: str, keep: int = 3, read_only: bool = False, async_save: bool = False
+    ):
         self.directory = checkpoint_dir(workdir)
+        self.async_save = async_save and not read_only
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if read_only else max(keep, 1),
             create=not read_only,
             read_only=read_only,
-            enable_async_checkpointing=False,
+            enable_async_checkpointing=self.async_save,
             cleanup_tmp_directories=not read_only,  # what an interrupted save left behind
         )
         self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "data")
+            paths.as_path(self.directory), options=options, item_names=("state", "data")
         )
+        self._pending: int | None = None  # step of a background write not yet waited for
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -101,6 +124,7 @@ class Checkpoints:
             writes into a temporary folder and renames it when complete, so the earlier
             checkpoints stay intact and the partial one is ignored.
         """
+        self.wait()
         if step in self._manager.all_steps():
             return False
         self._check_free_space(step, state)
@@ -112,14 +136,32 @@ class Checkpoints:
                 ),
                 force=True,
             )
-            self._manager.wait_until_finished()
         except Exception as e:  # OSError from tensorstore or the JSON writer, wrapped variously
-            kept = self._intact_note(step)
-            raise CheckpointWriteError(
-                f"cannot write checkpoint {os.path.join(self.directory, str(step))}: "
-                f"{_first_line(e)}; {kept}"
-            ) from None
+            raise self._write_error(step, e) from None
+        self._pending = step
+        if not self.async_save:
+            self.wait()
         return True
+
+    def wait(self) -> None:
+        """Returns when the last save is on disk.
+
+        Raises:
+          CheckpointWriteError: the background write of that save failed.
+        """
+        if self._pending is None:
+            return
+        step, self._pending = self._pending, None
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise self._write_error(step, e) from None
+
+    def _write_error(self, step: int, error: BaseException) -> CheckpointWriteError:
+        return CheckpointWriteError(
+            f"cannot write checkpoint {paths.join(self.directory, str(step))}: "
+            f"{_first_line(error)}; {self._intact_note(step)}"
+        )
 
     def _intact_note(self, failed_step: int) -> str:
         """What a failed save of ``failed_step`` leaves: the newest other checkpoint."""
@@ -134,21 +176,20 @@ class Checkpoints:
             return
         needed = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state))
         needed = int(needed * 1.1) + 2**16
-        try:
-            free = shutil.disk_usage(self.directory).free
-        except OSError:
+        free = paths.disk_free(self.directory)  # None on object stores
+        if free is None:
             return
         if free < needed:
             kept = self._intact_note(step)
             raise CheckpointWriteError(
-                f"cannot write checkpoint {os.path.join(self.directory, str(step))}: "
+                f"cannot write checkpoint {paths.join(self.directory, str(step))}: "
                 f"{free / 2**20:.1f} MiB free on its disk, it needs {needed / 2**20:.1f} MiB; "
                 f"{kept}"
             )
 
     def check_fits(self, step: int, abstract_state: Any) -> None:
         """Raises CheckpointMismatchError when ``step``'s arrays differ in name or shape."""
-        state_dir = os.path.join(self.directory, str(step), "state")
+        state_dir = paths.as_path(paths.join(self.directory, str(step), "state"))
         try:
             metadata = ocp.StandardCheckpointer().metadata(state_dir).item_metadata.tree
         except Exception:  # unreadable metadata: left to restore(), which names the damage
@@ -156,7 +197,7 @@ class Checkpoints:
         problems = shape_problems(leaf_shapes(metadata), leaf_shapes(abstract_state))
         if problems:
             raise CheckpointMismatchError(
-                f"checkpoint {os.path.join(self.directory, str(step))} does not fit this "
+                f"checkpoint {paths.join(self.directory, str(step))} does not fit this "
                 f"config's model: {'; '.join(problems)}"
             )
 
@@ -173,7 +214,7 @@ class Checkpoints:
             _check_finite_tree(restored.state)
         except Exception as e:  # Orbax/tensorstore raise many types for damaged files
             raise CorruptCheckpointError(
-                f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored: "
+                f"checkpoint {paths.join(self.directory, str(step))} cannot be restored: "
                 f"{_first_line(e)}"
             ) from None
         return restored.state, restored.data
@@ -201,7 +242,11 @@ class Checkpoints:
         raise UserError(f"no checkpoint in {self.directory} can be restored")
 
     def close(self) -> None:
-        self._manager.close()
+        """Waits for a background write (raising its failure), then releases Orbax."""
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
 
 
 def _first_line(e: BaseException) -> str:
@@ -221,24 +266,25 @@ def load_params_from(path: str, abstract_params: Any, key: str = "params") -> An
     """Parameters of another run for fine-tuning (``init_from``).
 
     Args:
-      path: a run's workdir (its latest checkpoint is used) or one ``checkpoints/<step>`` dir.
+      path: a run's workdir (its latest checkpoint is used) or one ``checkpoints/<step>`` dir;
+        a local path or a ``gs://`` / ``s3://`` URL.
       abstract_params: the structure expected by this run (shapes and dtypes).
       key: which entry of the saved TrainState to read (``params`` or ``ema_params``).
 
     Raises:
       UserError: listing every parameter whose name or shape differs.
     """
-    step_dir = path
-    if os.path.isdir(checkpoint_dir(path)):
-        steps = list_steps(path)
+    step_dir = paths.normalize(path, "config key init_from")
+    if paths.is_dir(checkpoint_dir(step_dir)):
+        steps = list_steps(step_dir)
         if not steps:
             raise UserError(f"config key init_from={path!r}: the run has no checkpoint")
-        step_dir = os.path.join(checkpoint_dir(path), str(steps[-1]))
-    state_dir = os.path.join(step_dir, "state")
-    if not os.path.isdir(state_dir):
+        step_dir = paths.join(checkpoint_dir(step_dir), str(steps[-1]))
+    state_dir = paths.join(step_dir, "state")
+    if not paths.is_dir(state_dir):
         raise UserError(f"config key init_from={path!r}: not a workdir or checkpoint directory")
     try:
-        saved = ocp.StandardCheckpointer().restore(os.path.abspath(state_dir))
+        saved = ocp.StandardCheckpointer().restore(paths.as_path(state_dir))
     except Exception as e:
         raise UserError(f"config key init_from={path!r}: cannot read checkpoint: {e}") from None
     if key not in saved:

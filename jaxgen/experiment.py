@@ -20,12 +20,13 @@ from jaxgen.evaluate import EvalContext, check_evaluators, run_evaluators
 from jaxgen.images import to_uint8
 from jaxgen.methods import get_method_class
 from jaxgen.methods.base import TrainState
+from jaxgen.progress import Progress
 from jaxgen.text.conditioner import sync_tokenizer
 from jaxgen.text.conditioning import read_prompts
 
 SAMPLE_STREAM = 1  # fold_in tags that separate the RNG streams of one seed
 EVAL_STREAM = 2
-SAMPLE_CHUNK = 256
+DEFAULT_SAMPLE_BATCH = 256  # sample.batch_size of configs written before it existed
 
 
 class Experiment:
@@ -52,7 +53,13 @@ class Experiment:
         if self.method.text is not None:
             sync_tokenizer(self.method.text, workdir, write=False)
         self.rng = jax.random.PRNGKey(config.seed)
-        self._sample_fn = jax.jit(self.method.sample, static_argnums=(2,))
+        # Rows of every sampler call are split over the mesh's data axis: each device
+        # computes its share, the partitioner follows the output sharding back to the noise.
+        self._sample_fn = jax.jit(
+            self.method.sample,
+            static_argnums=(2,),
+            out_shardings=parallel.batch_sharded(self.mesh),
+        )
 
     # --- data -----------------------------------------------------------
     def pipeline(self) -> Pipeline:
@@ -99,7 +106,12 @@ class Experiment:
         )
 
     def checkpoints(self, read_only: bool = False) -> Checkpoints:
-        return Checkpoints(self.workdir, self.config.train.keep_checkpoints, read_only=read_only)
+        return Checkpoints(
+            self.workdir,
+            self.config.train.keep_checkpoints,
+            read_only=read_only,
+            async_save=bool(self.config.train.get("async_checkpointing", False)),
+        )
 
     # --- sampling -------------------------------------------------------
     def conditioning(self, num: int) -> dict[str, jax.Array] | None:
@@ -117,12 +129,15 @@ class Experiment:
             return cond
         return None
 
-    def generate(self, state: TrainState, num: int, rng: jax.Array) -> dict[str, np.ndarray]:
-        """``num`` samples as uint8 ``[num, H, W, C]`` (+ ``labels`` or ``prompts``), in chunks."""
+    def generate(
+        self, state: TrainState, num: int, rng: jax.Array, what: str = "sampling"
+    ) -> dict[str, np.ndarray]:
+        """``num`` samples as uint8 ``[num, H, W, C]`` (+ ``labels`` or ``prompts``), in chunks
+        split over the devices (:meth:`sample_images`); ``what`` names them in progress lines."""
         conditioning = self.conditioning(num)
         prompts = None if conditioning is None else conditioning.pop("prompts", None)
         labels = None if conditioning is None else conditioning.pop("prompt_labels", None)
-        result = {"images": self.sample_images(state, num, rng, conditioning)}
+        result = {"images": self.sample_images(state, num, rng, conditioning, what)}
         if prompts is not None:
             result["prompts"] = prompts
             if labels is not None:  # default prompts: the class each one names
@@ -134,22 +149,47 @@ class Experiment:
     def generate_for_prompts(self, state: TrainState, prompts: list[str], rng: jax.Array):
         """One uint8 ``[H, W, C]`` sample per prompt, ``[len(prompts), H, W, C]``."""
         conditioning = self.method.text_conditioning(list(prompts))
-        return self.sample_images(state, len(prompts), rng, conditioning)
+        return self.sample_images(state, len(prompts), rng, conditioning, "sampling prompts")
 
-    def sample_images(self, state: TrainState, num: int, rng: jax.Array, conditioning=None):
-        """``num`` uint8 samples ``[num, H, W, C]`` of the sampling parameters, in chunks."""
+    @property
+    def sample_batch_size(self) -> int:
+        """Images per sampler call (``sample.batch_size``), over all devices together."""
+        return int(self.config.sample.get("batch_size", DEFAULT_SAMPLE_BATCH))
+
+    def sample_images(
+        self, state: TrainState, num: int, rng: jax.Array, conditioning=None, what="sampling"
+    ) -> np.ndarray:
+        """``num`` uint8 samples ``[num, H, W, C]`` of the sampling parameters.
+
+        Drawn in calls of ``sample.batch_size`` images; call ``i`` uses the key
+        ``fold_in(rng, i * sample.batch_size)`` and is padded to a multiple of the device
+        count, its rows split over every device of every process. JAX's random numbers do not
+        depend on how an array is split, and padding appends rows, so the samples of a seed
+        are the same on 1 or 64 devices (up to floating-point differences of the kernels).
+        Logs progress lines (``what``: count, images/s, ETA) and stops at a stop request.
+        """
         params = self.method.sampling_params(state)
+        chunk = self.sample_batch_size
+        devices = self.mesh.size
+        progress = None
         images = []
-        for start in range(0, num, SAMPLE_CHUNK):
+        for start in range(0, num, chunk):
             preemption.check_active()
-            count = min(SAMPLE_CHUNK, num - start)
-            chunk_cond = (
-                None
-                if conditioning is None
-                else jax.tree.map(lambda x, s=start, c=count: x[s : s + c], conditioning)
-            )
-            out = self._sample_fn(params, jax.random.fold_in(rng, start), count, chunk_cond)
-            images.append(to_uint8(jax.device_get(out)))
+            count = min(chunk, num - start)
+            rows = parallel.round_up(count, devices)
+            chunk_cond = None
+            if conditioning is not None:
+                host = jax.tree.map(
+                    lambda x, s=start, c=count: np.asarray(x)[s : s + c], conditioning
+                )
+                chunk_cond = parallel.shard_rows(host, self.mesh, rows)
+            out = self._sample_fn(params, jax.random.fold_in(rng, start), rows, chunk_cond)
+            if progress is None:  # the split as the result array has it
+                each = out.sharding.shard_shape(out.shape)[0]
+                split = f"{len(out.sharding.device_set)} devices ({each} rows each)"
+                progress = Progress(f"{what} on {split}", num)
+            images.append(to_uint8(parallel.gather_rows(out)[:count]))
+            progress.update(start + count)
         return np.concatenate(images)
 
     def sample_rng(self) -> jax.Array:
@@ -167,7 +207,7 @@ class Experiment:
             eval_source=self.eval_source,
             rng=jax.random.fold_in(jax.random.fold_in(self.rng, EVAL_STREAM), step),
             workdir=self.workdir,
-            generate_fn=lambda num, rng: self.generate(state, num, rng),
+            generate_fn=lambda num, rng: self.generate(state, num, rng, "sampling for evaluation"),
             prompts_fn=lambda prompts, rng: self.generate_for_prompts(state, prompts, rng),
         )
         return run_evaluators(ctx, self.config.evals, step, final)

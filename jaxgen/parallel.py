@@ -62,5 +62,37 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
 
 
+def round_up(count: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is at least ``count``."""
+    return -(-count // multiple) * multiple
+
+
+def shard_rows(host_tree, mesh: Mesh, rows: int | None = None):
+    """Host arrays (the same on every process) -> global arrays split by rows over the mesh.
+
+    Every leaf has the same leading axis ``N``; with ``rows`` > N the rows are padded by
+    repeating the last one, so that ``rows`` (a multiple of the device count) splits evenly.
+    Each device receives only its own rows.
+    """
+    sharding = batch_sharded(mesh)
+
+    def put(x):
+        x = np.asarray(x)
+        if rows is not None and rows > len(x):
+            x = np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, host_tree)
+
+
+def gather_rows(tree):
+    """Global arrays (possibly split over processes) -> full numpy arrays on every process."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def is_main_process() -> bool:
     return jax.process_index() == 0

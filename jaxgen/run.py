@@ -7,9 +7,9 @@ it was.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable
 
@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxgen import parallel
+from jaxgen import parallel, paths
 from jaxgen.checkpoints import list_steps
 from jaxgen.errors import UserError
 from jaxgen.experiment import Experiment
@@ -61,6 +61,7 @@ def run(
       Preempted: a stop was requested; the workdir is left resumable.
     """
     validate_mode(mode)
+    workdir = paths.normalize(workdir)  # a local path made absolute, or a gs:// / s3:// URL
     if not config.get("family"):
         raise UserError("config key family is empty; use one of the files in configs/")
     check_workdir(workdir, config.family)
@@ -75,7 +76,7 @@ def run(
         return runner(config, workdir, mode)
     if mode != "train" and not list_steps(workdir):
         raise UserError(
-            f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; train first (--mode=train)"
+            f"no checkpoint in {paths.join(workdir, 'checkpoints')}; train first (--mode=train)"
         )
     if mode == "train":
         with owned_workdir(workdir, mode):
@@ -125,28 +126,30 @@ def sample(exp: Experiment, state, step: int) -> dict[str, np.ndarray]:
     out = exp.generate(state, exp.config.sample.num, exp.sample_rng())
     timing = time_sampling(exp, state, step)
     if parallel.is_main_process():
-        out_dir = os.path.join(exp.workdir, "samples")
-        os.makedirs(out_dir, exist_ok=True)
-        save_npz(os.path.join(out_dir, f"samples_{step}.npz"), out)
-        save_png(os.path.join(out_dir, f"samples_{step}.png"), make_grid(out["images"]))
+        out_dir = paths.join(exp.workdir, "samples")
+        paths.makedirs(out_dir)
+        save_npz(paths.join(out_dir, f"samples_{step}.npz"), out)
+        save_png(paths.join(out_dir, f"samples_{step}.png"), make_grid(out["images"]))
         real = {k: np.stack([exp.eval_source[i][k] for i in range(2)]) for k in ("image", "label")}
         exp.method.write_extras(
             exp.method.sampling_params(state), real, jax.random.fold_in(exp.sample_rng(), 7),
             out_dir, step,
         )  # fmt: skip
         if timing is not None:
-            with open(os.path.join(out_dir, f"timing_{step}.json"), "w") as f:
-                json.dump(timing, f, indent=1, sort_keys=True)
+            paths.write_text(
+                paths.join(out_dir, f"timing_{step}.json"),
+                json.dumps(timing, indent=1, sort_keys=True),
+            )
         log.info("wrote %d samples to %s", len(out["images"]), out_dir)
     return out
 
 
 def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Writes ``arrays`` to ``path`` whole or not at all (a temporary file, then a rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    """Writes ``arrays`` to ``path`` (a local path or URL) whole or not at all (locally a
+    temporary file, then a rename; remotely one object write)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    paths.write_bytes(path, buffer.getvalue())
 
 
 def time_sampling(exp: Experiment, state, step: int) -> dict | None:
@@ -166,7 +169,8 @@ def time_sampling(exp: Experiment, state, step: int) -> dict | None:
     for i in range(repeats):
         rng = jax.random.fold_in(exp.sample_rng(), 1 + i)
         start = time.perf_counter()
-        exp.generate(state, num, rng)  # host arrays: every image is finished when it returns
+        # Host arrays come back: every image is finished when it returns.
+        exp.generate(state, num, rng, "timed sampling")
         seconds.append(time.perf_counter() - start)
     median = float(np.median(seconds))
     sample_cfg = exp.config.sample

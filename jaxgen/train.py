@@ -13,13 +13,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import time
 
 import jax
 import numpy as np
 
-from jaxgen import parallel
+from jaxgen import parallel, paths
 from jaxgen.checkpoints import Checkpoints, list_steps, load_params_from
 from jaxgen.errors import UserError
 from jaxgen.experiment import Experiment
@@ -27,6 +26,7 @@ from jaxgen.images import make_grid, save_png
 from jaxgen.methods.base import TrainState
 from jaxgen.metric_writer import MetricWriter
 from jaxgen.preemption import Preempted, StopRequest
+from jaxgen.progress import format_eta
 
 log = logging.getLogger("jaxgen")
 
@@ -35,27 +35,17 @@ class NonFiniteLossError(UserError):
     """The loss became NaN or infinite; training stopped before saving the bad state."""
 
 
-def _format_eta(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
 def write_json(path: str, payload: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    """Writes ``payload`` to ``path`` (a local path or URL) whole or not at all."""
+    paths.write_text(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def write_sample_grid(exp: Experiment, state: TrainState, step: int, writer: MetricWriter):
     log.info("sample grid at step %d: %d images", step, exp.config.sample.num)
-    samples = exp.generate(state, exp.config.sample.num, exp.sample_rng())
+    samples = exp.generate(state, exp.config.sample.num, exp.sample_rng(), "sample grid")
     if parallel.is_main_process():
         grid = make_grid(samples["images"])
-        save_png(os.path.join(exp.workdir, "samples", f"step_{step}.png"), grid)
+        save_png(paths.join(exp.workdir, "samples", f"step_{step}.png"), grid)
         writer.write_image(step, "samples", grid)
 
 
@@ -63,7 +53,7 @@ def run_evals(exp: Experiment, state: TrainState, step: int, final: bool, writer
     log.info("%s evaluation at step %d", "final" if final else "periodic", step)
     results = exp.evaluate(state, step, final)
     if results and parallel.is_main_process():
-        write_json(os.path.join(exp.workdir, "eval", f"step_{step}.json"), results)
+        write_json(paths.join(exp.workdir, "eval", f"step_{step}.json"), results)
         writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()}, jsonl=False)
         log.info("eval at step %d: %s", step, json.dumps(results, sort_keys=True))
     return results
@@ -134,8 +124,8 @@ class Trainer:
         """Whether a relaunch finds nothing left to do (final checkpoint and evaluation)."""
         if step < self.cfg.num_steps:
             return False
-        evals_done = not self.exp.config.evals or os.path.exists(
-            os.path.join(self.exp.workdir, "eval", f"step_{step}.json")
+        evals_done = not self.exp.config.evals or paths.exists(
+            paths.join(self.exp.workdir, "eval", f"step_{step}.json")
         )
         return evals_done
 
@@ -182,6 +172,7 @@ class Trainer:
                 if stopping or sample_due or eval_due or _due(step, cfg.checkpoint_every):
                     self._save(checkpoints, state, pipeline)
                 if stopping:
+                    checkpoints.wait()  # on disk before the process exits
                     raise Preempted(f"checkpoint of step {step} saved")
                 if sample_due:
                     write_sample_grid(exp, state, step, writer)
@@ -192,10 +183,11 @@ class Trainer:
                 write_sample_grid(exp, state, step, writer)
             if exp.config.evals:
                 run_evals(exp, state, step, final=True, writer=writer)
+            checkpoints.wait()
             return state
         finally:
             writer.close()
-            checkpoints.close()
+            _close_quietly(checkpoints)
 
     def _log(
         self, writer: MetricWriter, step: int, window: list, steps_per_sec: float, run_rate: float
@@ -209,8 +201,17 @@ class Trainer:
             eta = (self.cfg.num_steps - step) / max(run_rate, 1e-9)
             log.info(
                 "step %d/%d  loss %.5g  %.2f steps/s  ETA %s",
-                step, self.cfg.num_steps, means["loss"], steps_per_sec, _format_eta(eta),
+                step, self.cfg.num_steps, means["loss"], steps_per_sec, format_eta(eta),
             )  # fmt: skip
+
+
+def _close_quietly(checkpoints: Checkpoints) -> None:
+    """Closes ``checkpoints`` while another exception may be propagating: a failed
+    background write is logged rather than raised over it (a normal exit has waited)."""
+    try:
+        checkpoints.close()
+    except UserError as e:
+        log.error("%s", e)
 
 
 def _due(step: int, every: int) -> bool:

@@ -42,6 +42,7 @@ _RANGES = (
     ("optimizer.warmup_steps", ">= 0", ""),
     ("optimizer.grad_clip_norm", ">= 0", " (0: no clipping)"),
     ("sample.num", ">= 1", ""),
+    ("sample.batch_size", ">= 1", " (images per sampler call over all devices)"),
     ("sample.steps", ">= 0", " (0: the sampler's default)"),
     ("sample.guidance", ">= 0", " (0: unconditional, 1: conditional)"),
     ("sample.timing_repeats", ">= 0", " (0: no timing)"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -480,7 +481,9 @@ def test_signals_at_every_stage_exit_0_and_the_run_completes(tmp_path):
 
     stages = [
         ("before the first step", "stopped before step 1"),
-        ("right after a checkpoint", "checkpoint of step 4 saved"),
+        # Checkpoints are written in the background: training may have gone on a few steps
+        # by the time step 3's folder appears, and the stop saves the step it reached.
+        ("right after a checkpoint", re.compile(r"checkpoint of step ([4-9]|1[01]) saved")),
         ("during a sample grid", "stop requested by SIGTERM"),
         ("during the final evaluation", "stop requested by SIGTERM"),
     ]
@@ -500,7 +503,9 @@ def test_signals_at_every_stage_exit_0_and_the_run_completes(tmp_path):
         run.signal()
         code, stderr = run.finish()
         assert code == 0, (stage, stderr[-3000:])
-        assert f"stopped by signal 15: {said}" in stderr, (stage, stderr[-3000:])
+        if isinstance(said, str):
+            said = re.compile(re.escape(said))
+        assert re.search(f"stopped by signal 15: {said.pattern}", stderr), (stage, stderr[-3000:])
         assert "Traceback" not in stderr, (stage, stderr[-3000:])
     assert not os.path.exists(os.path.join(workdir, "eval", "step_12.json"))
 

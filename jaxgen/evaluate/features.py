@@ -27,7 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen import parallel, paths
 from jaxgen.errors import UserError
+from jaxgen.preemption import check_active
+from jaxgen.progress import Progress
 from jaxgen.weight_files import read_npz
 
 EXTRACTORS = ("domain", "inception", "pixels")
@@ -89,16 +92,20 @@ class Extractor:
                 f"{self.name} feature extractor ({self.weights}) expects images of shape "
                 f"{tuple(self.image_shape)}, got {tuple(images.shape[1:])}"
             )
+        mesh = parallel.make_mesh()
+        batch = parallel.round_up(self.batch_size, mesh.size)  # rows split over every device
+        progress = Progress(f"{self.name} features on {mesh.size} device(s)", len(images))
         feats, logits = [], []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            pad = self.batch_size - len(chunk)
-            if pad:  # one compiled shape for every batch
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            f, lg = self.apply(jnp.asarray(chunk, jnp.float32) / 255.0)
-            feats.append(np.asarray(f)[: len(chunk) - pad])
+        for start in range(0, len(images), batch):
+            check_active()
+            chunk = images[start : start + batch]
+            # Padded to one compiled shape for every call (the pad rows repeat the last image).
+            rows = parallel.shard_rows(chunk, mesh, batch)
+            f, lg = parallel.gather_rows(self.apply(rows.astype(jnp.float32) / 255.0))
+            feats.append(np.asarray(f)[: len(chunk)])
             if lg is not None:
-                logits.append(np.asarray(lg)[: len(chunk) - pad])
+                logits.append(np.asarray(lg)[: len(chunk)])
+            progress.update(start + len(chunk))
         out = {"features": np.concatenate(feats).astype(np.float32)}
         if logits:
             out["logits"] = np.concatenate(logits).astype(np.float32)
@@ -286,6 +293,25 @@ def check_weights(cfg, data_name: str) -> str:
     return path
 
 
+def feature_dim(cfg, data_name: str, image_shape=None) -> int | None:
+    """Width of the features ``cfg``'s extractor gives, known without running it: 2048 for
+    ``inception``, the classifier's ``feature_dim`` for ``domain``, ``H * W * C`` of
+    ``image_shape`` for ``pixels`` (None when ``image_shape`` is not given).
+
+    Raises:
+      UserError: as :func:`check_weights`, for a missing or unreadable weight file.
+    """
+    name = cfg.get("features", "domain")
+    if name == "pixels":
+        return int(np.prod(image_shape)) if image_shape is not None else None
+    path = _weights_path(cfg, data_name)
+    if name == "domain":
+        return int(load_classifier(path)[1]["feature_dim"])
+    from jaxgen.models.inception import FEATURE_DIM
+
+    return FEATURE_DIM
+
+
 def _get_extractor(cfg, data_name: str) -> Extractor:
     path = _weights_path(cfg, data_name)
     name = cfg.get("features", "domain")
@@ -360,20 +386,15 @@ def record(ctx, entries: dict[str, dict]) -> None:
     metric was computed on: number of samples, split, extractor, weights)."""
     if jax.process_index() != 0 or not ctx.workdir:
         return
-    path = os.path.join(ctx.workdir, "eval", "evaluators.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path = paths.join(ctx.workdir, "eval", "evaluators.json")  # a local path or URL
     data = {}
-    if os.path.isfile(path):
+    if paths.is_file(path):
         try:
-            with open(path) as f:
-                data = json.load(f)
+            data = json.loads(paths.read_text(path))
         except (OSError, ValueError):
             data = {}
     data.update(entries)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    paths.write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def describe(extractor: Extractor, **extra) -> dict:
