@@ -108,7 +108,6 @@ def benchmark(config, steps: int, warmup: int, peak: float | None) -> dict:
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - start)
         flops = step_flops(trainer.step_fn, state, batches[0], compiled)
-        trainer.writer.close()
     step_seconds = float(np.median(times))
     memory, memory_kind = peak_memory_bytes()
     peak = peak or peak_tflops(config.precision)

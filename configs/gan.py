@@ -71,8 +71,14 @@ def get_config(arg: str | None = None):
     # inception_weights: the FID Inception file (scripts/convert_inception.py); checked before
     # training starts.
     inception = dict(features="inception", inception_weights="", every=0)
-    c.evals.quality = dict(type="quality", num_samples=10_000, **inception)
-    c.evals.classifier = dict(type="classifier", num_samples=10_000, features="domain", every=0)
+    # split (of the real images: eval or train), reference_stats / save_reference_stats (read /
+    # write pytorch-fid mu-sigma .npz): how to match a paper's FID, docs/fid.md.
+    stats = dict(split="eval", reference_stats="", save_reference_stats="")
+    c.evals.quality = dict(type="quality", num_samples=10_000, **inception, **stats)
+    # classifier_weights: "" is jaxgen/evaluate/weights/<data>_classifier.npz (README, "Data").
+    c.evals.classifier = dict(
+        type="classifier", num_samples=10_000, features="domain", classifier_weights="", every=0
+    )
     c.evals.c2st = dict(type="c2st", num_samples=5_000, **inception)
     c.evals.params = dict(type="params", every=0)
 

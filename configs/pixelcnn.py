@@ -74,7 +74,8 @@ def get_config(arg: str | None = None):
     c.optimizer.schedule = "cosine"
     c.sample.sampler = "fast"
 
-    c.evals.likelihood = dict(type="likelihood", batch_size=500, every=0)
+    # num_examples: the whole CIFAR-10 test split (10,000 images).
+    c.evals.likelihood = dict(type="likelihood", num_examples=10_000, batch_size=500, every=0)
     c.evals.params = dict(type="params", every=0)
 
     if preset == "cpu":
