@@ -6,8 +6,11 @@ before the (seconds-long) import.
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import logging as pylogging
 import os
+import platform
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "jaxgen", "xla")
 # XLA:CPU in jaxlib 0.10 lowers weight-gradient convolutions to YNNPACK at 40-100 GFLOP/s;
@@ -15,6 +18,50 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "jaxgen", "xla")
 # CPU (benchmarks/README.md). The flag is experimental, so it is only set for the jaxlib
 # minor versions it was measured on (an unknown XLA flag aborts the process).
 CPU_XLA_FLAGS = {"0.10": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"}
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+# Accelerator plugins: a process that can see one may not run on the CPU backend.
+_ACCELERATOR_MODULES = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm7_plugin", "libtpu")
+
+
+def _cpu_backend_expected() -> bool:
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms:
+        return platforms.split(",")[0].strip() == "cpu"
+    return not any(importlib.util.find_spec(m) for m in _ACCELERATOR_MODULES)
+
+
+def keep_host_memory() -> bool:
+    """Makes glibc's malloc keep freed memory instead of returning it to the kernel.
+
+    XLA:CPU allocates the buffers of a step (about 800 MiB for the DDPM UNet at batch 64)
+    with malloc and frees them at its end; its threads allocate in glibc's per-thread arenas,
+    which hand the freed pages back to the kernel, so each step faults 200k fresh zeroed pages
+    back in: 13-15% of a train step's CPU time on one core (benchmarks/README.md, "Peer
+    comparison"). One arena, no mmap'd chunks and no trimming keep the pages mapped (the
+    process keeps its peak heap). On two cores the step was no faster (the one arena's lock
+    is shared), so it applies only to a process confined to one core, on glibc, that runs
+    on the CPU backend (no accelerator plugin installed, or ``JAX_PLATFORMS`` starting with
+    ``cpu``); ``JAXGEN_KEEP_HOST_MEMORY=0`` turns it off. Call it before XLA's threads start
+    (the backend's first use). Returns whether it applied.
+    """
+    if os.environ.get("JAXGEN_KEEP_HOST_MEMORY", "1") == "0" or not _cpu_backend_expected():
+        return False
+    if len(os.sched_getaffinity(0)) != 1:
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return all(
+        mallopt(param, value) == 1
+        for param, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+    )
 
 
 def multi_process_env() -> dict | None:
@@ -63,9 +110,11 @@ def add_cpu_xla_flags() -> None:
 
 
 def initialize() -> None:
-    """Sets XLA flags, joins the other processes (if any), turns on the compilation cache."""
+    """Sets XLA flags and malloc's (CPU), joins the other processes (if any), turns on the
+    compilation cache."""
     import jax
 
+    keep_host_memory()
     add_cpu_xla_flags()
     kwargs = multi_process_env()
     if kwargs is not None:

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -162,3 +163,35 @@ def test_cpu_xla_flags_are_added_once_and_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("JAXGEN_CPU_XLA_FLAGS", "")
     runtime.add_cpu_xla_flags()
     assert os.environ["XLA_FLAGS"] == ""
+
+
+def test_keep_host_memory_sets_mallopt_only_for_a_one_core_cpu_process(monkeypatch):
+    from jaxgen import runtime
+
+    calls = []
+
+    def mallopt(param, value):
+        calls.append((param, value))
+        return 1
+
+    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: types.SimpleNamespace(mallopt=mallopt))
+    monkeypatch.setattr(runtime.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(runtime.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.delenv("JAXGEN_KEEP_HOST_MEMORY", raising=False)
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert runtime.keep_host_memory()
+    assert calls == [(-8, 1), (-4, 0), (-1, 2**31 - 1)]  # one arena, no mmap, no trimming
+    calls.clear()
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1})  # two cores
+    assert not runtime.keep_host_memory()
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")  # an accelerator process: left alone
+    assert not runtime.keep_host_memory()
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setenv("JAXGEN_KEEP_HOST_MEMORY", "0")
+    assert not runtime.keep_host_memory()
+    monkeypatch.delenv("JAXGEN_KEEP_HOST_MEMORY")
+    monkeypatch.setattr(runtime.platform, "libc_ver", lambda: ("", ""))  # musl, macOS
+    assert not runtime.keep_host_memory()
+    assert calls == []

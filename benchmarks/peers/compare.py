@@ -3,6 +3,7 @@
   python benchmarks/peers/compare.py                          # 3.9M-param UNet, batch 64, 28x28
   python benchmarks/peers/compare.py --rounds 5 --out benchmarks/results/peers.jsonl
   python benchmarks/peers/compare.py --config-args preset=cpu --set model.unet.ch=16 --batch 32
+  python benchmarks/peers/compare.py --torch-device cuda      # PyTorch on a GPU (jax: its default)
 
 Two worker processes, one per framework, each builds its model once, then the parent runs
 ``--rounds`` rounds, alternating which framework goes first (ABBA order, so slow drifts in the
@@ -12,11 +13,16 @@ step. Only one worker runs at a time. Prints images/s of each and the jaxgen/PyT
 
 * jaxgen: the trainer's own jitted, sharded, donated ``train_step`` (``jaxgen.train.Trainer``)
   on the config from ``configs/ddpm.py:<config-args>`` plus ``--set`` overrides, fed two real
-  batches of its data pipeline. ``--jax-xla-flags`` is added to ``XLA_FLAGS`` of this worker.
+  batches of its data pipeline. ``--jax-xla-flags`` is added to ``XLA_FLAGS`` of this worker,
+  and malloc keeps freed memory as in the launcher (``jaxgen.runtime.keep_host_memory``;
+  ``JAXGEN_KEEP_HOST_MEMORY=0`` turns that off).
 * PyTorch: :class:`benchmarks.peers.torch_unet.TorchUNet` (same parameter count, asserted) and
   the same step: epsilon-prediction MSE at uniform timesteps of the linear schedule, gradients
   clipped to the config's global norm, Adam (fused), EMA of the parameters; on the same uint8
-  batches. Eager mode, ``--torch-threads`` intra-op threads (default: all cores).
+  batches. Eager mode, ``--threads`` intra-op threads (default: all cores), on
+  ``--torch-device`` (``cpu``, or ``cuda`` with ``cudnn.benchmark`` and, when the config's
+  precision is bfloat16, CUDA bf16 autocast). The jax worker runs on JAX's default backend; when
+  PyTorch shares a GPU with it, JAX preallocates 45% of the GPU's memory (not 75%).
 
 PyTorch is optional: without it the script says so and exits with status 2.
 """
@@ -85,6 +91,9 @@ def _timed_round(step, steps: int) -> dict:
 # --- the jaxgen worker -------------------------------------------------------------------------
 def jax_worker(spec: dict) -> None:
     _pin(spec["threads"])  # before XLA sizes its thread pool from the affinity mask
+    from jaxgen import runtime
+
+    kept = runtime.keep_host_memory()  # as the launcher: before XLA's threads start
     import jax
     import numpy as np
 
@@ -140,6 +149,7 @@ def jax_worker(spec: dict) -> None:
                 "optimizer": config.optimizer.name,
                 "hardware": hardware(),
                 "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                "keep_host_memory": kept,
             }
         )
         holder = {"state": state}
@@ -149,7 +159,6 @@ def jax_worker(spec: dict) -> None:
             jax.block_until_ready(metrics)
 
         _serve(lambda steps: _timed_round(step, steps))
-        trainer.writer.close()
 
 
 # --- the PyTorch worker ------------------------------------------------------------------------
@@ -164,8 +173,11 @@ def torch_worker(spec: dict) -> None:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     jax_info = spec["jax"]
+    device = torch.device(spec["torch_device"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # PyTorch's fastest stock convolution choice
     h, _, c = jax_info["image_shape"]
-    model = TorchUNet(in_channels=c, image_size=h, **jax_info["unet"])
+    model = TorchUNet(in_channels=c, image_size=h, **jax_info["unet"]).to(device)
     options = dict(jax_info["step"])
     random_flip = options.pop("random_flip")
     bf16 = options.pop("precision") == "bfloat16"
@@ -177,7 +189,8 @@ def torch_worker(spec: dict) -> None:
         if random_flip:
             flip = torch.rand(batch.shape[0]) < 0.5
             batch = torch.where(flip[:, None, None, None], batch.flip(2), batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        # step() returns the loss as a Python float: on a GPU that waits for the step to end.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             trainer.step(batch)
 
     _send(
@@ -186,6 +199,8 @@ def torch_worker(spec: dict) -> None:
             "torch_version": torch.__version__,
             "threads": torch.get_num_threads(),
             "channels_last": spec["torch_channels_last"],
+            "device": str(device),
+            "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
         }
     )
     _serve(lambda steps: _timed_round(step, steps))
@@ -229,6 +244,11 @@ def compare(args) -> dict:
     jax_env = dict(base_env)
     if args.jax_xla_flags:
         jax_env["XLA_FLAGS"] = (jax_env.get("XLA_FLAGS", "") + " " + args.jax_xla_flags).strip()
+    if args.torch_device.startswith("cuda") and not any(
+        k in jax_env for k in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+    ):
+        # JAX preallocates 75% of a GPU's memory; leave PyTorch room on a shared GPU.
+        jax_env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = "0.45"
     with tempfile.TemporaryDirectory() as tmp:
         spec = dict(
             config_args=args.config_args,
@@ -242,7 +262,10 @@ def compare(args) -> dict:
         jax_w = Worker("jax", spec, jax_env)
         jax_info = jax_w.read()
         torch_spec = dict(
-            jax=jax_info, threads=args.threads, torch_channels_last=args.torch_channels_last
+            jax=jax_info,
+            threads=args.threads,
+            torch_channels_last=args.torch_channels_last,
+            torch_device=args.torch_device,
         )
         torch_w = Worker("torch", torch_spec, base_env)
         try:
@@ -305,9 +328,12 @@ def compare(args) -> dict:
         "jaxgen_compile_seconds": jax_info["compile_seconds"],
         "jaxgen_flops_per_step": jax_info["flops_per_step"],
         "jaxgen_xla_flags": jax_info["xla_flags"],
+        "jaxgen_keep_host_memory": jax_info["keep_host_memory"],
         "torch_version": torch_info["torch_version"],
         "torch_threads": torch_info["threads"],
         "torch_channels_last": torch_info["channels_last"],
+        "torch_device": torch_info["device"],
+        "torch_device_name": torch_info["device_name"],
         **jax_info["hardware"],
     }
     ratios = record["round_ratios"]
@@ -351,6 +377,12 @@ def main(argv=None):
         "--threads", type=int, default=0, help="cores (and threads) for each framework; 0: all"
     )
     parser.add_argument("--torch-channels-last", action="store_true")
+    parser.add_argument(
+        "--torch-device",
+        default="cpu",
+        help="device of the PyTorch worker: cpu (default) or cuda[:N] (bf16 autocast on CUDA "
+        "when the config's precision is bfloat16); the jax worker uses JAX's default backend",
+    )
     parser.add_argument("--out", default=None, help="append the JSON record to this file")
     args = parser.parse_args(argv)
     if importlib.util.find_spec("torch") is None:

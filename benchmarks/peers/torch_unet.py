@@ -31,7 +31,9 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     """Sinusoidal embedding of float times ``t`` ``[B]`` -> ``[B, dim]`` (as the Flax model)."""
     half = dim // 2
     freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1)
+        -math.log(max_period)
+        * torch.arange(half, dtype=torch.float32, device=t.device)
+        / max(half - 1, 1)
     )
     args = t.float()[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
@@ -243,15 +245,17 @@ class TorchUNet(nn.Module):
         temb = self.temb_1(F.silu(self.temb_0(timestep_embedding(t, self.ch))))
         if self.class_emb is not None:
             if label is None:
-                label = torch.full((x.shape[0],), self.num_classes, dtype=torch.long)
+                label = torch.full(
+                    (x.shape[0],), self.num_classes, dtype=torch.long, device=x.device
+                )
             label = torch.where(label < 0, self.num_classes, label)
             temb = temb + self.class_emb(label)
         if self.context_dim:
             if context is None:
                 context = x.new_zeros((x.shape[0], 1, self.context_dim))
-                context_mask = torch.zeros((x.shape[0], 1), dtype=torch.bool)
+                context_mask = torch.zeros((x.shape[0], 1), dtype=torch.bool, device=x.device)
             elif context_mask is None:
-                context_mask = torch.ones(context.shape[:2], dtype=torch.bool)
+                context_mask = torch.ones(context.shape[:2], dtype=torch.bool, device=x.device)
             if pooled is None:
                 pooled = x.new_zeros((x.shape[0], self.context_dim))
             temb = temb + self.text_emb(pooled)
@@ -347,8 +351,9 @@ def linear_alphas_cumprod(timesteps: int, beta_start: float, beta_end: float) ->
 class TrainStep:
     """One DDPM training step, as jaxgen's: epsilon-prediction MSE, clipped Adam, EMA.
 
-    ``step(images)`` with ``images`` uint8 ``[B, H, W, C]`` (converted to NCHW [-1, 1] inside,
-    as jaxgen converts inside its jitted step) returns the loss as a Python float.
+    ``step(images)`` with ``images`` uint8 ``[B, H, W, C]`` (moved to the model's device and
+    converted to NCHW [-1, 1] inside, as jaxgen converts inside its jitted step) returns the
+    loss as a Python float.
     """
 
     def __init__(
@@ -367,7 +372,8 @@ class TrainStep:
         self.model = model.train()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        self.alphas_cumprod = linear_alphas_cumprod(timesteps, beta_start, beta_end)
+        self.device = next(model.parameters()).device  # the model's: CPU or a GPU
+        self.alphas_cumprod = linear_alphas_cumprod(timesteps, beta_start, beta_end).to(self.device)
         self.timesteps = timesteps
         self.grad_clip_norm = grad_clip_norm
         self.ema_decay = ema_decay
@@ -376,10 +382,10 @@ class TrainStep:
         self.opt = torch.optim.Adam(self.params, lr=learning_rate, fused=fused_adam)
 
     def step(self, images: torch.Tensor) -> float:
-        x0 = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x0 = images.to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         x0 = x0.contiguous(memory_format=self.memory_format)
         b = x0.shape[0]
-        t = torch.randint(0, self.timesteps, (b,))
+        t = torch.randint(0, self.timesteps, (b,), device=self.device)
         abar = self.alphas_cumprod[t][:, None, None, None]
         eps = torch.randn_like(x0)
         x_t = abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps
