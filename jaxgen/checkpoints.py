@@ -246,6 +246,12 @@ class Checkpoints:
         try:
             self.wait()
         finally:
+            # The manager cleans up old temporary folders in a thread it starts on creation
+            # and does not wait for in close(); a launch stopped within its first second
+            # would otherwise exit under that thread, which then fails with a traceback.
+            await_cleanup = getattr(self._manager, "_maybe_await_cleanup_tmp_directory", None)
+            if await_cleanup is not None:
+                await_cleanup()
             self._manager.close()
 
 
