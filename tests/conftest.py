@@ -15,6 +15,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.setdefault(
     "JAXGEN_COMPILATION_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxgen", "xla")
 )
+# The suite's models are tiny: XLA's optimisation passes cost more compile time than they
+# save in run time (the cold-cache suite takes 30% less time). Semantics are unchanged;
+# launches from the tests inherit it. Benchmarks and the dry runs compile fully optimised.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
+
+# The files that take longest, run first: with `pytest -n auto --dist=loadfile` each worker
+# takes whole files in collection order, and a long file left for last keeps one worker busy
+# while the others are idle.
+LONG_FILES = (
+    "test_faults.py", "test_api.py", "test_bf16.py", "test_diffusion_text.py",
+    "test_diffusion.py", "test_gan_text.py", "test_pixelcnn_text.py", "test_style_transfer.py",
+    "test_parallel.py", "test_vae_text.py", "test_sharded_sampling.py", "test_pixelcnn.py",
+)  # fmt: skip
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
@@ -120,3 +133,10 @@ def _compilation_cache():
 
     runtime.enable_compilation_cache()
     runtime.configure_logging()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Puts the tests of :data:`LONG_FILES` first, longest file first (stable otherwise)."""
+    del config
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

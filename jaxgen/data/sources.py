@@ -9,6 +9,7 @@ through ``tfds.data_source``.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from collections.abc import Callable
@@ -55,7 +56,18 @@ class ArraySource:
 
 
 def _read_idx(path: str) -> np.ndarray:
-    """Reads an IDX file (gzip-compressed) into a uint8 array."""
+    """Reads an IDX file (gzip-compressed) into a read-only uint8 array; a file read before
+    in this process (same size and modification time) is not decoded again."""
+    try:
+        stat = os.stat(path)
+    except OSError as e:
+        raise UserError(f"cannot read IDX file {path}: {e}") from None
+    return _decode_idx(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _decode_idx(path: str, size: int, mtime_ns: int) -> np.ndarray:
+    del size, mtime_ns  # the cache key: a changed file is read afresh
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
@@ -69,7 +81,9 @@ def _read_idx(path: str) -> np.ndarray:
     expected = int(np.prod(dims))
     if len(data) - offset != expected:
         raise UserError(f"{path} is truncated: expected {expected} bytes of data for shape {dims}")
-    return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
+    array = np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
+    array.setflags(write=False)  # shared by every source made from this file
+    return array
 
 
 def fashion_mnist_dirs(data_dir: str) -> list[str]:
@@ -119,15 +133,21 @@ def digits(split: str, data_dir: str = "") -> ArraySource:
     read: :func:`get_source` refuses a ``data_dir``.
     """
     del data_dir
+    if split not in ("train", "test"):
+        raise UserError(f"digits has splits ['test', 'train'], not {split!r}")
+    images, labels = _digits_arrays()
+    is_test = np.arange(len(images)) % 5 == 0
+    keep = is_test if split == "test" else ~is_test
+    return ArraySource(images[keep], labels[keep], tuple(str(i) for i in range(10)))
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as uint8 ``[1797, 8, 8]`` images and int labels (loaded once)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
-    is_test = np.arange(len(images)) % 5 == 0
-    if split not in ("train", "test"):
-        raise UserError(f"digits has splits ['test', 'train'], not {split!r}")
-    keep = is_test if split == "test" else ~is_test
-    return ArraySource(images[keep], d.target[keep], tuple(str(i) for i in range(10)))
+    return np.round(d.images * (255.0 / 16.0)).astype(np.uint8), d.target
 
 
 def _tfds_error(name: str, split: str, data_dir: str, error: Exception) -> UserError:
