@@ -107,7 +107,7 @@ def add_text_config(c: ml_collections.ConfigDict, args: dict[str, object]) -> No
 def get_base_config() -> ml_collections.ConfigDict:
     """Defaults shared by every family. Families override, never delete, keys."""
     c = ml_collections.ConfigDict()
-    c.family = ""  # key of jaxgen.methods.REGISTRY
+    c.family = ""  # a family name of jaxgen.methods (get_method_class / get_runner)
     c.seed = 0
     c.init_from = ""  # another run's workdir or checkpoint step dir, for fine-tuning
     c.precision = "float32"  # float32 | bfloat16 (bf16 compute, float32 params and optimizer)
@@ -160,14 +160,18 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Images per sampler call, split over all devices (padded to a multiple of their number).
     # A seed's samples depend on it, not on the number of devices.
     c.sample.batch_size = 256
-    c.sample.timing_repeats = 3  # --mode=sample: timed calls after the first (median); 0: none
+    c.sample.write_pngs = True  # --mode=sample: one PNG per image besides the .npz and grid
+    # --mode=sample: timed calls after the first (their median goes to samples/timing_<N>.json);
+    # 0: none. The result sweep sets it for the tables' inference-time column.
+    c.sample.timing_repeats = 0
 
     c.evals = ml_collections.ConfigDict()
     return c
 
 
 def shrink_for_preset(c: ml_collections.ConfigDict, preset: str) -> None:
-    """Applies the loop sizes shared by all families for ``smoke`` and ``cpu``."""
+    """Applies the loop sizes shared by all families for ``smoke`` (each family sizes its own
+    ``cpu`` preset)."""
     if preset == "smoke":
         c.train.num_steps = 4
         c.train.batch_size = 8
@@ -176,4 +180,3 @@ def shrink_for_preset(c: ml_collections.ConfigDict, preset: str) -> None:
         c.train.sample_every = 4
         c.train.keep_checkpoints = 2
         c.sample.num = 8
-        c.sample.timing_repeats = 1

@@ -85,7 +85,14 @@ def workdir(root: str, run: Run) -> str:
 
 
 def command(run: Run, root: str, preset: str, mode: str, prefix=()) -> list[str]:
-    """The launcher argv of one stage of ``run``: ``[*prefix, "python", "launch.py", ...]``."""
+    """The launcher argv of one stage of ``run``: ``[*prefix, "python", "launch.py", ...]``.
+
+    The sample stage times the compiled sampler (``sample.timing_repeats``, off by default)
+    for the tables' inference-time column, unless the run sets it itself.
+    """
+    timing = []
+    if mode == "sample" and "sample.timing_repeats" not in run.overrides:
+        timing = [f"--config.sample.timing_repeats={1 if preset == 'smoke' else 3}"]
     return [
         *prefix,
         "python",
@@ -94,6 +101,7 @@ def command(run: Run, root: str, preset: str, mode: str, prefix=()) -> list[str]
         f"--workdir={workdir(root, run)}",
         f"--mode={mode}",
         *override_flags(run, root),
+        *timing,
     ]
 
 

@@ -33,17 +33,22 @@ class Launch:
     allow_config_change: tuple[str, ...]
 
 
-def _flag_values(argv: list[str]):
+def _flag_values(argv: list[str], workdir_config: ml_collections.ConfigDict | None):
     """The launcher's flags (an absl ``FlagValues``), defined afresh for each command line
     (no global flag state, so that ``main`` can be called more than once in a process, as
-    the tests do)."""
+    the tests do). ``--config`` is the workdir's own config when ``workdir_config`` is given."""
     from absl import flags
     from ml_collections import config_flags
 
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file(
-        "config", None, "configs/<family>.py[:key=value,...]", flag_values=fv, sys_argv=argv
-    )
+    if workdir_config is None:
+        config_flags.DEFINE_config_file(
+            "config", None, "configs/<family>.py[:key=value,...]", flag_values=fv, sys_argv=argv
+        )
+    else:
+        config_flags.DEFINE_config_dict(
+            "config", workdir_config, "the workdir's config", flag_values=fv, sys_argv=argv
+        )
     flags.DEFINE_string(
         "workdir", None, "Run directory (checkpoints, metrics, samples).", flag_values=fv
     )
@@ -93,17 +98,36 @@ def _has_key(config: ml_collections.ConfigDict, dotted: str) -> bool:
     return lookup(config, dotted) is not MISSING
 
 
-def check_overrides(argv: list[str]) -> None:
-    """Names the first ``--config.<key>`` override whose key the config lacks."""
-    spec = None
+def _argv_value(argv: list[str], name: str) -> str | None:
+    """The last value of ``--name=V`` or ``--name V`` in ``argv``, or None."""
+    value = None
     for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            spec = arg.split("=", 1)[1]
-        elif arg == "--config" and i + 1 < len(argv):
-            spec = argv[i + 1]
-    if spec is None:
-        raise UserError("--config is required, e.g. --config=configs/vae.py:preset=smoke")
-    config = load_config_file(spec)
+        if arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+        elif arg == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+    return value
+
+
+def base_config(argv: list[str]) -> tuple[ml_collections.ConfigDict, bool]:
+    """The config before overrides and whether it is the workdir's own: the ``--config`` file,
+    else the config the workdir's checkpoints were trained with."""
+    spec = _argv_value(argv, "config")
+    if spec is not None:
+        return load_config_file(spec), False
+    workdir = _argv_value(argv, "workdir")
+    if workdir and paths.exists(paths.join(paths.normalize(workdir), "config.json")):
+        from jaxgen.saved_config import load_workdir_config
+
+        return load_workdir_config(paths.normalize(workdir)), True
+    raise UserError(
+        "--config is required for a new workdir, e.g. --config=configs/vae.py:preset=smoke "
+        "(a trained workdir's own config is used when --config is left out)"
+    )
+
+
+def check_overrides(argv: list[str], config: ml_collections.ConfigDict) -> None:
+    """Names the first ``--config.<key>`` override whose key the config lacks."""
     for arg in argv:
         match = _OVERRIDE.match(arg)
         if match and not _has_key(config, match.group(1)):
@@ -111,11 +135,16 @@ def check_overrides(argv: list[str]) -> None:
 
 
 def parse(argv: list[str]) -> Launch:
-    """The launch ``argv`` asks for, or a UserError naming the bad input."""
+    """The launch ``argv`` asks for, or a UserError naming the bad input.
+
+    Without ``--config`` the workdir's own config is used (the one its checkpoints were last
+    trained with); ``--config.<key>=<value>`` overrides apply to it as to a config file.
+    """
     from absl import flags
 
-    check_overrides(argv)
-    fv = _flag_values(argv)
+    config, from_workdir = base_config(argv)
+    check_overrides(argv, config)
+    fv = _flag_values(argv, config if from_workdir else None)
     try:
         fv(argv)
     except flags.Error as e:

@@ -15,11 +15,12 @@ import numpy as np
 
 from jaxgen import parallel, preemption, validate
 from jaxgen.checkpoints import Checkpoints
-from jaxgen.data.pipeline import Pipeline, data_spec, load_source
+from jaxgen.data.description import DataDescription, read_description
+from jaxgen.data.pipeline import LazySource, Pipeline, data_spec
 from jaxgen.evaluate import EvalContext, check_evaluators, run_evaluators
 from jaxgen.images import to_uint8
 from jaxgen.methods import get_method_class
-from jaxgen.methods.base import TrainState
+from jaxgen.methods.base import DataSpec, TrainState
 from jaxgen.progress import Progress
 from jaxgen.text.conditioner import sync_tokenizer
 from jaxgen.text.conditioning import read_prompts
@@ -32,22 +33,39 @@ DEFAULT_SAMPLE_BATCH = 256  # sample.batch_size of configs written before it exi
 class Experiment:
     """Everything derived from a config, built once per process."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, training: bool = True):
         """Validates the config, data and sampling inputs (UserError), then builds; writes
         nothing (a text model's saved ``tokenizer.json`` is read back if the workdir has one;
-        ``jaxgen.run`` writes it once the workdir is locked)."""
+        ``jaxgen.run`` writes it once the workdir is locked).
+
+        The data are opened when first used: in training at once (their errors come before
+        anything is written); otherwise the workdir's ``data.json`` describes them, and
+        they are opened only by what reads images (an evaluator, a VAE's interpolation).
+        """
         self.config = config
         self.workdir = workdir
         validate.check_config_values(config)
-        self.train_source = load_source(config.data, config.data.train_split)
-        self.eval_source = load_source(config.data, config.data.eval_split)
-        self.spec = data_spec(self.train_source, config.data.cond)
+        self.train_source = LazySource(config.data, config.data.train_split)
+        self.eval_source = LazySource(config.data, config.data.eval_split)
+        described = None if training else read_description(workdir, config.data)
+        if described is None:
+            self.spec = data_spec(self.train_source, config.data.cond)
+        else:
+            num_classes = len(described.class_names)
+            self.spec = DataSpec(described.image_shape, num_classes, config.data.cond)
         self.method = get_method_class(config.family)(config, self.spec)
+        if described is None:
+            item = self.method.batch_transform()(self.train_source[0])
+            described = DataDescription.of(
+                self.spec.image_shape, self.train_source.class_names, item
+            )
+        self.data_description = described
         validate.check_sampling_inputs(config, self.method, self.spec)
         self.mesh = parallel.make_mesh()
-        validate.check_batch_size(
-            config, self.mesh.size, jax.process_count(), len(self.train_source)
-        )
+        if training:
+            validate.check_batch_size(
+                config, self.mesh.size, jax.process_count(), len(self.train_source)
+            )
         self.tx = self.method.make_optimizer()
         check_evaluators(config.evals, self.method)
         if self.method.text is not None:
@@ -64,7 +82,7 @@ class Experiment:
     # --- data -----------------------------------------------------------
     def pipeline(self) -> Pipeline:
         return Pipeline(
-            self.train_source,
+            self.train_source.open(),
             self.config.train.batch_size,
             seed=self.config.seed,
             process_index=jax.process_index(),
@@ -75,9 +93,7 @@ class Experiment:
 
     def example_batch(self) -> dict[str, np.ndarray]:
         """A global-batch-shaped example (zeros) for shape inference."""
-        item = self.method.batch_transform()(self.train_source[0])
-        n = self.config.train.batch_size
-        return {k: np.zeros((n, *np.shape(v)), np.asarray(v).dtype) for k, v in item.items()}
+        return self.data_description.example_batch(self.config.train.batch_size)
 
     # --- state ----------------------------------------------------------
     @functools.cached_property

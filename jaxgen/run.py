@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxgen import parallel, paths
 from jaxgen.checkpoints import list_steps
+from jaxgen.data.description import write_description
 from jaxgen.errors import UserError
 from jaxgen.experiment import Experiment
 from jaxgen.hardware import hardware
@@ -32,6 +33,7 @@ from jaxgen.workdir import check_resume_config, check_workdir, owned_workdir, re
 log = logging.getLogger("jaxgen")
 
 MODES = ("train", "eval", "sample")
+GRID_IMAGES = 64  # the sample grid shows the first 64 images; every image is in the .npz
 
 
 def validate_mode(mode: str) -> None:
@@ -74,19 +76,10 @@ def run(
     runner = get_runner(config.family)
     if runner is not None:
         return runner(config, workdir, mode)
-    if mode != "train" and not list_steps(workdir):
-        raise UserError(
-            f"no checkpoint in {paths.join(workdir, 'checkpoints')}; train first (--mode=train)"
-        )
     if mode == "train":
         with owned_workdir(workdir, mode):
             return train(config, workdir, stop, allow_config_change, argv)
-    exp = Experiment(config, workdir)
-    checkpoints = exp.checkpoints(read_only=True)
-    try:
-        step, state, _ = checkpoints.restore_latest(exp.abstract_sharded_state(), fall_back=True)
-    finally:
-        checkpoints.close()
+    exp, step, state = restore_for_inference(config, workdir)
     if parallel.is_main_process():
         record_launch(workdir, config, mode, {}, list(argv))
     if mode == "sample":
@@ -98,6 +91,36 @@ def run(
         return run_evals(exp, state, step, final=True, writer=writer)
     finally:
         writer.close()
+
+
+def restore_for_inference(
+    config: ml_collections.ConfigDict, workdir: str, step: int | None = None
+) -> tuple[Experiment, int, object]:
+    """``(experiment, step, state)`` of ``workdir``'s checkpoint ``step`` (None: the newest
+    that restores), built without the training data where ``data.json`` describes them."""
+    if get_runner(config.family) is not None:
+        raise UserError(f"family {config.family!r} keeps no checkpoints to sample or score")
+    if not list_steps(workdir):
+        raise UserError(
+            f"no checkpoint in {paths.join(workdir, 'checkpoints')}; train first (--mode=train)"
+        )
+    exp = Experiment(config, workdir, training=False)
+    checkpoints = exp.checkpoints(read_only=True)
+    try:
+        if step is None:
+            step, state, _ = checkpoints.restore_latest(
+                exp.abstract_sharded_state(), fall_back=True
+            )
+        elif step not in checkpoints.all_steps():
+            raise UserError(
+                f"no checkpoint of step {step} in {checkpoints.directory}; it has "
+                f"{checkpoints.all_steps()}"
+            )
+        else:
+            state, _ = checkpoints.restore(step, exp.abstract_sharded_state())
+    finally:
+        checkpoints.close()
+    return exp, step, state
 
 
 def train(
@@ -114,14 +137,17 @@ def train(
     state, data_state = trainer.prepare()
     if parallel.is_main_process():
         record_launch(workdir, config, "train", changes, list(argv))
+        write_description(workdir, config.data, exp.data_description)
     if exp.method.text is not None:
         sync_tokenizer(exp.method.text, workdir, write=parallel.is_main_process())
     return trainer.run(state, data_state)
 
 
 def sample(exp: Experiment, state, step: int) -> dict[str, np.ndarray]:
-    """Writes ``samples/samples_<step>.npz`` (+ PNG grid) with ``sample.num`` images, and
-    ``samples/timing_<step>.json`` (images/s once compiled) unless ``sample.timing_repeats=0``."""
+    """Writes ``sample.num`` images: ``samples/samples_<step>.npz``, a PNG grid of the first
+    64 (``samples_<step>.png``), one PNG per image in ``samples/samples_<step>/`` when
+    ``sample.write_pngs``, and ``samples/timing_<step>.json`` (images/s once compiled) when
+    ``sample.timing_repeats > 0``."""
     log.info("sampling %d images from the checkpoint of step %d", exp.config.sample.num, step)
     out = exp.generate(state, exp.config.sample.num, exp.sample_rng())
     timing = time_sampling(exp, state, step)
@@ -129,12 +155,10 @@ def sample(exp: Experiment, state, step: int) -> dict[str, np.ndarray]:
         out_dir = paths.join(exp.workdir, "samples")
         paths.makedirs(out_dir)
         save_npz(paths.join(out_dir, f"samples_{step}.npz"), out)
-        save_png(paths.join(out_dir, f"samples_{step}.png"), make_grid(out["images"]))
-        real = {k: np.stack([exp.eval_source[i][k] for i in range(2)]) for k in ("image", "label")}
-        exp.method.write_extras(
-            exp.method.sampling_params(state), real, jax.random.fold_in(exp.sample_rng(), 7),
-            out_dir, step,
-        )  # fmt: skip
+        save_png(paths.join(out_dir, f"samples_{step}.png"), make_grid(out["images"][:GRID_IMAGES]))
+        if exp.config.sample.get("write_pngs", False):
+            save_image_files(paths.join(out_dir, f"samples_{step}"), out["images"])
+        write_extras(exp, state, out_dir, step)
         if timing is not None:
             paths.write_text(
                 paths.join(out_dir, f"timing_{step}.json"),
@@ -142,6 +166,30 @@ def sample(exp: Experiment, state, step: int) -> dict[str, np.ndarray]:
             )
         log.info("wrote %d samples to %s", len(out["images"]), out_dir)
     return out
+
+
+def write_extras(exp: Experiment, state, out_dir: str, step: int) -> None:
+    """The family's extra sample outputs; those made from test images (a VAE's
+    interpolation strip) are left out, with a log line, when the data cannot be opened."""
+    real = None
+    if exp.method.extras_use_test_images:
+        try:
+            real = {
+                k: np.stack([exp.eval_source[i][k] for i in range(2)]) for k in ("image", "label")
+            }
+        except UserError as e:
+            log.info("no %s outputs made from test images: %s", exp.config.family, e)
+            return
+    rng = jax.random.fold_in(exp.sample_rng(), 7)
+    exp.method.write_extras(exp.method.sampling_params(state), real, rng, out_dir, step)
+
+
+def save_image_files(folder: str, images: np.ndarray) -> None:
+    """One PNG per uint8 ``[H, W, C]`` image of ``images``, named by index (``00000.png``)."""
+    paths.makedirs(folder)
+    width = max(5, len(str(len(images) - 1)))
+    for i, image in enumerate(images):
+        save_png(paths.join(folder, f"{i:0{width}d}.png"), image)
 
 
 def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:

@@ -53,6 +53,7 @@ RUN_ENTRIES = frozenset(
         "eval",
         "tb",
         "tokenizer.json",
+        "data.json",
         "stylized.png",
         "stylized.json",
         "logs",  # experiments/sweep.py: the launches' logs and the run's sweep record

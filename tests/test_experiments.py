@@ -587,19 +587,21 @@ def test_dry_run_prints_the_commands(sweep_file, tmp_path, capsys):
         f"python launch.py --config=configs/vae.py:preset=smoke,beta=2.0 --workdir={root}/src_n4"
     )
     other = f"python launch.py --config=configs/vae.py:preset=smoke --workdir={root}/other"
+    timed = " --config.sample.timing_repeats=1"  # the sample stage times the sampler
+
+    def stages(head, flags, modes=("train", "eval", "sample")):
+        return [f"{head} --mode={m} {flags}" + (timed if m == "sample" else "") for m in modes]
+
     assert lines == [
         "# src: train, eval, sample",
-        *[f"{src} --mode={m} --config.train.num_steps=6" for m in ("train", "eval", "sample")],
+        *stages(src, "--config.train.num_steps=6"),
         "# ft: train, eval, sample",
-        *[f"{ft} --mode={m} {ft_flags}" for m in ("train", "eval", "sample")],
+        *stages(ft, ft_flags),
         "# src_n4: eval, sample",
         f"ln -sfn ../src/checkpoints {root}/src_n4/checkpoints",
-        *[
-            f"{variant} --mode={m} --config.train.num_steps=6 --config.sample.num=4"
-            for m in ("eval", "sample")
-        ],  # fmt: skip
+        *stages(variant, "--config.train.num_steps=6 --config.sample.num=4", ("eval", "sample")),
         "# other: train, eval, sample",
-        *[f"{other} --mode={m} --config.model.latent_dim=4" for m in ("train", "eval", "sample")],
+        *stages(other, "--config.model.latent_dim=4"),
     ]
     assert not os.path.exists(root)  # a dry run writes nothing
 

@@ -118,6 +118,7 @@ BAD_INPUT = {
         "/no/such/inception.npz",
     ),
     "unknown --allow_config_change key": ([VAE, "--allow_config_change=model.bogus"], "bogus"),
+    "no --config for a new workdir": (["--mode=sample"], "--config is required for a new workdir"),
 }
 
 
@@ -414,7 +415,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(trained, small_dis
 
 
 # --- 5. signals at any moment (subprocesses) --------------------------------------------------
-LONG = [VAE, "--config.train.log_every=1", "--config.sample.timing_repeats=0"]
+LONG = [VAE, "--config.train.log_every=1", "--config.sample.write_pngs=false"]
 
 
 class Launcher:

@@ -248,7 +248,7 @@ def test_train_resume_sample_eval_on_gcs(gcs, capfd, no_url_on_local_fs, tmp_pat
     assert "resumed from checkpoint at step 4" in resumed.stderr
     assert paths.listdir(paths.join(run, "checkpoints")) == ["4", "6"]  # keep_checkpoints=2
 
-    _ok(run_cli(capfd, VAE, "--config.train.num_steps=6", "--mode=sample", f"--workdir={run}"))
+    _ok(run_cli(capfd, "--mode=sample", f"--workdir={run}", "--config.sample.timing_repeats=1"))
     _ok(run_cli(capfd, VAE, "--config.train.num_steps=6", "--mode=eval", f"--workdir={run}"))
 
     assert not no_url_on_local_fs
@@ -266,7 +266,8 @@ def test_train_resume_sample_eval_on_gcs(gcs, capfd, no_url_on_local_fs, tmp_pat
     with np.load(paths.binary_reader(paths.join(run, "samples", "samples_6.npz"))) as npz:
         assert npz["images"].shape == (8, 28, 28, 1) and npz["images"].dtype == np.uint8
     samples = set(paths.listdir(paths.join(run, "samples")))
-    assert {"step_4.png", "step_6.png", "samples_6.png", "timing_6.json"} <= samples
+    assert {"step_4.png", "step_6.png", "samples_6.png", "timing_6.json", "samples_6"} <= samples
+    assert len(paths.listdir(paths.join(run, "samples", "samples_6"))) == 8  # one PNG each
     evals = set(paths.listdir(paths.join(run, "eval")))
     assert {"step_4.json", "step_6.json", "evaluators.json"} <= evals
     assert "elbo" in json.loads(paths.read_text(paths.join(run, "eval", "step_6.json")))

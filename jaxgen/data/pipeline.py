@@ -57,6 +57,37 @@ def load_source(data: ml_collections.ConfigDict, split: str) -> ResizedSource:
     return ResizedSource(get_source(data.name, split, data.dir), data.image_size)
 
 
+class LazySource:
+    """A source opened on first use: ``len``, indexing or any attribute (``image_shape``,
+    ``class_names``, ...) opens it with :func:`load_source`, so a run that needs no data
+    (sampling a trained model) never reads or downloads them. Errors are raised then."""
+
+    def __init__(self, data: ml_collections.ConfigDict, split: str):
+        self._data = data
+        self._split = split
+        self._source = None
+
+    def open(self) -> ResizedSource:
+        if self._source is None:
+            self._source = load_source(self._data, self._split)
+        return self._source
+
+    @property
+    def is_open(self) -> bool:
+        return self._source is not None
+
+    def __len__(self) -> int:
+        return len(self.open())
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return self.open()[index]
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.open(), name)
+
+
 def data_spec(source: ResizedSource, cond: str) -> DataSpec:
     if cond == "class" and source.num_classes == 0:
         raise UserError("config cond=class needs a labelled dataset; this source has no labels")

@@ -11,6 +11,36 @@ from jaxgen.preemption import check_active
 from jaxgen.progress import Progress
 
 
+def per_example_likelihood(
+    likelihood_fn, params, batch_of, num: int, batch_size: int, rng: jax.Array, family: str
+):
+    """Yields ``(count, {term: float64 [count]})`` for the examples ``0 .. num-1`` in order.
+
+    ``likelihood_fn(params, batch, rng)`` is the family's :meth:`Method.likelihood`;
+    ``batch_of(start, stop)`` gives the batch of examples ``start .. stop-1`` (numpy arrays,
+    the fields of the family's batch transform). Each batch is split over every device (padded
+    to a multiple of their number); batch ``i`` uses ``fold_in(rng, first example's index)``.
+    """
+    mesh = parallel.make_mesh()
+    rows = parallel.round_up(min(batch_size, num), mesh.size)
+    fn = jax.jit(likelihood_fn, out_shardings=parallel.batch_sharded(mesh))
+    progress = Progress(f"likelihood on {mesh.size} device(s)", num, unit="examples")
+    for start in range(0, num, batch_size):
+        check_active()
+        stop = min(start + batch_size, num)
+        batch = batch_of(start, stop)
+        out = fn(params, parallel.shard_rows(batch, mesh, rows), jax.random.fold_in(rng, start))
+        if out is None:
+            raise UserError(f"family {family!r} has no likelihood")
+        count = stop - start
+        # The padding rows are left out.
+        yield (
+            count,
+            {k: np.asarray(v, np.float64)[:count] for k, v in parallel.gather_rows(out).items()},
+        )
+        progress.update(stop)
+
+
 def evaluate(ctx, cfg) -> dict[str, float]:
     """Means of the family's per-example likelihood terms over the eval split.
 
@@ -22,26 +52,22 @@ def evaluate(ctx, cfg) -> dict[str, float]:
     source = ctx.eval_source
     num = min(int(cfg.get("num_examples", len(source))) or len(source), len(source))
     batch_size = min(int(cfg.get("batch_size", 256)), num)
-    mesh = parallel.make_mesh()
-    rows = parallel.round_up(batch_size, mesh.size)  # every device takes a share of a batch
-    fn = jax.jit(ctx.method.likelihood, out_shardings=parallel.batch_sharded(mesh))
     transform = ctx.method.batch_transform()  # adds the text fields of cond=text models
-    progress = Progress(f"likelihood on {mesh.size} device(s)", num, unit="examples")
+
+    def batch_of(start: int, stop: int) -> dict[str, np.ndarray]:
+        items = [transform(source[i]) for i in range(start, stop)]
+        return {k: np.stack([np.asarray(x[k]) for x in items]) for k in items[0]}
+
     sums: dict[str, float] = {}
-    for start in range(0, num, batch_size):
-        check_active()
-        items = [transform(source[i]) for i in range(start, min(start + batch_size, num))]
-        batch = {k: np.stack([np.asarray(x[k]) for x in items]) for k in items[0]}
-        out = fn(
-            ctx.params, parallel.shard_rows(batch, mesh, rows), jax.random.fold_in(ctx.rng, start)
-        )
-        if out is None:
-            raise UserError(
-                f"evaluator 'likelihood': family {ctx.config.family!r} has no likelihood"
-            )
-        for k, v in parallel.gather_rows(out).items():  # the padding rows are left out
-            sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64)[: len(items)]))
-        progress.update(start + len(items))
+    chunks = per_example_likelihood(
+        ctx.method.likelihood, ctx.params, batch_of, num, batch_size, ctx.rng, ctx.config.family
+    )
+    try:
+        for _, terms in chunks:
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+    except UserError as e:
+        raise UserError(f"evaluator 'likelihood': {e}") from None
     results = {k: v / num for k, v in sums.items()}
     results["likelihood_num_examples"] = num
     return results

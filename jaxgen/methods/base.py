@@ -218,8 +218,14 @@ class Method:
             raise UserError(f"family {self.config.family!r} was not trained with cond=text")
         return {k: jnp.asarray(v) for k, v in self.text.text_fields(prompts).items()}
 
+    # write_extras reads two test images (``real``); None is passed when False.
+    extras_use_test_images = False
+
     def write_extras(self, params: PyTree, real: dict, rng: jax.Array, out_dir: str, step: int):
-        """Family-specific outputs of ``--mode=sample`` (e.g. a VAE's interpolations)."""
+        """Family-specific outputs of ``--mode=sample`` (e.g. a VAE's interpolations).
+
+        ``real``: two test images ``{"image": uint8 [2, H, W, C], "label": int32 [2]}`` when
+        :attr:`extras_use_test_images`, else None."""
         del params, real, rng, out_dir, step
 
     def sampling_params(self, state: TrainState) -> PyTree:

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen import paths
 from jaxgen.distributions import (
     discretized_logistic_log_prob,
     gaussian_kl_to_standard,
@@ -80,6 +80,7 @@ class VAE(Method):
     """
 
     supports_bfloat16 = True
+    extras_use_test_images = True  # the interpolation strip runs between two test images
 
     def __init__(self, config, data):
         super().__init__(config, data)
@@ -269,4 +270,4 @@ class VAE(Method):
             strip["text"] = lerp(cond["text"])
         decoded = to_uint8(jax.device_get(self.decode(params, lerp(mean), **strip)))
         images = np.concatenate([real["image"][:1], decoded, real["image"][1:2]])
-        save_png(os.path.join(out_dir, f"interpolation_{step}.png"), make_grid(images, columns=12))
+        save_png(paths.join(out_dir, f"interpolation_{step}.png"), make_grid(images, columns=12))
