@@ -104,6 +104,24 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def jitted_step(method, tx, ema_decay: float):
+    """``method.train_step`` compiled as the trainer compiles it: ``step(state, batch) ->
+    (state, metrics)``. Tests call this rather than the step itself: run op by op, a
+    family's step compiles each of its hundreds of operations on its own."""
+    import functools
+
+    import jax
+
+    return jax.jit(functools.partial(method.train_step, tx=tx, ema_decay=ema_decay))
+
+
+def jitted_init(method, tx, rng, batch):
+    """``method.init_state(rng, batch, tx)``, compiled once rather than run op by op."""
+    import jax
+
+    return jax.jit(lambda r, b: method.init_state(r, b, tx))(rng, batch)
+
+
 def adam_losses(loss_fn, params, batch, steps: int, learning_rate: float = 3e-3):
     """Trains ``params`` on one fixed ``batch`` with Adam; returns ``(params, [loss per step])``.
 

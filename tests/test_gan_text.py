@@ -15,7 +15,7 @@ from jaxgen.models.dcgan import DCGANDiscriminator
 from jaxgen.models.resnet_gan import ResNetDiscriminator
 from jaxgen.run import run
 from jaxgen.text.conditioner import PARAMS_KEY
-from tests.conftest import has_module, load_config
+from tests.conftest import has_module, jitted_init, jitted_step, load_config
 
 
 def _trees_equal(a, b) -> bool:
@@ -74,7 +74,7 @@ def _text_gan(**overrides):
         **{k: jnp.asarray(v) for k, v in method.text.text_fields(texts).items()},
     }
     tx = method.make_optimizer()
-    state = method.init_state(jax.random.PRNGKey(0), batch, tx)
+    state = jitted_init(method, tx, jax.random.PRNGKey(0), batch)
     return method, tx, state, batch
 
 
@@ -93,7 +93,7 @@ def test_text_step_changes_only_the_trained_players_parameters(frozen, trained):
     as it was, and moves every part of the other: its network, text encoder and projection."""
     lr = "optimizer.d_learning_rate" if frozen == "discriminator" else "optimizer.learning_rate"
     method, tx, state, batch = _text_gan(**{lr: 0.0})
-    new, metrics = method.train_step(state, batch, tx, 0.0)
+    new, metrics = jitted_step(method, tx, 0.0)(state, batch)
     assert np.isfinite(float(metrics["loss"]))
     assert _trees_equal(new.params[frozen], state.params[frozen])
     parts = {"generator": (PARAMS_KEY, "TextProjection_0", "BatchStatNorm_0", "Dense_0"),
@@ -105,15 +105,17 @@ def test_text_step_changes_only_the_trained_players_parameters(frozen, trained):
 
 def test_text_samples_follow_their_own_prompt_only():
     method, tx, state, batch = _text_gan()
+    step = jitted_step(method, tx, 0.5)
     for _ in range(2):
-        state, _ = method.train_step(state, batch, tx, 0.5)
+        state, _ = step(state, batch)
     params = method.sampling_params(state)
     prompts = ["a pair of trousers", "a bag", "a sneaker", "a dress"]
     cond = method.text_conditioning(prompts)
     swapped = method.text_conditioning(prompts[:3] + ["an ankle boot"])
     rng = jax.random.PRNGKey(3)
-    a = np.asarray(method.sample(params, rng, 4, cond))
-    b = np.asarray(method.sample(params, rng, 4, swapped))
+    sample = jax.jit(method.sample, static_argnums=2)
+    a = np.asarray(sample(params, rng, 4, cond))
+    b = np.asarray(sample(params, rng, 4, swapped))
     assert a.shape == (4, 8, 8, 1) and a.min() >= 0.0 and a.max() <= 1.0
     np.testing.assert_allclose(a[:3], b[:3], atol=1e-6)  # independent of the other prompts
     assert np.abs(a[3] - b[3]).max() > 1e-4  # but dependent on its own
@@ -130,9 +132,9 @@ def test_frozen_encoder_batches_carry_the_pooled_embedding_only():
     assert example["text_pooled"].shape == (method.text.width,)
     batch = jax.tree.map(lambda v: jnp.stack([jnp.asarray(v)] * 8), example)
     tx = method.make_optimizer()
-    state = method.init_state(jax.random.PRNGKey(0), batch, tx)
+    state = jitted_init(method, tx, jax.random.PRNGKey(0), batch)
     assert PARAMS_KEY not in state.params["generator"]  # frozen: nothing to train
-    new, metrics = method.train_step(state, batch, tx, 0.0)
+    new, metrics = jitted_step(method, tx, 0.0)(state, batch)
     assert np.isfinite(float(metrics["loss"])) and int(new.step) == 1
 
 
