@@ -24,7 +24,7 @@ from jaxgen.methods.base import DataSpec
 from jaxgen.methods.gan import GAN
 from jaxgen.models.dcgan import grid_plan
 from jaxgen.models.spectral_norm import SNConv, SNDense
-from tests.conftest import load_config
+from tests.conftest import jitted_init, jitted_step, load_config
 
 
 def _trees_equal(a, b) -> bool:
@@ -149,13 +149,13 @@ def conditional_gan():
         "image": jnp.asarray(rng.integers(0, 256, (8, 8, 8, 1)), jnp.uint8),
         "label": jnp.arange(8, dtype=jnp.int32) % 10,
     }
-    state = method.init_state(jax.random.PRNGKey(0), batch, tx)
+    state = jitted_init(method, tx, jax.random.PRNGKey(0), batch)
     return method, tx, state, batch
 
 
 def test_train_step_updates_both_players_state_and_ema(conditional_gan):
     method, tx, state, batch = conditional_gan
-    new, metrics = method.train_step(state, batch, tx, 0.9)
+    new, metrics = jitted_step(method, tx, 0.9)(state, batch)
     assert int(new.step) == 1 and int(new.first_nonfinite_step) == -1
     assert not _trees_equal(new.params["generator"], state.params["generator"])
     assert not _trees_equal(new.params["discriminator"], state.params["discriminator"])
@@ -192,8 +192,8 @@ def test_each_player_changes_only_its_own_parameters(frozen, trained):
         "image": jnp.asarray(rng.integers(0, 256, (8, 8, 8, 1)), jnp.uint8),
         "label": jnp.zeros(8, jnp.int32),
     }
-    state = method.init_state(jax.random.PRNGKey(0), batch, tx)
-    new, _ = method.train_step(state, batch, tx, 0.0)
+    state = jitted_init(method, tx, jax.random.PRNGKey(0), batch)
+    new, _ = jitted_step(method, tx, 0.0)(state, batch)
     assert _trees_equal(new.params[frozen], state.params[frozen])
     assert not _trees_equal(new.params[trained], state.params[trained])
 
@@ -202,8 +202,9 @@ def test_sample_does_not_depend_on_the_other_requested_samples(conditional_gan):
     method, _, state, _ = conditional_gan
     params = method.sampling_params(state)
     rng = jax.random.PRNGKey(5)
-    a = method.sample(params, rng, 4, {"label": jnp.array([0, 1, 2, 3], jnp.int32)})
-    b = method.sample(params, rng, 4, {"label": jnp.array([0, 1, 2, 9], jnp.int32)})
+    sample = jax.jit(method.sample, static_argnums=2)
+    a = sample(params, rng, 4, {"label": jnp.array([0, 1, 2, 3], jnp.int32)})
+    b = sample(params, rng, 4, {"label": jnp.array([0, 1, 2, 9], jnp.int32)})
     assert a.shape == (4, 8, 8, 1) and 0.0 <= float(a.min()) and float(a.max()) <= 1.0
     np.testing.assert_allclose(a[:3], b[:3], atol=1e-6)
 
