@@ -41,7 +41,7 @@ def tiny(variant: str, channels: int = 3, layers: int = 3, num_classes: int = 0,
         "image": jnp.zeros((1, H, W, channels), jnp.uint8),
         "label": jnp.zeros((1,), jnp.int32),
     }
-    params = method.init_params(jax.random.PRNGKey(0), batch)
+    params = jax.jit(method.init_params)(jax.random.PRNGKey(0), batch)  # one compile
     return method, params
 
 
@@ -166,7 +166,7 @@ def test_uniform_model_scores_eight_bits_per_dim(variant):
     batch = {
         "image": jax.random.randint(jax.random.PRNGKey(3), (4, H, W, 1), 0, 256).astype(jnp.uint8)
     }
-    result = method.likelihood(zero, batch, jax.random.PRNGKey(0))
+    result = jax.jit(method.likelihood)(zero, batch, jax.random.PRNGKey(0))
     np.testing.assert_allclose(np.asarray(result["bits_per_dim"]), 8.0, rtol=1e-6)
     loss, metrics = method.loss(zero, batch, jax.random.PRNGKey(0))
     np.testing.assert_allclose(float(loss), math.log(256.0), rtol=1e-6)  # nats per dimension
@@ -176,10 +176,9 @@ def test_uniform_model_scores_eight_bits_per_dim(variant):
 def test_class_label_changes_the_likelihood():
     method, params = tiny("gated", channels=1, num_classes=10)
     images = jax.random.randint(jax.random.PRNGKey(3), (2, H, W, 1), 0, 256).astype(jnp.uint8)
+    likelihood = jax.jit(method.likelihood)
     bpd = [
-        method.likelihood(params, {"image": images, "label": jnp.full((2,), k)}, None)[
-            "bits_per_dim"
-        ]
+        likelihood(params, {"image": images, "label": jnp.full((2,), k)}, None)["bits_per_dim"]
         for k in (0, 1)
     ]
     assert not np.allclose(bpd[0], bpd[1])
