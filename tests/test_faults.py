@@ -25,7 +25,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, launch, run_cli, tree_digest
+from tests.conftest import REPO, launch, run_cli, tree_digest, xla_flags_with_devices
 
 VAE = f"--config={REPO}/configs/vae.py:preset=smoke"
 VAE_CLASS = f"--config={REPO}/configs/vae.py:preset=smoke,cond=class"
@@ -183,7 +183,7 @@ def test_batch_not_divisible_by_8_devices_is_refused(tmp_path):
         VAE,
         "--config.train.batch_size=12",
         f"--workdir={workdir}",
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+        env={"XLA_FLAGS": xla_flags_with_devices(8)},
     )
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()

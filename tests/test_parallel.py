@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, xla_flags_with_devices
 
 ONE_STEP = r"""
 import sys, jax, numpy as np
@@ -37,7 +37,7 @@ np.savez({out!r}, *leaves, **info)
 
 def _one_step(tmp_path, devices, sharding="replicated"):
     out = str(tmp_path / f"step_{devices}_{sharding}.npz")
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(os.environ, XLA_FLAGS=xla_flags_with_devices(devices))
     workdir = str(tmp_path / f"w{devices}{sharding}")
     code = ONE_STEP.format(repo=REPO, workdir=workdir, out=out, sharding=sharding)
     result = subprocess.run(

@@ -19,6 +19,9 @@ import logging, signal, sys, time
 sys.path.insert(0, {repo!r})
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 from jaxgen.preemption import StopRequest
+# What this process started with (SIGINT is ignored in a child of a non-interactive shell's
+# background job): the handlers the stop request must put back.
+before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
 with StopRequest() as stop:
     step = 0
     while True:
@@ -28,8 +31,7 @@ with StopRequest() as stop:
         if stop.should_stop(step):
             print("stopped", step, stop.signal, flush=True)
             break
-restored = (signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+restored = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 print("restored", restored, flush=True)
 """
 

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from tests.conftest import REPO
+from tests.conftest import REPO, xla_flags_with_devices
 
 SCRIPT = r"""
 import json, re, sys, jax, numpy as np
@@ -43,7 +43,7 @@ print("@@" + json.dumps(out))
 
 
 def _run(workdir: str, devices: int, launch: bool) -> tuple[dict, str]:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(os.environ, XLA_FLAGS=xla_flags_with_devices(devices))
     code = SCRIPT.format(repo=REPO, workdir=workdir, launch=launch)
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
