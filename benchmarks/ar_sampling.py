@@ -7,8 +7,10 @@ Models have the ``preset=cpu`` sizes of ``configs/pixelcnn.py`` with random
 weights (sampling cost does not depend on the weights); for RGB, the widths of
 PixelCNN and Gated PixelCNN are rounded up to multiples of the colour groups
 (32 -> 36 features, 64 -> 66 output features). Each sampler is compiled
-and run once, then timed over ``--repeats`` runs. ``--rows`` times only the
-first rows of each image and scales to the whole image (both samplers do the
+and run once, then timed over ``--repeats`` runs. Whole images are drawn by the
+family's ``sample`` with the sampler's :class:`~jaxgen.sampling.SampleOptions` (the
+path of ``--mode=sample``); ``--rows`` times only the first rows of each image (the
+sampler itself, stopped early) and scales to the whole image (both samplers do the
 same work for every row). Also checks that both samplers drew the same pixels.
 """
 
@@ -26,9 +28,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.pixelcnn import get_config  # noqa: E402
-from jaxgen.methods.base import DataSpec  # noqa: E402
+from jaxgen.data.spec import DataSpec  # noqa: E402
 from jaxgen.methods.pixelcnn import PixelCNN  # noqa: E402
 from jaxgen.pixelcnn.sampling import SAMPLERS  # noqa: E402
+from jaxgen.sampling import SampleOptions  # noqa: E402
 
 SHAPES = {"28x28": (28, 28, 1), "32x32": (32, 32, 3)}
 
@@ -37,11 +40,26 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def sampling_fn(method, name: str, batch: int, rows: int):
+    """Jitted ``(params, rng) -> int32 [batch, H, W, C]`` samples of sampler ``name``: the
+    family's ``sample``, or with ``rows`` the sampler drawing only the first ``rows`` rows."""
+    options = method.resolve_sample_options(SampleOptions(sampler=name))
+    if rows:
+        pixels = rows * method.data.image_shape[1]
+        sampler = SAMPLERS[options.sampler]
+        return jax.jit(lambda p, r: sampler(method.model, p, r, batch, {}, num_pixels=pixels))
+
+    def whole(params, rng):
+        images = method.sample(params, rng, batch, options=options)  # float32, k / 255
+        return jnp.round(images * 255.0).astype(jnp.int32)
+
+    return jax.jit(whole)
+
+
 def time_sampler(method, params, name, batch, rows, repeats):
     """(seconds per image for the whole image, int32 samples)."""
-    height, width, _ = method.data.image_shape
-    pixels = rows * width if rows else None
-    fn = jax.jit(lambda p, r: SAMPLERS[name](method.model, p, r, batch, {}, num_pixels=pixels))
+    height = method.data.image_shape[0]
+    fn = sampling_fn(method, name, batch, rows)
     out = jax.block_until_ready(fn(params, jax.random.PRNGKey(0)))  # compile + warm up
     start = time.perf_counter()
     for _ in range(repeats):

@@ -6,9 +6,10 @@
 
 For each sampler of ``jaxgen.samplers.SAMPLERS`` (``--samplers``) and each step count
 (``--steps``; 0 is the sampler's default, which for ``ddpm`` is every timestep) the config's
-``sample.sampler``/``sample.steps`` are set and the family's whole ``sample`` function (noise,
-the sampler's scan over network evaluations, decoding, guidance as configured) is jitted for a
-batch of ``--num`` images, compiled (timed), run once, then timed over ``--repeats`` runs.
+sampler options with that ``sampler`` and ``steps`` are passed to the family's whole ``sample``
+function (noise, the sampler's scan over network evaluations, decoding, guidance as
+configured), which is jitted for a batch of ``--num`` images, compiled (timed), run once, then
+timed over ``--repeats`` runs.
 Weights are a fresh initialisation (the cost does not depend on their values). One JSON record
 per (sampler, steps) with images/s, network evaluations (NFE), compile time and the hardware.
 """
@@ -32,19 +33,20 @@ from jaxgen.cli import load_config_file  # noqa: E402
 from jaxgen.errors import UserError  # noqa: E402
 from jaxgen.experiment import Experiment  # noqa: E402
 from jaxgen.samplers import SAMPLERS, get_sampler  # noqa: E402
+from jaxgen.sampling import SampleOptions  # noqa: E402
 
 
 def time_sampler(exp: Experiment, params, sampler: str, steps: int, num: int, repeats: int):
     """Times ``exp.method.sample`` with ``sampler``/``steps``; returns a record (no hardware)."""
     cfg = exp.config
-    cfg.sample.sampler = sampler
-    cfg.sample.steps = steps
-    spec, grid, _ = exp.method._sampler_settings()  # validates; the grid gives the real steps
+    options = SampleOptions.from_config(cfg.sample).replace(sampler=sampler, steps=steps)
+    options = exp.method.resolve_sample_options(options)
+    spec, grid, _ = exp.method.sampler_plan(options)  # the grid gives the real steps
     conditioning = exp.conditioning(num)
-    fn = jax.jit(exp.method.sample, static_argnums=(2,))  # a fresh trace reads the new settings
+    fn = jax.jit(exp.method.sample, static_argnums=(2,), static_argnames=("options",))
     rng = jax.random.PRNGKey(cfg.seed)
     start = time.perf_counter()
-    compiled = fn.lower(params, rng, num, conditioning).compile()
+    compiled = fn.lower(params, rng, num, conditioning, options=options).compile()
     compile_seconds = time.perf_counter() - start
     images = jax.block_until_ready(compiled(params, rng, conditioning))  # warm-up run
     times = []
@@ -62,7 +64,7 @@ def time_sampler(exp: Experiment, params, sampler: str, steps: int, num: int, re
         "sampler": sampler,
         "steps": num_steps,
         "nfe": nfe,
-        "guidance": float(cfg.sample.get("guidance", 1.0)),
+        "guidance": options.guidance,
         "num": num,
         "image_shape": list(images.shape[1:]),
         "seconds_per_batch": seconds,
@@ -103,7 +105,7 @@ def main(argv=None):
         config.evals = {}  # timing the samplers only: the evaluators' weight files are not needed
         with tempfile.TemporaryDirectory() as workdir:
             exp = Experiment(config, workdir)
-            if not hasattr(exp.method, "_sampler_settings"):
+            if not hasattr(exp.method, "sampler_plan"):
                 raise UserError(f"--config={args.config}: family {config.family!r} has no samplers")
             params = exp.method.sampling_params(exp.init_state())
             num_params = int(sum(np.size(x) for x in jax.tree.leaves(params)))

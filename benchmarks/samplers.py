@@ -32,6 +32,7 @@ from benchmarks.common import hardware, write_record  # noqa: E402
 from jaxgen.errors import UserError  # noqa: E402
 from jaxgen.images import to_uint8  # noqa: E402
 from jaxgen.samplers import SAMPLERS  # noqa: E402
+from jaxgen.sampling import SampleOptions  # noqa: E402
 
 DEFAULT_NFE = (10, 20, 50, 100, 1000)
 
@@ -56,11 +57,10 @@ def load_run(workdir: str):
     return exp, exp.method.sampling_params(state), step
 
 
-def generate(exp, params, name: str, steps: int, num: int, chunk: int, seed: int) -> np.ndarray:
-    """uint8 ``[num, H, W, C]`` samples, drawn in chunks with a per-chunk key."""
-    fn = jax.jit(
-        functools.partial(exp.method.sample_with, sampler=name, steps=steps), static_argnums=2
-    )
+def generate(exp, params, options, num: int, chunk: int, seed: int) -> np.ndarray:
+    """uint8 ``[num, H, W, C]`` samples drawn with the resolved ``options``
+    (:class:`~jaxgen.sampling.SampleOptions`) in chunks with a per-chunk key."""
+    fn = jax.jit(functools.partial(exp.method.sample, options=options), static_argnums=2)
     conditioning = exp.conditioning(num)
     out = []
     for start in range(0, num, chunk):
@@ -101,6 +101,7 @@ def main(argv=None) -> list[dict]:
     real_features = extractor(real)["features"]
     out = args.out or os.path.join(args.workdir, "benchmarks", "samplers.jsonl")
     info = hardware()
+    configured = SampleOptions.from_config(exp.config.sample)  # guidance, eta, spacing kept
     records = []
     for name in names:
         spec = SAMPLERS[name]
@@ -108,8 +109,10 @@ def main(argv=None) -> list[dict]:
             steps = spec.steps_for_nfe(budget)
             if spec.spacing == "uniform" and exp.method.dcfg.process == "vp":
                 steps = min(steps, exp.method.dcfg.timesteps)
+            options = configured.replace(sampler=name, steps=steps)
+            options = exp.method.resolve_sample_options(options)
             start = time.perf_counter()
-            images = generate(exp, params, name, steps, args.num, args.chunk, args.seed)
+            images = generate(exp, params, options, args.num, args.chunk, args.seed)
             seconds = time.perf_counter() - start
             fd = frechet_distance_from_features(real_features, extractor(images)["features"])
             record = dict(

@@ -26,27 +26,25 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import hardware, peak_memory_bytes, peak_tflops, write_record  # noqa: E402
+from jaxgen import overrides as overrides_lib  # noqa: E402
 from jaxgen import parallel  # noqa: E402
 from jaxgen.cli import load_config_file  # noqa: E402
+from jaxgen.errors import UserError  # noqa: E402
 from jaxgen.experiment import Experiment  # noqa: E402
 from jaxgen.train import Trainer  # noqa: E402
 
 
 def apply_overrides(config, pairs: list[str]) -> None:
-    """``key.sub=value`` strings -> config, typed like the current value."""
+    """``--set key.sub=value`` strings -> ``config``, typed like the current value, as the
+    launcher's ``--config.key.sub=value`` (:func:`jaxgen.overrides.apply_overrides`): an
+    unknown key or a value of the wrong type is a one-line UserError."""
+    overrides = {}
     for pair in pairs:
-        key, value = pair.split("=", 1)
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        current = node[leaf]
-        if isinstance(current, bool):
-            node[leaf] = value.lower() in ("1", "true", "yes")
-        elif isinstance(current, (int, float)):
-            node[leaf] = type(current)(value)
-        else:
-            node[leaf] = value
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise UserError(f"--set {pair!r}: expected key=value")
+        overrides[key] = value
+    overrides_lib.apply_overrides(config, overrides)
 
 
 def flops_of(compiled) -> float | None:
@@ -143,12 +141,17 @@ def main(argv=None):
     from jaxgen import runtime
 
     runtime.add_cpu_xla_flags()  # the XLA flags launch.py sets, before the backend starts
-    config = load_config_file(args.config)
-    apply_overrides(config, args.set)
+    try:
+        config = load_config_file(args.config)
+        apply_overrides(config, args.set)
+    except UserError as e:
+        print(f"error: {overrides_lib.one_line(e)}", file=sys.stderr)
+        return 2
     record = benchmark(config, args.steps, args.warmup, args.peak_tflops)
     record.update(config_spec=args.config, overrides=args.set, **hardware())
     write_record(record, args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

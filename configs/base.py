@@ -14,6 +14,7 @@ from __future__ import annotations
 import ml_collections
 
 from jaxgen.errors import UserError
+from jaxgen.sampling import SampleOptions
 
 PRESETS = ("smoke", "cpu", "full")
 CONDITIONINGS = ("none", "class", "text")
@@ -154,9 +155,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sample.label = -1  # -1: labels cycle over the classes when conditioned
     c.sample.prompt = ""
     c.sample.prompts_file = ""
-    c.sample.sampler = ""
-    c.sample.steps = 0
-    c.sample.guidance = 0.0
+    # The sampler options (jaxgen.sampling.SampleOptions) with their defaults: "" and 0 leave
+    # the choice to the family; a family that has samplers adds sample.eta and sample.spacing.
+    options = SampleOptions()
+    c.sample.sampler = options.sampler
+    c.sample.steps = options.steps
+    c.sample.guidance = options.guidance
     # Images per sampler call, split over all devices (padded to a multiple of their number).
     # A seed's samples depend on it, not on the number of devices.
     c.sample.batch_size = 256

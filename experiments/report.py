@@ -23,6 +23,7 @@ import urllib.parse
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments import run_values
 from experiments import tables as tables_lib
 from experiments.rundir import RunRecord
 from jaxgen.errors import UserError
@@ -188,13 +189,14 @@ def table_html(t: tables_lib.Table) -> str:
 
 
 def run_html(run: RunRecord, out: str, by_path: dict) -> str:
+    family = run_values.describe(run)
     facts = [
         ("family", run.family or None),
         ("data", run.data or None),
-        ("architecture", tables_lib.architecture(run)),
-        ("training", tables_lib.training(run, by_path)),
-        ("sampler", tables_lib.cfg("sample.sampler")(run)),
-        ("sampler steps", tables_lib.sample_steps(run)),
+        ("architecture", family.architecture),
+        ("training", run_values.training(run, by_path)),
+        ("sampler", family.sampler),
+        ("sampler steps", family.sampler_steps),
         ("eval step", run.eval_step),
     ]
     shared = run.sweep.get("shares_training_with") if run.sweep else ""

@@ -12,9 +12,10 @@ import os
 import re
 import shlex
 
+from experiments.commands import REPO, command, stages_of
 from experiments.spec import Ref, Sweep
-from experiments.sweep import REPO, _text, command, stages_of
 from jaxgen.errors import UserError
+from jaxgen.overrides import override_text
 
 LINE_BREAKS = ("\n", "\r", "\0")
 _SBATCH_PLAIN = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
@@ -29,7 +30,7 @@ def _refuse_line_breaks(what: str, text: str) -> None:
         )
 
 
-def _check_slurm_text(sweep: Sweep, texts: dict[str, str]) -> None:
+def _check_slurmoverride_text(sweep: Sweep, texts: dict[str, str]) -> None:
     """Refuses line breaks in ``texts`` (what -> text) and in every value of every run."""
     for what, text in texts.items():
         _refuse_line_breaks(what, text)
@@ -37,9 +38,10 @@ def _check_slurm_text(sweep: Sweep, texts: dict[str, str]) -> None:
         where = f"sweep {sweep.name!r}, run {run.name!r}"
         _refuse_line_breaks(f"{where}: config", run.config)
         for key, value in run.args.items():
-            _refuse_line_breaks(f"{where}: config argument {key!r}", f"{key}={_text(value)}")
+            text = override_text(value)
+            _refuse_line_breaks(f"{where}: config argument {key!r}", f"{key}={text}")
         for key, value in run.overrides.items():
-            text = value.name if isinstance(value, Ref) else _text(value)
+            text = value.name if isinstance(value, Ref) else override_text(value)
             _refuse_line_breaks(f"{where}: override {key!r}", f"{key}={text}")
 
 
@@ -99,7 +101,7 @@ def slurm_script(
     Every user value is shell-quoted in shell and comment lines and sbatch-quoted in
     ``#SBATCH`` lines; a value with a line break is a :class:`UserError`.
     """
-    _check_slurm_text(
+    _check_slurmoverride_text(
         sweep,
         {
             "the sweep argument": sweep_spec,

@@ -23,9 +23,9 @@ import numpy as np
 
 from jaxgen import paths, runtime
 from jaxgen.errors import UserError
+from jaxgen.sampling import SampleOptions
 
 PARAMS = ("ema", "raw")
-SAMPLE_OPTIONS = ("sampler", "steps", "guidance", "eta")
 
 
 def _config(config: ml_collections.ConfigDict | str) -> ml_collections.ConfigDict:
@@ -84,7 +84,6 @@ class Run:
 
     def __init__(self, exp, step: int, state):
         self._exp = exp
-        self._experiments = {}  # sampler options -> an Experiment built for them
         self.step = step
         self.state = state
 
@@ -103,27 +102,6 @@ class Run:
     @property
     def class_names(self) -> tuple[str, ...]:
         return self._exp.data_description.class_names
-
-    def _with_options(self, options: dict):
-        """The experiment whose config has these ``sample.*`` options (validated, compiled
-        once per distinct set)."""
-        chosen = {k: v for k, v in options.items() if v is not None}
-        if not chosen:
-            return self._exp
-        key = tuple(sorted(chosen.items()))
-        if key not in self._experiments:
-            from jaxgen.experiment import Experiment
-
-            config = self._exp.config.copy_and_resolve_references()
-            for name, value in chosen.items():
-                if name not in config.sample:
-                    raise UserError(f"family {self.family!r} has no sample option {name!r}")
-                try:
-                    config.sample[name] = value
-                except (TypeError, ValueError) as e:
-                    raise UserError(f"{name}={value!r}: {e}") from None
-            self._experiments[key] = Experiment(config, self._exp.workdir, training=False)
-        return self._experiments[key]
 
     def _conditioning(self, exp, n: int, label, prompt) -> dict | None:
         cond = exp.spec.cond
@@ -167,20 +145,23 @@ class Run:
             ``--mode=sample`` writes for ``sample.num = n``.
           label: a class (int) or one per sample; None: the classes in turn (class runs).
           prompt: a prompt (str) or one per sample; None: training-style captions (text runs).
-          sampler, steps, guidance, eta: ``config.sample`` options for this call (None: the
-            run's own); see docs/contract.md for each family's samplers.
+          sampler, steps, guidance, eta: :class:`~jaxgen.sampling.SampleOptions` for this call
+            in place of the run's ``config.sample`` ones (None: the run's own); see
+            docs/contract.md for each family's samplers.
         """
         if n < 1:
             raise UserError(f"n={n}: expected at least one sample")
-        exp = self._with_options(
-            {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
+        exp = self._exp
+        options = SampleOptions.from_config(self.config.sample).replace(
+            sampler=sampler, steps=steps, guidance=guidance, eta=eta
         )
+        options = exp.method.resolve_sample_options(options)
         conditioning = self._conditioning(exp, n, label, prompt)
         from jaxgen.experiment import SAMPLE_STREAM
 
         seed = self.config.seed if seed is None else seed
         rng = jax.random.fold_in(jax.random.PRNGKey(seed), SAMPLE_STREAM)
-        return exp.sample_images(self.state, n, rng, conditioning)
+        return exp.sample_images(self.state, n, rng, conditioning, options=options)
 
     def likelihood(
         self,

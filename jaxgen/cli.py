@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
-import re
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 from jaxgen import paths
 from jaxgen.dotted import MISSING, lookup
 from jaxgen.errors import UserError
+from jaxgen.overrides import apply_override_args, one_line, override_key
 
 if TYPE_CHECKING:
     import ml_collections
@@ -33,22 +33,15 @@ class Launch:
     allow_config_change: tuple[str, ...]
 
 
-def _flag_values(argv: list[str], workdir_config: ml_collections.ConfigDict | None):
-    """The launcher's flags (an absl ``FlagValues``), defined afresh for each command line
-    (no global flag state, so that ``main`` can be called more than once in a process, as
-    the tests do). ``--config`` is the workdir's own config when ``workdir_config`` is given."""
+def _flag_values():
+    """The launcher's flags besides ``--config`` (an absl ``FlagValues``), defined afresh for
+    each command line (no global flag state, so that ``main`` can be called more than once in
+    a process, as the tests do)."""
     from absl import flags
-    from ml_collections import config_flags
 
     fv = flags.FlagValues()
-    if workdir_config is None:
-        config_flags.DEFINE_config_file(
-            "config", None, "configs/<family>.py[:key=value,...]", flag_values=fv, sys_argv=argv
-        )
-    else:
-        config_flags.DEFINE_config_dict(
-            "config", workdir_config, "the workdir's config", flag_values=fv, sys_argv=argv
-        )
+    # base_config reads --config=<spec> and parse drops it; defined for absl's errors.
+    flags.DEFINE_string("config", None, "configs/<family>.py[:key=value,...]", flag_values=fv)
     flags.DEFINE_string(
         "workdir", None, "Run directory (checkpoints, metrics, samples).", flag_values=fv
     )
@@ -61,13 +54,6 @@ def _flag_values(argv: list[str], workdir_config: ml_collections.ConfigDict | No
         flag_values=fv,
     )
     return fv
-
-
-_OVERRIDE = re.compile(r"^--config\.([^=]+)(=(.*))?$")
-
-
-def one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def import_file(path: str, where: str, kind: str, module_name: str):
@@ -126,40 +112,49 @@ def base_config(argv: list[str]) -> tuple[ml_collections.ConfigDict, bool]:
     )
 
 
-def check_overrides(argv: list[str], config: ml_collections.ConfigDict) -> None:
-    """Names the first ``--config.<key>`` override whose key the config lacks."""
-    for arg in argv:
-        match = _OVERRIDE.match(arg)
-        if match and not _has_key(config, match.group(1)):
-            raise UserError(f"unknown config key {match.group(1)!r} (--config.{match.group(1)})")
+def _without_config_flag(args: list[str]) -> list[str]:
+    """``args`` without their ``--config=<spec>`` and ``--config <spec>`` words (read by
+    :func:`base_config`). An override before them is refused, as absl's config flag does."""
+    rest, config_seen, skip = [], False, False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg.startswith("--config=") or (arg == "--config" and i + 1 < len(args)):
+            config_seen, skip = True, arg == "--config"
+        else:
+            rest.append(arg)
+    if config_seen:
+        first = next(i for i, a in enumerate(args) if a == "--config" or a.startswith("--config="))
+        for arg in args[:first]:
+            if override_key(arg) is not None:
+                raise UserError(f"Found {arg} in argv before a value for --config was specified")
+    return rest
 
 
 def parse(argv: list[str]) -> Launch:
     """The launch ``argv`` asks for, or a UserError naming the bad input.
 
     Without ``--config`` the workdir's own config is used (the one its checkpoints were last
-    trained with); ``--config.<key>=<value>`` overrides apply to it as to a config file.
+    trained with); ``--config.<key>=<value>`` overrides apply to it as to a config file
+    (:func:`jaxgen.overrides.apply_override_args`). The config is locked: no new keys.
     """
     from absl import flags
 
-    config, from_workdir = base_config(argv)
-    check_overrides(argv, config)
-    fv = _flag_values(argv, config if from_workdir else None)
+    config, _ = base_config(argv)
+    rest = apply_override_args(config, _without_config_flag(argv[1:]))
+    config.lock()
+    fv = _flag_values()
     try:
-        fv(argv)
+        fv([argv[0], *rest])
     except flags.Error as e:
-        text = one_line(e)
-        bad = re.match(r"flag --config\.([^=]+)=(.*?): (.*)", text)
-        if bad:
-            raise UserError(f"config key {bad.group(1)}={bad.group(2)!r}: {bad.group(3)}") from None
-        raise UserError(text) from None
+        raise UserError(one_line(e)) from None
     if not fv.workdir:
         raise UserError("--workdir is required")
     for key in fv.allow_config_change:
-        if not _has_key(fv.config, key):
+        if not _has_key(config, key):
             raise UserError(f"--allow_config_change: unknown config key {key!r}")
     return Launch(
-        config=fv.config,
+        config=config,
         workdir=paths.normalize(fv.workdir),  # a local folder or a gs:// / s3:// URL
         mode=fv.mode,
         allow_config_change=tuple(fv.allow_config_change),

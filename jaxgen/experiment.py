@@ -17,11 +17,13 @@ from jaxgen import parallel, preemption, validate
 from jaxgen.checkpoints import Checkpoints
 from jaxgen.data.description import DataDescription, read_description
 from jaxgen.data.pipeline import LazySource, Pipeline, data_spec
+from jaxgen.data.spec import DataSpec
 from jaxgen.evaluate import EvalContext, check_evaluators, run_evaluators
 from jaxgen.images import to_uint8
 from jaxgen.methods import get_method_class
-from jaxgen.methods.base import DataSpec, TrainState
+from jaxgen.methods.base import TrainState
 from jaxgen.progress import Progress
+from jaxgen.sampling import SampleOptions
 from jaxgen.text.conditioner import sync_tokenizer
 from jaxgen.text.conditioning import read_prompts
 
@@ -60,14 +62,22 @@ class Experiment:
                 self.spec.image_shape, self.train_source.class_names, item
             )
         self.data_description = described
-        validate.check_sampling_inputs(config, self.method, self.spec)
+        # The config's sampler options, checked and with the family's defaults filled in.
+        self.sample_options = validate.check_sampling_inputs(config, self.method, self.spec)
         self.mesh = parallel.make_mesh()
         if training:
             validate.check_batch_size(
                 config, self.mesh.size, jax.process_count(), len(self.train_source)
             )
         self.tx = self.method.make_optimizer()
-        check_evaluators(config.evals, self.method)
+        check_evaluators(
+            config.evals,
+            family=config.family,
+            data_name=config.data.name,
+            has_likelihood=self.method.has_likelihood,
+            cond=self.spec.cond,
+            image_shape=self.spec.image_shape,
+        )
         if self.method.text is not None:
             sync_tokenizer(self.method.text, workdir, write=False)
         self.rng = jax.random.PRNGKey(config.seed)
@@ -76,6 +86,7 @@ class Experiment:
         self._sample_fn = jax.jit(
             self.method.sample,
             static_argnums=(2,),
+            static_argnames=("options",),
             out_shardings=parallel.batch_sharded(self.mesh),
         )
 
@@ -173,9 +184,17 @@ class Experiment:
         return int(self.config.sample.get("batch_size", DEFAULT_SAMPLE_BATCH))
 
     def sample_images(
-        self, state: TrainState, num: int, rng: jax.Array, conditioning=None, what="sampling"
+        self,
+        state: TrainState,
+        num: int,
+        rng: jax.Array,
+        conditioning=None,
+        what="sampling",
+        options: SampleOptions | None = None,
     ) -> np.ndarray:
-        """``num`` uint8 samples ``[num, H, W, C]`` of the sampling parameters.
+        """``num`` uint8 samples ``[num, H, W, C]`` of the sampling parameters, drawn with
+        ``options`` (resolved :class:`~jaxgen.sampling.SampleOptions`; None: the config's,
+        :attr:`sample_options`); each distinct value compiles once.
 
         Drawn in calls of ``sample.batch_size`` images; call ``i`` uses the key
         ``fold_in(rng, i * sample.batch_size)`` and is padded to a multiple of the device
@@ -185,6 +204,7 @@ class Experiment:
         Logs progress lines (``what``: count, images/s, ETA) and stops at a stop request.
         """
         params = self.method.sampling_params(state)
+        options = self.sample_options if options is None else options
         chunk = self.sample_batch_size
         devices = self.mesh.size
         progress = None
@@ -199,7 +219,8 @@ class Experiment:
                     lambda x, s=start, c=count: np.asarray(x)[s : s + c], conditioning
                 )
                 chunk_cond = parallel.shard_rows(host, self.mesh, rows)
-            out = self._sample_fn(params, jax.random.fold_in(rng, start), rows, chunk_cond)
+            key = jax.random.fold_in(rng, start)
+            out = self._sample_fn(params, key, rows, chunk_cond, options=options)
             if progress is None:  # the split as the result array has it
                 each = out.sharding.shard_shape(out.shape)[0]
                 split = f"{len(out.sharding.device_set)} devices ({each} rows each)"
@@ -213,10 +234,10 @@ class Experiment:
 
     # --- evaluation -----------------------------------------------------
     def evaluate(self, state: TrainState, step: int, final: bool) -> dict[str, float]:
+        params = self.method.sampling_params(state)
         ctx = EvalContext(
             config=self.config,
-            method=self.method,
-            params=self.method.sampling_params(state),
+            params=params,
             model_state=state.model_state,
             spec=self.spec,
             train_source=self.train_source,
@@ -225,5 +246,8 @@ class Experiment:
             workdir=self.workdir,
             generate_fn=lambda num, rng: self.generate(state, num, rng, "sampling for evaluation"),
             prompts_fn=lambda prompts, rng: self.generate_for_prompts(state, prompts, rng),
+            likelihood_fn=self.method.likelihood if self.method.has_likelihood else None,
+            batch_transform=self.method.batch_transform(),
+            functions=self.method.eval_functions(params),
         )
         return run_evaluators(ctx, self.config.evals, step, final)

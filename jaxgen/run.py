@@ -205,9 +205,11 @@ def time_sampling(exp: Experiment, state, step: int) -> dict | None:
     decoding), compiled: the median of ``sample.timing_repeats`` further calls, or None when 0.
 
     The record has the fields of a benchmark record (``experiments/README.md``): ``kind``
-    ``sample``, ``images_per_sec``, ``seconds`` (per call), ``batch_size``, ``sampler``,
-    ``steps``, ``guidance`` and the hardware, so the tables' inference-time column per
-    hardware can come from the runs themselves.
+    ``sample``, ``images_per_sec``, ``seconds`` (per call), ``batch_size``, the ``sampler``,
+    ``steps`` and ``guidance`` the samples were drawn with (the resolved
+    :attr:`Experiment.sample_options`: a default sampler or step count is named; None for a
+    family without one) and the hardware, so the tables' inference-time column per hardware
+    can come from the runs themselves.
     """
     repeats = int(exp.config.sample.get("timing_repeats", 0))
     if repeats <= 0:
@@ -221,15 +223,15 @@ def time_sampling(exp: Experiment, state, step: int) -> dict | None:
         exp.generate(state, num, rng, "timed sampling")
         seconds.append(time.perf_counter() - start)
     median = float(np.median(seconds))
-    sample_cfg = exp.config.sample
+    options = exp.sample_options
     return {
         "kind": "sample",
         "family": exp.config.family,
         "step": step,
         "batch_size": num,
-        "sampler": sample_cfg.get("sampler") or None,
-        "steps": sample_cfg.get("steps") or None,
-        "guidance": sample_cfg.get("guidance"),
+        "sampler": options.sampler or None,
+        "steps": options.steps or None,
+        "guidance": options.guidance,
         "seconds": median,
         "images_per_sec": num / median,
         "repeats": repeats,

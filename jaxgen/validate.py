@@ -17,9 +17,11 @@ from collections.abc import Iterable
 
 import ml_collections
 
+from jaxgen.data.spec import check_global_batch
 from jaxgen.dotted import MISSING, lookup
 from jaxgen.errors import UserError
 from jaxgen.parallel import PARAM_SHARDINGS
+from jaxgen.sampling import SampleOptions
 from jaxgen.text.conditioning import load_prompts_file
 
 # (config key, allowed values, what the special values mean);
@@ -99,33 +101,46 @@ def check_config_values(config: ml_collections.ConfigDict) -> None:
                 _check_range(f"evals.{name}.{option}", cfg[option], bound, hint)
 
 
-def check_unused_sample_options(config: ml_collections.ConfigDict, keys: Iterable[str]) -> None:
-    """UserError for any ``sample.<key>`` (``sampler``, ``steps``, ``guidance``) set to
-    something other than its "unset" value (``""`` or 0): the family would ignore it."""
-    sample = config.get("sample", {})
+def check_sample_ranges(options: SampleOptions) -> None:
+    """``options.steps`` and ``options.guidance`` within the bounds that
+    :func:`check_config_values` sets for ``sample.steps`` and ``sample.guidance``."""
+    for key, bound, hint in _RANGES:
+        section, _, name = key.partition(".")
+        if section == "sample" and name in SampleOptions.names():
+            _check_range(key, getattr(options, name), bound, hint)
+
+
+def check_unused_sample_options(family: str, options: SampleOptions, keys: Iterable[str]) -> None:
+    """UserError for any option of ``keys`` set to something other than its "unset" value
+    (``""`` or 0): ``family`` would ignore it."""
     for key in keys:
-        value = sample.get(key, "" if key == "sampler" else 0)
+        value = getattr(options, key)
         if value:
+            unset = "empty" if isinstance(getattr(SampleOptions(), key), str) else 0
             raise UserError(
-                f"config key sample.{key}={value!r}: family {config.family!r} does not use it; "
-                f"leave it at {'empty' if key == 'sampler' else 0}"
+                f"config key sample.{key}={value!r}: family {family!r} does not use it; "
+                f"leave it at {unset}"
             )
 
 
-def check_sampling_inputs(config: ml_collections.ConfigDict, method, spec) -> None:
+def check_sampling_inputs(config: ml_collections.ConfigDict, method, spec) -> SampleOptions:
     """The sampler options of ``method``'s family, ``sample.label`` and the prompts.
 
     Args:
       config: the run's config (its ``sample`` section).
       method: the family's :class:`~jaxgen.methods.base.Method`; its
-        ``check_sample_options()`` validates sampler name, steps and guidance.
-      spec: the :class:`~jaxgen.methods.base.DataSpec` (conditioning and number of classes).
+        ``resolve_sample_options()`` checks ``sample.sampler``, ``steps``, ``guidance``,
+        ``eta`` and ``spacing``.
+      spec: the :class:`~jaxgen.data.spec.DataSpec` (conditioning and number of classes).
+
+    Returns:
+      The config's :class:`~jaxgen.sampling.SampleOptions`, the family's defaults filled in.
 
     ``sample.label`` must be -1 or a class (only with ``data.cond=class``); ``sample.prompt``
     and ``sample.prompts_file`` apply only with ``data.cond=text``, and the file must be a
     UTF-8 text file with at least one non-empty line.
     """
-    method.check_sample_options()
+    options = method.resolve_sample_options()
     sample = config.get("sample", ml_collections.ConfigDict())
     label = sample.get("label", -1)
     if spec.cond == "class":
@@ -144,20 +159,7 @@ def check_sampling_inputs(config: ml_collections.ConfigDict, method, spec) -> No
             )
     if spec.cond == "text" and sample.get("prompts_file"):
         load_prompts_file(sample.prompts_file)
-
-
-def check_global_batch(
-    batch: int, devices: int = 1, processes: int = 1, examples: int | None = None
-) -> None:
-    """UserError unless the global ``batch`` splits evenly over ``devices`` and ``processes``
-    and fits in the ``examples`` of the training split (``None``: not checked)."""
-    key = f"config key train.batch_size={batch}"
-    if batch % devices:
-        raise UserError(f"{key}: expected a multiple of the {devices} devices")
-    if batch % processes:
-        raise UserError(f"{key}: expected a multiple of the {processes} processes")
-    if examples is not None and batch > examples:
-        raise UserError(f"{key}: expected at most the {examples} examples of the training split")
+    return options
 
 
 def check_grad_accum(train: ml_collections.ConfigDict) -> None:

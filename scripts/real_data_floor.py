@@ -52,7 +52,7 @@ def floor(data: str, num: int, features: str, workdir: str, **options) -> dict[s
         return {"images": np.stack([train[i]["image"] for i in range(n)])}
 
     ctx = EvalContext(
-        config=config, method=None, params=None, model_state=None,
+        config=config, params=None, model_state=None,
         spec=data_spec(train, "none"), train_source=train, eval_source=test,
         rng=jax.random.key(0), workdir=workdir, generate_fn=generate,
     )  # fmt: skip

@@ -33,10 +33,11 @@ import numpy as np
 import pytest
 from jax.extend.core import ClosedJaxpr, Jaxpr
 
+from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.gan.losses import get_loss
 from jaxgen.methods import get_method_class
-from jaxgen.methods.base import DataSpec, Method, images_to_symmetric
+from jaxgen.methods.base import Method, images_to_symmetric
 from tests.conftest import load_config
 
 BATCH = 8
@@ -309,7 +310,7 @@ def test_latent_diffusion_autoencoder_computes_in_bfloat16():
     """Latent diffusion's frozen VAE with ``dtype=bfloat16``: bfloat16 convolutions, float32
     latents and images, within bfloat16 rounding of the float32 autoencoder. (Its UNet is
     the pixel-space one, trained above; the in-memory VAE saves writing a checkpoint.)"""
-    from jaxgen.diffusion.latent import LatentAutoencoder
+    from jaxgen.methods.latent import LatentAutoencoder
     from jaxgen.methods.vae import VAE
 
     config = load_config("configs/vae.py:preset=smoke")

@@ -74,3 +74,9 @@ def test_corpus_tokenizer_knows_every_caption_word():
         ids = tok.encode(caption)
         assert UNK not in ids
         assert tok.decode(ids) == caption
+
+
+def test_class_prompts_list_each_class_captions_in_label_order():
+    for heldout, pick in ((False, captions.train_captions), (True, captions.heldout_captions)):
+        prompts = captions.class_prompts(heldout)
+        assert prompts == [list(pick(c)) for c in range(captions.NUM_CLASSES)]

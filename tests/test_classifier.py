@@ -10,9 +10,9 @@ import numpy as np
 import optax
 import pytest
 
+from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.evaluate import features
-from jaxgen.methods.base import DataSpec
 from jaxgen.methods.classifier import Classifier
 from jaxgen.models.classifier import ClassifierNet
 from tests.conftest import launch, load_config

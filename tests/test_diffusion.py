@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import launch, load_config, tree_digest
+from conftest import launch, load_config, run_cli, tree_digest
 
+from jaxgen.data.spec import DataSpec
 from jaxgen.diffusion.likelihood import VariationalBound, discretized_gaussian_log_prob
 from jaxgen.diffusion.objectives import (
     PARAMETERIZATIONS,
@@ -25,7 +26,6 @@ from jaxgen.diffusion.objectives import (
 from jaxgen.diffusion.process import VPProcess
 from jaxgen.diffusion.schedules import cosine_betas, make_schedule
 from jaxgen.errors import UserError
-from jaxgen.methods.base import DataSpec
 from jaxgen.methods.diffusion import Diffusion
 
 SPEC = DataSpec((8, 8, 1), 10, "none")  # small images keep the method tests fast
@@ -315,7 +315,7 @@ def test_latent_diffusion_on_a_vae_run(tmp_path):
         _method(**{"model.autoencoder": str(tmp_path / "missing")})
 
 
-def test_smoke_run_end_to_end(tmp_path):
+def test_smoke_run_end_to_end(tmp_path, capfd):
     workdir = str(tmp_path / "run")
     result = launch("--config=configs/ddpm.py:preset=smoke", f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -335,12 +335,13 @@ def test_smoke_run_end_to_end(tmp_path):
         assert f["images"].shape == (8, 28, 28, 1) and f["images"].dtype == np.uint8
 
     before = tree_digest(workdir)
-    bad = launch(
+    bad = run_cli(
+        capfd,
         "--config=configs/ddpm.py:preset=smoke",
         f"--workdir={workdir}",
         "--mode=sample",
         "--config.sample.sampler=euler",
     )
-    assert bad.returncode == 2
+    assert bad.code == 2
     assert "sample.sampler" in bad.stderr.strip().splitlines()[-1]
     assert tree_digest(workdir) == before

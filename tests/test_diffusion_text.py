@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import load_config
 
-from jaxgen.methods.base import DataSpec
+from jaxgen.data.spec import DataSpec
 from jaxgen.methods.diffusion import Diffusion
 from jaxgen.text import conditioning
 from jaxgen.text.conditioner import (

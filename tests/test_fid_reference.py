@@ -4,7 +4,6 @@ reference statistics (``mu``/``sigma`` ``.npz``) written, read and validated."""
 from __future__ import annotations
 
 import json
-import types
 import warnings
 
 import jax
@@ -133,8 +132,8 @@ def source(monkeypatch):
 
 
 def _context(tmp_path, source, generate_fn=None):
+    from jaxgen.data.spec import DataSpec
     from jaxgen.evaluate import EvalContext
-    from jaxgen.methods.base import DataSpec
 
     config = ml_collections.ConfigDict(
         {"data": {"name": SOURCE, "image_size": 8, "train_split": "train", "eval_split": "test"}}
@@ -148,7 +147,7 @@ def _context(tmp_path, source, generate_fn=None):
             return {"images": fakes[:num].copy()}
 
     return EvalContext(
-        config=config, method=None, params=None, model_state=None,
+        config=config, params=None, model_state=None,
         spec=DataSpec((8, 8, 1), 10), train_source=source, eval_source=source,
         rng=jax.random.key(0), workdir=str(tmp_path), generate_fn=generate_fn,
     )  # fmt: skip
@@ -234,12 +233,10 @@ def test_script_reads_image_folders_as_the_source(tmp_path, source, capsys):
 # --- validation before anything is sampled --------------------------------------------
 
 
-def _method(image_shape=(8, 8, 1)):
-    from jaxgen.methods.base import DataSpec
-
-    config = ml_collections.ConfigDict({"family": "gan", "data": {"name": SOURCE}})
-    return types.SimpleNamespace(
-        config=config, has_likelihood=True, data=DataSpec(image_shape, 10, "none")
+def _method(image_shape=(8, 8, 1)) -> dict:
+    """The model's side of :func:`check_evaluators`."""
+    return dict(
+        family="gan", data_name=SOURCE, has_likelihood=True, cond="none", image_shape=image_shape
     )
 
 
@@ -272,14 +269,14 @@ def test_bad_stats_files_fail_before_anything_is_sampled(tmp_path, source):
     for path, pattern in _bad_files(tmp_path):
         cfg = _quality(reference_stats=path)
         with pytest.raises(UserError, match=pattern) as info:
-            check_evaluators(ml_collections.ConfigDict({"q": cfg}), _method())
+            check_evaluators(ml_collections.ConfigDict({"q": cfg}), **_method())
         message = str(info.value)
         assert message.startswith("config key evals.q: ") and "\n" not in message, message
         with pytest.raises(UserError, match=pattern):  # the evaluator itself, too
             get_evaluator("quality")(ctx, cfg)
     good = str(tmp_path / "good.npz")
     fid_stats.write_stats(good, np.zeros(64), np.eye(64))
-    check_evaluators(ml_collections.ConfigDict({"q": _quality(reference_stats=good)}), _method())
+    check_evaluators(ml_collections.ConfigDict({"q": _quality(reference_stats=good)}), **_method())
 
 
 @pytest.mark.parametrize(
@@ -294,7 +291,7 @@ def test_bad_stats_files_fail_before_anything_is_sampled(tmp_path, source):
 def test_bad_stats_options_are_one_line_errors(options, pattern):
     evals = ml_collections.ConfigDict({"q": _quality(**options)})
     with pytest.raises(UserError, match=pattern) as info:
-        check_evaluators(evals, _method())
+        check_evaluators(evals, **_method())
     assert str(info.value).startswith("config key evals.q: ") and "\n" not in str(info.value)
 
 
@@ -305,7 +302,7 @@ def test_same_file_to_read_and_write_is_refused(tmp_path):
         {"q": _quality(reference_stats=path, save_reference_stats=path)}
     )
     with pytest.raises(UserError, match="name the same file"):
-        check_evaluators(evals, _method())
+        check_evaluators(evals, **_method())
 
 
 def test_launcher_refuses_a_misshaped_stats_file_before_training(tmp_path, capfd):
@@ -383,9 +380,9 @@ def test_inception_weights_from_the_converter_and_stats_width(tmp_path, source, 
     assert np.isfinite(sigma).all() and (mu >= 0).all()  # pool3 follows a ReLU
     options = dict(features="inception", inception_weights=weights)
     ok = _quality(reference_stats=out, **options)
-    check_evaluators(ml_collections.ConfigDict({"q": ok}), _method())
+    check_evaluators(ml_collections.ConfigDict({"q": ok}), **_method())
     narrow = str(tmp_path / "pixels.npz")
     fid_stats.write_stats(narrow, np.zeros(64), np.eye(64))
     bad = ml_collections.ConfigDict({"q": _quality(reference_stats=narrow, **options)})
     with pytest.raises(UserError, match="of 64-d features, but .* gives 2048-d"):
-        check_evaluators(bad, _method())
+        check_evaluators(bad, **_method())

@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
+from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.gan import losses
-from jaxgen.gan.layers import UpConv
 from jaxgen.gan.regularizers import gradient_penalty, r1_penalty
 from jaxgen.gan.step import (
     Objective,
@@ -20,9 +20,9 @@ from jaxgen.gan.step import (
     mode_seeking_ratio,
     two_player_step,
 )
-from jaxgen.methods.base import DataSpec
 from jaxgen.methods.gan import GAN
 from jaxgen.models.dcgan import grid_plan
+from jaxgen.models.layers import UpConv
 from jaxgen.models.spectral_norm import SNConv, SNDense
 from tests.conftest import jitted_init, jitted_step, load_config
 

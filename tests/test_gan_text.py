@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxgen.data import captions
-from jaxgen.methods.base import DataSpec
+from jaxgen.data.spec import DataSpec
 from jaxgen.methods.gan import GAN
 from jaxgen.models.dcgan import DCGANDiscriminator
 from jaxgen.models.resnet_gan import ResNetDiscriminator

@@ -190,8 +190,8 @@ def tiny_classifier(tmp_path_factory):
 
 def _context(tmp_path, generate_fn):
     from jaxgen.data.sources import ArraySource
+    from jaxgen.data.spec import DataSpec
     from jaxgen.evaluate import EvalContext
-    from jaxgen.methods.base import DataSpec
 
     rng = np.random.default_rng(0)
     labels = np.arange(600) % 10
@@ -211,7 +211,7 @@ def _context(tmp_path, generate_fn):
         }
     )
     return EvalContext(
-        config=config, method=None, params=None, model_state=None,
+        config=config, params=None, model_state=None,
         spec=DataSpec((28, 28, 1), 10), train_source=source, eval_source=source,
         rng=jax.random.key(0), workdir=str(tmp_path), generate_fn=generate_fn,
     ), source  # fmt: skip

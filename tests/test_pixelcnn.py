@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgen.methods.base import DataSpec
+from jaxgen.data.spec import DataSpec
 from jaxgen.methods.pixelcnn import PixelCNN, build_model
 from jaxgen.pixelcnn import categorical, logistic_mixture
 from tests.conftest import launch, load_config

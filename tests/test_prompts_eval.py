@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from jaxgen.data import captions, sprites
+from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.evaluate import features, prompts
 from jaxgen.evaluate.context import EvalContext
-from jaxgen.methods.base import DataSpec
 
 SPRITES_WEIGHTS = features.default_classifier_weights("sprites")
 needs_sprites_classifier = pytest.mark.skipif(
@@ -48,11 +48,11 @@ def test_sprite_colour_is_exact_on_rendered_sprites(size):
                     factors.append((shape, colour, scale, rotation, position))
     factors = np.array(factors)
     images = np.stack([sprites.render(f, size) for f in factors])
-    np.testing.assert_array_equal(prompts.sprite_colour(images), factors[:, 1])
+    np.testing.assert_array_equal(sprites.read_colour(images), factors[:, 1])
     # Also after the bilinear resize the evaluator applies to other sizes.
     resized = features.fit_to(images, (20, 20, 3))
     assert resized.shape == (len(images), 20, 20, 3)
-    np.testing.assert_array_equal(prompts.sprite_colour(resized), factors[:, 1])
+    np.testing.assert_array_equal(sprites.read_colour(resized), factors[:, 1])
 
 
 def test_sprite_colour_tolerates_noise_but_tells_colours_apart():
@@ -62,7 +62,7 @@ def test_sprite_colour_tolerates_noise_but_tells_colours_apart():
         [sprites.render((c % 5, c, 2, 0, 4), 28) for c in colours]
     ).astype(np.float32)  # fmt: skip
     noisy = np.clip(clean + rng.normal(0, 12, clean.shape), 0, 255).astype(np.uint8)
-    np.testing.assert_array_equal(prompts.sprite_colour(noisy), colours)
+    np.testing.assert_array_equal(sprites.read_colour(noisy), colours)
 
 
 # --- the sprites domain classifier ------------------------------------------------------
@@ -111,7 +111,7 @@ def test_sprites_classifier_reads_the_shape_whatever_the_colour():
 
 
 def test_fashion_prompt_sets_cover_every_class_and_hold_out_paraphrases():
-    sets = prompts.fashion_prompt_sets()
+    sets = captions.prompt_sets()
     assert set(sets) == {"train", "heldout_known", "heldout_new"}
     for rows in sets.values():
         assert {y for _, y in rows} == set(range(captions.NUM_CLASSES))
@@ -131,7 +131,7 @@ def test_fashion_prompt_sets_cover_every_class_and_hold_out_paraphrases():
 
 
 def test_spread_over_classes_takes_classes_in_turn():
-    rows = prompts.fashion_prompt_sets()["train"]
+    rows = captions.prompt_sets()["train"]
     picked = prompts.spread_over_classes(rows, 25)
     assert len(picked) == 25 and {y for _, y in picked} == set(range(10))
     assert [y for _, y in picked[:10]] == list(range(10))
@@ -139,7 +139,7 @@ def test_spread_over_classes_takes_classes_in_turn():
 
 
 def test_sprites_prompt_sets_separate_seen_and_heldout_pairs():
-    sets = prompts.sprites_prompt_sets(120)
+    sets = sprites.prompt_sets(120)
     assert set(sets) == {"seen_pairs", "heldout_pairs"}
     seen = {(int(f[0]), int(f[1])) for _, f in sets["seen_pairs"]}
     heldout = {(int(f[0]), int(f[1])) for _, f in sets["heldout_pairs"]}
@@ -166,7 +166,6 @@ def _context(data: str, prompts_fn, image_shape, num_classes, workdir="") -> Eva
     config = ml_collections.ConfigDict({"data": {"name": data}})
     return EvalContext(
         config=config,
-        method=None,
         params=None,
         model_state=None,
         spec=DataSpec(image_shape, num_classes, cond="text"),
@@ -243,7 +242,7 @@ def fashion_test():
 
 def _fashion_model(pools, class_of):
     """A fake model: for each prompt, the next image of ``pools[class_of(label)]``."""
-    label_of = {p: y for rows in prompts.fashion_prompt_sets().values() for p, y in rows}
+    label_of = {p: y for rows in captions.prompt_sets().values() for p, y in rows}
     counters = dict.fromkeys(range(10), 0)
 
     def prompts_fn(texts, key):
@@ -292,3 +291,56 @@ def test_prompts_eval_needs_a_text_model_and_known_data():
             _context("sprites", _sprite_model(0), (28, 28, 3), 5),
             ml_collections.ConfigDict(dict(type="prompts", samples_per_prompt=0)),
         )
+
+
+# --- the clip_zero_shot evaluator on fake encoders ---------------------------------------
+
+
+def _fake_encoders(images_to_factors, colour_shift: int = 0):
+    """Encoders of a fake contrastive model: an image and a caption meet when they name the
+    same (shape, colour); images' colours are read ``colour_shift`` along the list."""
+    n_colours = len(sprites.COLOURS)
+
+    def one_hot(shape, colour):
+        v = np.zeros(len(sprites.SHAPES) * n_colours, np.float32)
+        v[shape * n_colours + colour] = 1.0
+        return v
+
+    def encode_texts(texts):
+        return np.stack([one_hot(*_parse_sprite_prompt(t)) for t in texts])
+
+    def encode_images(images):
+        rows = [images_to_factors[np.asarray(x).tobytes()] for x in images]
+        return np.stack([one_hot(f[0], (f[1] + colour_shift) % n_colours) for f in rows])
+
+    return {"encode_images": encode_images, "encode_texts": encode_texts}
+
+
+def test_zero_shot_evaluator_takes_encoders_not_the_family():
+    from jaxgen.evaluate import get_evaluator
+
+    size, num = 8, 12
+    test, heldout = sprites.SpritesSource("test", size=size), sprites.SpritesSource("heldout", size)
+    lookup = {
+        s[i]["image"].tobytes(): s[i]["factors"] for s in (test, heldout) for i in range(num)
+    }  # fmt: skip
+    config = ml_collections.ConfigDict({"data": {"name": "sprites"}})
+    cfg = ml_collections.ConfigDict(dict(type="clip_zero_shot", num_examples=num))
+
+    def run(functions):
+        ctx = EvalContext(
+            config=config, params=None, model_state=None,
+            spec=DataSpec((size, size, 3), 5, "text"), train_source=None, eval_source=test,
+            rng=jax.random.key(0), workdir="", generate_fn=None, functions=functions,
+        )  # fmt: skip
+        return get_evaluator("clip_zero_shot")(ctx, cfg)
+
+    right = run(_fake_encoders(lookup))
+    assert right == {
+        "zero_shot_acc": 1.0, "zero_shot_colour_acc": 1.0, "zero_shot_heldout_pair_acc": 1.0
+    }  # fmt: skip
+    wrong = run(_fake_encoders(lookup, colour_shift=1))
+    assert wrong["zero_shot_acc"] == 1.0 and wrong["zero_shot_colour_acc"] == 0.0
+    assert wrong["zero_shot_heldout_pair_acc"] == 0.0
+    with pytest.raises(UserError, match="needs family clip"):
+        run({})

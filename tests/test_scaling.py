@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.methods.base import DataSpec
 from jaxgen.methods.gradients import loss_and_grads
 from jaxgen.methods.vae import VAE
 from tests.conftest import load_config

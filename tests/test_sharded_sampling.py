@@ -19,13 +19,17 @@ from jaxgen.cli import load_config_file
 from jaxgen.evaluate.likelihood import evaluate
 from jaxgen.evaluate.context import EvalContext
 out = {{"devices": len(jax.devices())}}
+# The smoke UNet with one resolution and no attention: what is split is the batch.
+SMALLER = ["--config.model.unet.ch_mult=(1,)", "--config.model.unet.attn_resolutions=()"]
 if {launch!r}:
     args = ["launch.py", "--config=configs/ddpm.py:preset=smoke", "--workdir={workdir}",
-            "--config.train.num_steps=2", "--config.train.sample_every=0", "--config.evals={{}}"]
+            "--config.train.num_steps=2", "--config.train.sample_every=0", "--config.evals={{}}",
+            *SMALLER]
     assert main(args) == 0
     assert main(args + ["--mode=sample", "--config.sample.num=64",
                         "--config.sample.timing_repeats=0"]) == 0
 config = load_config_file("configs/ddpm.py:preset=smoke")
+config.model.unet.ch_mult, config.model.unet.attn_resolutions = (1,), ()
 exp = Experiment(config, "{workdir}")
 state = exp.init_state()
 params = exp.method.sampling_params(state)
@@ -34,9 +38,11 @@ out["conv_batches"] = sorted({{int(b) for b in re.findall(
     r"= f32\[(\d+),\d+,\d+,\d+\]\{{[^}}]*\}} convolution", hlo)}})
 np.save("{workdir}_samples_{{}}.npy".format(out["devices"]),
         exp.generate(state, 20, exp.sample_rng())["images"])
-ctx = EvalContext(config=config, method=exp.method, params=params, model_state=None,
+ctx = EvalContext(config=config, params=params, model_state=None,
                   spec=exp.spec, train_source=exp.train_source, eval_source=exp.eval_source,
-                  rng=jax.random.PRNGKey(3), workdir="", generate_fn=None)
+                  rng=jax.random.PRNGKey(3), workdir="", generate_fn=None,
+                  likelihood_fn=exp.method.likelihood,
+                  batch_transform=exp.method.batch_transform())
 out["likelihood"] = evaluate(ctx, {{"num_examples": 10, "batch_size": 4}})
 print("@@" + json.dumps(out))
 """

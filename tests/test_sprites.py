@@ -101,3 +101,16 @@ def test_shapes_differ_and_rotation_changes_the_image():
 def test_bad_split_is_a_user_error():
     with pytest.raises(UserError, match="sprites has splits"):
         get_source("sprites", "validation")
+
+
+def test_factor_reads_one_factor_by_name():
+    factors = np.stack([sprites.sample_factors("test", i) for i in range(6)])
+    for column, name in enumerate(sprites.FACTOR_NAMES):
+        np.testing.assert_array_equal(sprites.factor(factors, name), factors[:, column])
+    assert sprites.factor(factors[0], "colour") == factors[0, 1]
+
+
+def test_the_source_table_opens_sprites_without_importing_them_first():
+    assert get_source("sprites", "test").image_shape == (32, 32, 3)
+    with pytest.raises(UserError, match="reads no files"):
+        get_source("sprites", "test", "/tmp")

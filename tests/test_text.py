@@ -11,7 +11,8 @@ import pytest
 
 from jaxgen.data import captions, sprites
 from jaxgen.errors import UserError
-from jaxgen.text import bert, clip, conditioning
+from jaxgen.methods import clip
+from jaxgen.text import bert, conditioning
 from jaxgen.text.encoder import TextEncoder
 from jaxgen.text.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, byte_tokenizer, word_tokenizer
 from jaxgen.weight_files import read_safetensors, write_safetensors

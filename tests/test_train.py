@@ -85,7 +85,8 @@ def test_ema_warms_up_then_uses_the_configured_decay():
     import jax.numpy as jnp
     import optax
 
-    from jaxgen.methods.base import DataSpec, Method, TrainState, ema_decay_at
+    from jaxgen.data.spec import DataSpec
+    from jaxgen.methods.base import Method, TrainState, ema_decay_at
 
     np.testing.assert_allclose(ema_decay_at(0, 0.999), 0.1)
     np.testing.assert_allclose(ema_decay_at(80, 0.999), 0.9)

@@ -2,8 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.data.spec import DataSpec
 from jaxgen.distributions import discretized_logistic_log_prob, gaussian_kl_to_standard
-from jaxgen.methods.base import DataSpec
 from jaxgen.methods.vae import VAE
 from tests.conftest import adam_losses, load_config
 

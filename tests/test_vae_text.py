@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxgen.data import captions
-from jaxgen.methods.base import DataSpec
+from jaxgen.data.spec import DataSpec
 from jaxgen.methods.vae import VAE
 from jaxgen.run import run
 from jaxgen.text.conditioner import PARAMS_KEY

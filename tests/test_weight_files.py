@@ -7,7 +7,6 @@ import json
 import os
 import pickle
 import struct
-import types
 import zipfile
 import zlib
 
@@ -371,9 +370,9 @@ def test_misshaped_vgg19_weights(tmp_path, layout):
 # --- evaluator weights are checked before training ----------------------------------------
 
 
-def _method(data_name: str = "fashion_mnist"):
-    config = ml_collections.ConfigDict({"family": "gan", "data": {"name": data_name}})
-    return types.SimpleNamespace(config=config, has_likelihood=True)
+def _method(data_name: str = "fashion_mnist") -> dict:
+    """The model's side of :func:`check_evaluators`."""
+    return dict(family="gan", data_name=data_name, has_likelihood=True)
 
 
 def _evals(**evaluators) -> ml_collections.ConfigDict:
@@ -383,7 +382,7 @@ def _evals(**evaluators) -> ml_collections.ConfigDict:
 def test_check_evaluators_rejects_missing_and_misshaped_inception(tmp_path, inception_files):
     good, bad = inception_files
     check_evaluators(_evals(q=dict(type="quality", features="inception", inception_weights=good)),
-                     _method())  # fmt: skip
+                     **_method())  # fmt: skip
     absent = str(tmp_path / "pt_inception.npz")
     for path, pattern in [
         (absent, "does not exist; convert .*scripts/convert_inception.py"),
@@ -391,10 +390,10 @@ def test_check_evaluators_rejects_missing_and_misshaped_inception(tmp_path, ince
     ]:
         evals = _evals(q=dict(type="quality", features="inception", inception_weights=path))
         with pytest.raises(UserError, match=pattern) as info:
-            check_evaluators(evals, _method())
+            check_evaluators(evals, **_method())
         assert str(info.value).startswith("config key evals.q: ") and path in str(info.value)
     with pytest.raises(UserError, match="evals.q: .*needs weights.*convert_inception.py"):
-        check_evaluators(_evals(q=dict(type="c2st", features="inception")), _method())
+        check_evaluators(_evals(q=dict(type="c2st", features="inception")), **_method())
 
 
 @pytest.mark.parametrize("config_file", ["configs/gan.py", "configs/ddpm.py"])
@@ -402,20 +401,20 @@ def test_published_configs_fail_before_training_without_inception_weights(config
     config = load_config(config_file)
     assert config.evals.quality.features == "inception"
     with pytest.raises(UserError, match=r"evals\.\w+: .*inception.*convert_inception.py"):
-        check_evaluators(config.evals, _method(config.data.name))
+        check_evaluators(config.evals, **_method(config.data.name))
     # With the file set (here: one that is not there) the same check names it.
     for cfg in config.evals.values():
         if cfg.get("features") == "inception":
             cfg.inception_weights = "/nonexistent/pt_inception.pth"
     with pytest.raises(UserError, match="/nonexistent/pt_inception.pth does not exist"):
-        check_evaluators(config.evals, _method(config.data.name))
+        check_evaluators(config.evals, **_method(config.data.name))
 
 
 def test_check_evaluators_checks_the_domain_classifier(tmp_path):
     # The committed classifier is found from the data name when no features are named.
-    check_evaluators(_evals(c=dict(type="classifier")), _method("fashion_mnist"))
+    check_evaluators(_evals(c=dict(type="classifier")), **_method("fashion_mnist"))
     with pytest.raises(UserError, match="evals.c: no domain classifier for data 'nowhere'"):
-        check_evaluators(_evals(c=dict(type="classifier")), _method("nowhere"))
+        check_evaluators(_evals(c=dict(type="classifier")), **_method("nowhere"))
     path = str(tmp_path / "clf.npz")
     params = {
         "conv0_a": {"kernel": np.zeros((3, 3, 1, 8), np.float32), "bias": np.zeros(8)},
@@ -425,13 +424,13 @@ def test_check_evaluators_checks_the_domain_classifier(tmp_path):
     meta = dict(num_classes=10, channels=[8], feature_dim=16, image_shape=[28, 28, 1])
     save_classifier(path, params, meta)
     evals = _evals(c=dict(type="diversity", features="domain", classifier_weights=path))
-    check_evaluators(evals, _method())
+    check_evaluators(evals, **_method())
     params["features"]["kernel"] = np.zeros((9, 16), np.float32)
     save_classifier(path, params, meta)
     with pytest.raises(UserError, match=r"tensor 'features/kernel' has shape \(9, 16\)") as info:
-        check_evaluators(evals, _method())
+        check_evaluators(evals, **_method())
     assert path in str(info.value) and str(info.value).startswith("config key evals.c: ")
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
     with pytest.raises(UserError, match="evals.c: weight file .*unreadable .npz"):
-        check_evaluators(evals, _method())
+        check_evaluators(evals, **_method())

@@ -102,6 +102,26 @@ def all_captions() -> tuple[str, ...]:
     )
 
 
+def class_prompts(heldout: bool = False) -> list[list[str]]:
+    """Per class, in label order, the captions that name it: the training captions, or
+    (``heldout``) the held-out paraphrases."""
+    pick = heldout_captions if heldout else train_captions
+    return [list(pick(label)) for label in range(NUM_CLASSES)]
+
+
+def prompt_sets() -> dict[str, list[tuple[str, int]]]:
+    """Prompts and the class each one names, ``{set name: [(prompt, label), ...]}`` over the
+    classes: ``train`` (training captions), ``heldout_known`` (held-out paraphrases made of
+    words seen in training) and ``heldout_new`` (held-out paraphrases with new words)."""
+    sets: dict[str, list[tuple[str, int]]] = {"train": [], "heldout_known": [], "heldout_new": []}
+    for label in range(NUM_CLASSES):
+        known = set(heldout_captions(label, known_words_only=True))
+        sets["train"] += [(p, label) for p in train_captions(label)]
+        for p in heldout_captions(label):
+            sets["heldout_known" if p in known else "heldout_new"].append((p, label))
+    return sets
+
+
 def _mix(seed: int, index: int) -> int:
     """A 64-bit integer hash of ``(seed, index)`` (splitmix64 finaliser)."""
     x = (int(seed) * 0x9E3779B97F4A7C15 + int(index) + 0x632BE59BD9B4E019) & (2**64 - 1)

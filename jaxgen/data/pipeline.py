@@ -14,9 +14,8 @@ import numpy as np
 from PIL import Image
 
 from jaxgen.data.sources import get_source
+from jaxgen.data.spec import DataSpec, check_global_batch, select_image_and_label
 from jaxgen.errors import UserError
-from jaxgen.methods.base import DataSpec, select_image_and_label
-from jaxgen.validate import check_global_batch
 
 
 class ResizedSource:

@@ -10,6 +10,7 @@ through ``tfds.data_source``.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import zlib
 from collections.abc import Callable
@@ -212,17 +213,29 @@ class TfdsSource:
         return {"image": image, "label": label}
 
 
-SOURCES: dict[str, Callable[[str, str], object]] = {
-    "fashion_mnist": fashion_mnist,
-    "digits": digits,
+# name -> the source factory ``factory(split, data_dir)``: a ``"module:function"`` string,
+# imported on first use (so no source module is imported before it is asked for), or the
+# function itself.
+SOURCES: dict[str, str | Callable[[str, str], object]] = {
+    "fashion_mnist": "jaxgen.data.sources:fashion_mnist",
+    "digits": "jaxgen.data.sources:digits",
+    "sprites": "jaxgen.data.sprites:sprites",
 }
 # Sources that read no files, so a data.dir given with them is a mistake.
 NO_FILES = {"digits": "scikit-learn's bundled copy", "sprites": "drawn procedurally"}
 
 
-def register_source(name: str, factory: Callable[[str, str], object]) -> None:
-    """Adds a source ``factory(split, data_dir)`` under ``name``."""
+def register_source(name: str, factory: str | Callable[[str, str], object]) -> None:
+    """Adds a source ``factory(split, data_dir)`` (or ``"module:function"``) under ``name``."""
     SOURCES[name] = factory
+
+
+def _factory(name: str) -> Callable[[str, str], object]:
+    target = SOURCES[name]
+    if not isinstance(target, str):
+        return target
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def get_source(name: str, split: str, data_dir: str = ""):
@@ -232,8 +245,6 @@ def get_source(name: str, split: str, data_dir: str = ""):
         if len(parts) not in (2, 3) or not parts[1]:
             raise UserError(f"config key data.name={name!r}: expected tfds:<name>[:<split>]")
         return TfdsSource(parts[1], parts[2] if len(parts) == 3 else split, data_dir)
-    if name == "sprites" and name not in SOURCES:
-        from jaxgen.data import sprites  # noqa: F401  (registers itself)
     if name not in SOURCES:
         raise UserError(
             f"config key data.name={name!r}: expected one of {sorted(SOURCES)} or tfds:<name>"
@@ -243,4 +254,4 @@ def get_source(name: str, split: str, data_dir: str = ""):
             f"config key data.dir={data_dir!r}: data.name={name!r} reads no files "
             f"({NO_FILES[name]}); leave data.dir empty"
         )
-    return SOURCES[name](split, data_dir)
+    return _factory(name)(split, data_dir)

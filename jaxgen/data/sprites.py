@@ -24,7 +24,6 @@ import functools
 
 import numpy as np
 
-from jaxgen.data.sources import register_source
 from jaxgen.errors import UserError
 
 SHAPES = ("square", "circle", "triangle", "heart", "star")
@@ -164,6 +163,47 @@ def sample_factors(split: str, index: int) -> np.ndarray:
             return factors
 
 
+def factor(factors, name: str) -> np.ndarray:
+    """The factor ``name`` (one of :data:`FACTOR_NAMES`) of int factors ``[..., 5]``: int
+    ``[...]`` (an index into :data:`SHAPES`, :data:`COLOURS`, ...)."""
+    return np.asarray(factors)[..., FACTOR_NAMES.index(name)]
+
+
+def prompt_sets(per_set: int) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Captions to prompt with and the factors (int32 ``[5]``) each one names, ``per_set`` of
+    each set: ``seen_pairs`` (the ``test`` split's, (shape, colour) pairs seen in training)
+    and ``heldout_pairs`` (the ``heldout`` split's, pairs never seen together).
+    ``{set name: [(caption, factors), ...]}``."""
+    out = {}
+    for name, split in (("seen_pairs", "test"), ("heldout_pairs", "heldout")):
+        rows = []
+        index = 0
+        while len(rows) < per_set:
+            f = sample_factors(split, index)
+            if split == "heldout" or (int(f[0]), int(f[1])) not in HELDOUT_PAIRS:
+                rows.append((caption_for_factors(f, index % len(CAPTION_TEMPLATES)), f))
+            index += 1
+        out[name] = rows
+    return out
+
+
+def read_colour(images: np.ndarray) -> np.ndarray:
+    """The colour index (:data:`COLOURS`) of each sprite of uint8 ``[N, H, W, 3]``, int ``[N]``.
+
+    The mean RGB of the pixels at least half as bright as the image's brightest pixel,
+    scaled to unit peak, nearest (Euclidean) to a named colour scaled the same way: exact on
+    :func:`render`'s output, also after a bilinear resize.
+    """
+    x = np.asarray(images, np.float32)
+    lum = x.max(axis=-1)
+    peak = lum.reshape(len(x), -1).max(axis=1)
+    sel = lum >= 0.5 * np.maximum(peak, 1.0)[:, None, None]
+    mean = (x * sel[..., None]).sum(axis=(1, 2)) / np.maximum(sel.sum(axis=(1, 2)), 1)[:, None]
+    mean = mean / np.maximum(mean.max(axis=1, keepdims=True), 1e-6)
+    ref = COLOUR_RGB / COLOUR_RGB.max(axis=1, keepdims=True)
+    return np.argmin(((mean[:, None, :] - ref[None]) ** 2).sum(-1), axis=1)
+
+
 class SpritesSource:
     """Random-access sprites: ``{"image", "label", "factors", "caption"}`` per index.
 
@@ -213,6 +253,3 @@ def sprites(split: str, data_dir: str = "") -> SpritesSource:
     """The source factory: sprites need no files, so ``data_dir`` is ignored."""
     del data_dir
     return SpritesSource(split)
-
-
-register_source("sprites", sprites)

@@ -4,5 +4,6 @@
 * :mod:`~jaxgen.diffusion.process`: noise processes (discrete VP, EDM) and sampling grids.
 * :mod:`~jaxgen.diffusion.objectives`: eps / x0 / v / EDM parameterizations, loss targets, guidance.
 * :mod:`~jaxgen.diffusion.likelihood`: the variational bound in bits/dim.
-* :mod:`~jaxgen.diffusion.latent`: a trained VAE run as the latent space of latent diffusion.
+
+Latent diffusion's frozen VAE lives with the families, in :mod:`jaxgen.methods.latent`.
 """

@@ -25,6 +25,7 @@ EVALUATORS = {
     "diversity": "jaxgen.evaluate.sample_evals:diversity",
     "c2st": "jaxgen.evaluate.sample_evals:c2st",
     "prompts": "jaxgen.evaluate.prompts:evaluate",
+    "clip_zero_shot": "jaxgen.evaluate.zero_shot:evaluate",
 }
 
 
@@ -44,19 +45,34 @@ def get_evaluator(type_name: str):
 FEATURE_EVALUATORS = ("quality", "classifier", "diversity", "c2st", "prompts")
 
 
-def check_evaluators(evals, method, data_name: str | None = None) -> None:
-    """Fails early (before training starts) on an evaluator ``method`` cannot serve.
+def check_evaluators(
+    evals,
+    *,
+    family: str,
+    data_name: str,
+    has_likelihood: bool,
+    cond: str = "none",
+    image_shape: tuple[int, int, int] | None = None,
+) -> None:
+    """Fails early (before training starts) on an evaluator the model cannot serve.
+
+    Args:
+      evals: ``config.evals``.
+      family: ``config.family``, named in errors.
+      data_name: ``config.data.name``: whose domain classifier the feature evaluators use.
+      has_likelihood: whether the model gives likelihoods (``likelihood`` evaluator).
+      cond: the model's conditioning, ``none | class | text`` (``prompts`` needs ``text``).
+      image_shape: ``(H, W, C)`` of the model's images (the width of ``reference_stats``
+        features of some extractors depends on it); None: not checked before sampling.
 
     Catches unknown types, ``likelihood`` for a model without one (e.g. EDM or latent
     diffusion), and, for every evaluator that computes features, an unknown extractor or a
-    weight file (Inception's, the domain classifier's of ``data_name``, by default
-    ``method.config.data.name``) that is missing, unreadable or of the wrong names or
-    shapes, and the ``quality`` evaluator's ``reference_stats`` file (missing, without
-    ``mu``/``sigma``, or of another width than the extractor's features) and
-    ``save_reference_stats`` name. Each would otherwise fail only after the run's final step.
+    weight file (Inception's, the domain classifier's of ``data_name``) that is missing,
+    unreadable or of the wrong names or shapes, and the ``quality`` evaluator's
+    ``reference_stats`` file (missing, without ``mu``/``sigma``, or of another width than the
+    extractor's features) and ``save_reference_stats`` name. Each would otherwise fail only
+    after the run's final step.
     """
-    if data_name is None:
-        data_name = method.config.data.name
     checked = set()  # (extractor, weight options): each file is read once
     for name, cfg in evals.items():
         if "type" not in cfg:
@@ -64,15 +80,15 @@ def check_evaluators(evals, method, data_name: str | None = None) -> None:
                 f"config key evals.{name} has no 'type'; expected one of {sorted(EVALUATORS)}"
             )
         get_evaluator(cfg.type)
-        if cfg.type == "likelihood" and not method.has_likelihood:
+        if cfg.type == "likelihood" and not has_likelihood:
             raise UserError(
-                f"config key evals.{name}: this {method.config.family} model has no likelihood "
+                f"config key evals.{name}: this {family} model has no likelihood "
                 f"to evaluate; remove the evaluator"
             )
-        if cfg.type == "prompts" and method.data.cond != "text":
+        if cfg.type == "prompts" and cond != "text":
             raise UserError(
                 f"config key evals.{name}: the prompts evaluator needs a model trained with "
-                f"cond=text; this one has cond={method.data.cond}"
+                f"cond=text; this one has cond={cond}"
             )
         options = tuple(
             str(cfg.get(k, "")) for k in ("features", "classifier_weights", "inception_weights")
@@ -87,8 +103,7 @@ def check_evaluators(evals, method, data_name: str | None = None) -> None:
             try:
                 dim = None
                 if cfg.type == "quality" and cfg.get("reference_stats", ""):
-                    shape = getattr(getattr(method, "data", None), "image_shape", None)
-                    dim = feature_dim(cfg, data_name, shape)
+                    dim = feature_dim(cfg, data_name, image_shape)
                 check_stats_options(cfg, dim)
             except UserError as e:
                 raise UserError(f"config key evals.{name}: {e}") from None

@@ -1,4 +1,8 @@
-"""What an evaluator may use: the model, its parameters, real data and samples."""
+"""What an evaluator may use: the model as functions, its parameters, real data and samples.
+
+Evaluators never see the family (:class:`~jaxgen.methods.base.Method`): whoever builds the
+context (``jaxgen.experiment``) hands over the family's functions.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxgen.methods.base import DataSpec, Method
+from jaxgen.data.spec import DataSpec, select_image_and_label
 
 
 @dataclasses.dataclass
@@ -19,21 +23,27 @@ class EvalContext:
 
     Attributes:
       config: the run's full config.
-      method: the family's :class:`Method`.
       params: the parameters used for evaluation (EMA where the family keeps one).
       model_state: non-trainable state of the model.
       spec: image shape, number of classes and conditioning of the data.
       train_source / eval_source: random-access real data (train and eval split).
       rng: a key reserved for evaluation.
       workdir: the run directory (evaluators may cache files under it).
-      generate: ``generate(num, rng) -> {"images": uint8 [num, H, W, C],
-        "labels": int32 [num] (or absent)}``; results are cached per ``num``.
+      generate_fn: ``generate_fn(num, rng) -> {"images": uint8 [num, H, W, C],
+        "labels": int32 [num] (or absent)}``; read through :meth:`generate`, which caches
+        the result per ``num``.
       prompts_fn: ``prompts_fn(prompts, rng) -> uint8 [len(prompts), H, W, C]``, one sample
         per prompt (text-conditioned models only).
+      likelihood_fn: ``likelihood_fn(params, batch, rng) -> {term: [B], ...}`` per-example
+        likelihood terms (``bits_per_dim``, nats, ...), or None for a model without one.
+      batch_transform: the per-example function of the input pipeline, source item ->
+        the fields a batch of this model holds (``image``, ``label``, text fields...).
+      functions: further functions of the model by name, already bound to ``params``
+        (:meth:`~jaxgen.methods.base.Method.eval_functions`), e.g. CLIP's
+        ``encode_images`` and ``encode_texts``.
     """
 
     config: ml_collections.ConfigDict
-    method: Method
     params: Any
     model_state: Any
     spec: DataSpec
@@ -41,8 +51,11 @@ class EvalContext:
     eval_source: Any
     rng: jax.Array
     workdir: str
-    generate_fn: Callable[[int, jax.Array], dict[str, np.ndarray]]
+    generate_fn: Callable[[int, jax.Array], dict[str, np.ndarray]] | None
     prompts_fn: Callable[[list[str], jax.Array], np.ndarray] | None = None
+    likelihood_fn: Callable[[Any, dict, jax.Array], dict | None] | None = None
+    batch_transform: Callable[[dict], dict] = select_image_and_label
+    functions: dict[str, Callable] = dataclasses.field(default_factory=dict)
     _sample_cache: dict[int, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     def generate(self, num: int) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Likelihood evaluator (test-split bits/dim through ``Method.likelihood``) and parameter count."""
+"""Likelihood evaluator (test-split bits/dim through ``ctx.likelihood_fn``) and parameter count."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ def per_example_likelihood(
 ):
     """Yields ``(count, {term: float64 [count]})`` for the examples ``0 .. num-1`` in order.
 
-    ``likelihood_fn(params, batch, rng)`` is the family's :meth:`Method.likelihood`;
-    ``batch_of(start, stop)`` gives the batch of examples ``start .. stop-1`` (numpy arrays,
-    the fields of the family's batch transform). Each batch is split over every device (padded
-    to a multiple of their number); batch ``i`` uses ``fold_in(rng, first example's index)``.
+    ``likelihood_fn(params, batch, rng)`` gives the per-example terms (a family's
+    :meth:`~jaxgen.methods.base.Method.likelihood`); ``batch_of(start, stop)`` gives the batch
+    of examples ``start .. stop-1`` (numpy arrays, the fields of the family's batch transform).
+    Each batch is split over every device (padded to a multiple of their number); batch ``i``
+    uses ``fold_in(rng, first example's index)``.
     """
     mesh = parallel.make_mesh()
     rows = parallel.round_up(min(batch_size, num), mesh.size)
@@ -52,15 +53,18 @@ def evaluate(ctx, cfg) -> dict[str, float]:
     source = ctx.eval_source
     num = min(int(cfg.get("num_examples", len(source))) or len(source), len(source))
     batch_size = min(int(cfg.get("batch_size", 256)), num)
-    transform = ctx.method.batch_transform()  # adds the text fields of cond=text models
+    transform = ctx.batch_transform  # adds the text fields of cond=text models
 
     def batch_of(start: int, stop: int) -> dict[str, np.ndarray]:
         items = [transform(source[i]) for i in range(start, stop)]
         return {k: np.stack([np.asarray(x[k]) for x in items]) for k in items[0]}
 
+    family = ctx.config.family
+    if ctx.likelihood_fn is None:
+        raise UserError(f"evaluator 'likelihood': family {family!r} has no likelihood")
     sums: dict[str, float] = {}
     chunks = per_example_likelihood(
-        ctx.method.likelihood, ctx.params, batch_of, num, batch_size, ctx.rng, ctx.config.family
+        ctx.likelihood_fn, ctx.params, batch_of, num, batch_size, ctx.rng, family
     )
     try:
         for _, terms in chunks:

@@ -1,17 +1,18 @@
 """How often a text-conditioned model draws what its prompt asks for.
 
-Fashion-MNIST: for each class, prompts from three sets: training captions, held-out
-paraphrases made of words seen in training, and held-out paraphrases with new words
-("jeans", "a hoodie"). Each sample is classified by the domain classifier; the score
-is the share assigned to the prompted class.
+Fashion-MNIST: for each class, prompts from three sets (:func:`jaxgen.data.captions.prompt_sets`):
+training captions, held-out paraphrases made of words seen in training, and held-out
+paraphrases with new words ("jeans", "a hoodie"). Each sample is classified by the domain
+classifier; the score is the share assigned to the prompted class.
 
 Sprites: captions of the ``test`` split's factors (every shape-colour pair) and of the
-``heldout`` split (pairs never seen together in training). The shape is read by the
-sprites domain classifier (trained on the shape factor with ``configs/classifier.py``);
-the colour by :func:`sprite_colour`, the nearest named colour of the brightest pixels
-(exact on the renderer's output). The scores are the shares with the prompted shape,
-with the prompted colour, and with both, per set; ``prompt_accuracy`` is the share with
-both right over the two sets.
+``heldout`` split (pairs never seen together in training), from
+:func:`jaxgen.data.sprites.prompt_sets`. The shape is read by the sprites domain classifier
+(trained on the shape factor with ``configs/classifier.py``); the colour by
+:func:`jaxgen.data.sprites.read_colour`, the nearest named colour of the brightest pixels
+(exact on the renderer's output). The scores are the shares with the prompted shape, with
+the prompted colour, and with both, per set; ``prompt_accuracy`` is the share with both
+right over the two sets.
 
 Samples whose size differs from the classifier's input (e.g. 32 x 32 sprites and the
 28 x 28 sprites classifier) are resized bilinearly by the extractor, as the data pipeline resizes.
@@ -23,20 +24,9 @@ import itertools
 
 import numpy as np
 
-from jaxgen.data import captions
+from jaxgen.data import captions, sprites
 from jaxgen.errors import UserError
 from jaxgen.evaluate.features import describe, get_extractor, record
-
-
-def fashion_prompt_sets() -> dict[str, list[tuple[str, int]]]:
-    """``{set name: [(prompt, class), ...]}`` over the 10 classes."""
-    sets: dict[str, list[tuple[str, int]]] = {"train": [], "heldout_known": [], "heldout_new": []}
-    for label in range(captions.NUM_CLASSES):
-        known = set(captions.heldout_captions(label, known_words_only=True))
-        sets["train"] += [(p, label) for p in captions.train_captions(label)]
-        for p in captions.heldout_captions(label):
-            sets["heldout_known" if p in known else "heldout_new"].append((p, label))
-    return sets
 
 
 def spread_over_classes(rows: list[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
@@ -49,41 +39,6 @@ def spread_over_classes(rows: list[tuple[str, int]], limit: int) -> list[tuple[s
         by_class.setdefault(row[1], []).append(row)
     turns = itertools.zip_longest(*by_class.values())
     return [row for turn in turns for row in turn if row is not None][:limit]
-
-
-def sprites_prompt_sets(per_set: int) -> dict[str, list[tuple[str, np.ndarray]]]:
-    """``{"seen_pairs" | "heldout_pairs": [(prompt, factors), ...]}``, ``per_set`` each."""
-    from jaxgen.data import sprites
-
-    out = {}
-    for name, split in (("seen_pairs", "test"), ("heldout_pairs", "heldout")):
-        rows = []
-        index = 0
-        while len(rows) < per_set:
-            f = sprites.sample_factors(split, index)
-            if split == "heldout" or (int(f[0]), int(f[1])) not in sprites.HELDOUT_PAIRS:
-                rows.append((sprites.caption_for_factors(f, index % 3), f))
-            index += 1
-        out[name] = rows
-    return out
-
-
-def sprite_colour(images: np.ndarray) -> np.ndarray:
-    """The colour index (:data:`jaxgen.data.sprites.COLOURS`) of each sprite, int ``[N]``.
-
-    The mean RGB of the pixels at least half as bright as the image's brightest pixel,
-    scaled to unit peak, nearest (Euclidean) to a named colour scaled the same way.
-    """
-    from jaxgen.data import sprites
-
-    x = np.asarray(images, np.float32)
-    lum = x.max(axis=-1)
-    peak = lum.reshape(len(x), -1).max(axis=1)
-    sel = lum >= 0.5 * np.maximum(peak, 1.0)[:, None, None]
-    mean = (x * sel[..., None]).sum(axis=(1, 2)) / np.maximum(sel.sum(axis=(1, 2)), 1)[:, None]
-    mean = mean / np.maximum(mean.max(axis=1, keepdims=True), 1e-6)
-    ref = sprites.COLOUR_RGB / sprites.COLOUR_RGB.max(axis=1, keepdims=True)
-    return np.argmin(((mean[:, None, :] - ref[None]) ** 2).sum(-1), axis=1)
 
 
 def _generate(ctx, prompts: list[str], per: int, tag: int) -> np.ndarray:
@@ -122,7 +77,7 @@ def evaluate(ctx, cfg) -> dict[str, float]:
     results: dict[str, float] = {}
     if data == "fashion_mnist":
         hits = []
-        for tag, (name, rows) in enumerate(fashion_prompt_sets().items()):
+        for tag, (name, rows) in enumerate(captions.prompt_sets().items()):
             rows = spread_over_classes(rows, limit)
             images = _generate(ctx, [p for p, _ in rows], per, tag)
             predicted = extractor(images)["logits"].argmax(-1)  # resized to its input
@@ -135,12 +90,12 @@ def evaluate(ctx, cfg) -> dict[str, float]:
         if n < 1:
             raise UserError(f"evaluator type 'prompts': sprites_prompts={n}; expected >= 1")
         both = []
-        for tag, (name, rows) in enumerate(sprites_prompt_sets(limit or n).items()):
+        for tag, (name, rows) in enumerate(sprites.prompt_sets(limit or n).items()):
             images = _generate(ctx, [p for p, _ in rows], per, tag)
             factors = np.repeat(np.stack([f for _, f in rows]), per, axis=0)
             logits = extractor(images)["logits"]  # resized to its input
-            shape_ok = logits.argmax(-1) == factors[:, 0]
-            colour_ok = sprite_colour(images) == factors[:, 1]
+            shape_ok = logits.argmax(-1) == sprites.factor(factors, "shape")
+            colour_ok = sprites.read_colour(images) == sprites.factor(factors, "colour")
             results[f"prompt_shape_accuracy_{name}"] = float(shape_ok.mean())
             results[f"prompt_colour_accuracy_{name}"] = float(colour_ok.mean())
             results[f"prompt_both_accuracy_{name}"] = float((shape_ok & colour_ok).mean())

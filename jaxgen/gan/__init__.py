@@ -1,1 +1,4 @@
-"""Adversarial training: losses, regularisers, normalisation layers and the two-player step."""
+"""Adversarial training: losses, regularisers and the two-player step.
+
+The networks' layers are in :mod:`jaxgen.models.layers`.
+"""

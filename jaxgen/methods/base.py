@@ -27,7 +27,7 @@ is a no-op.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -36,7 +36,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxgen.data.spec import DataSpec, select_image_and_label
+from jaxgen.methods.description import FamilyDescription, describe_config
 from jaxgen.methods.gradients import PRECISIONS, REMAT_POLICIES, loss_and_grads
+from jaxgen.sampling import SampleOptions
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
@@ -63,27 +66,6 @@ class TrainState:
     model_state: PyTree
     rng: jax.Array
     first_nonfinite_step: jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-    """What the data pipeline provides: image shape and conditioning."""
-
-    image_shape: tuple[int, int, int]  # (H, W, C)
-    num_classes: int  # 0 when the source has no labels
-    cond: str = "none"  # none | class | text
-
-
-def floating_dtype(tree: PyTree, default=jnp.float32) -> jnp.dtype:
-    """The dtype of the first floating-point leaf of ``tree`` (``default`` if it has none).
-
-    Networks compute in this dtype of their parameters: bfloat16 for the loss of a
-    ``precision = "bfloat16"`` step, float32 otherwise.
-    """
-    for leaf in jax.tree.leaves(tree):
-        if jnp.issubdtype(leaf.dtype, jnp.floating):
-            return leaf.dtype
-    return jnp.dtype(default)
 
 
 def images_to_unit(images: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -115,10 +97,6 @@ def check_step_options(config: ml_collections.ConfigDict, supports_bfloat16: boo
     check_grad_accum(config.train)
 
 
-def select_image_and_label(item: dict) -> dict:
-    return {"image": item["image"], "label": item["label"]}
-
-
 def ema_update(ema: PyTree, new: PyTree, decay: float) -> PyTree:
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, new)
 
@@ -140,6 +118,8 @@ class Method:
     # True once the family's networks compute in ``compute_dtype`` (see the module docstring);
     # ``precision = "bfloat16"`` is a UserError for a family that leaves it False.
     supports_bfloat16 = False
+    # False for a family that draws no images (a classifier, CLIP): tables list it apart.
+    is_generator = True
 
     def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
         self.config = config
@@ -152,14 +132,29 @@ class Method:
 
             self.text = TextConditioner(config, config.data.name)
 
-    def check_sample_options(self) -> None:
-        """UserError for a bad ``sample.sampler``/``steps``/``guidance``, without compiling.
+    def resolve_sample_options(self, options: SampleOptions | None = None) -> SampleOptions:
+        """``options`` (None: the config's ``sample.*``) checked for this family, with the
+        family's defaults filled in; compiles nothing.
 
-        Default: the family has one sampler and no guidance, so all three must stay unset.
+        Raises a one-line UserError naming the ``sample.*`` key of the first bad value.
+        Resolving resolved options returns them unchanged.
+        """
+        from jaxgen.validate import check_sample_ranges
+
+        if options is None:
+            options = SampleOptions.from_config(self.config.get("sample", {}))
+        check_sample_ranges(options)
+        return self._resolve_sample_options(options)
+
+    def _resolve_sample_options(self, options: SampleOptions) -> SampleOptions:
+        """The family's part of :meth:`resolve_sample_options`.
+
+        Default: the family has one sampler and no guidance, so every option must stay unset.
         """
         from jaxgen.validate import check_unused_sample_options
 
-        check_unused_sample_options(self.config, ("sampler", "steps", "guidance"))
+        check_unused_sample_options(self.config.family, options, SampleOptions.names())
+        return options
 
     # --- what a single-optimizer family implements -------------------------
     def init_params(self, rng: jax.Array, batch: dict[str, jax.Array]) -> PyTree:
@@ -183,10 +178,13 @@ class Method:
         rng: jax.Array,
         num: int,
         conditioning: dict[str, jax.Array] | None = None,
+        options: SampleOptions | None = None,
     ) -> jax.Array:
         """float32 images in [0, 1], ``[num, H, W, C]``.
 
-        ``conditioning`` holds ``label`` int32 ``[num]`` and/or ``tokens``.
+        ``conditioning`` holds ``label`` int32 ``[num]`` and/or ``tokens``. ``options``: the
+        sampler options (None: the config's), a static argument under ``jax.jit``; pass them
+        through :meth:`resolve_sample_options` first to have them checked before compiling.
         """
         raise NotImplementedError
 
@@ -201,6 +199,16 @@ class Method:
         """Per-example ``{"bits_per_dim": [B], ...}``, or None without a likelihood."""
         del params, batch, rng
         return None
+
+    def eval_functions(self, params: PyTree) -> dict[str, Callable]:
+        """Further functions of the model that evaluators may call, by name, bound to
+        ``params`` (they reach them as ``EvalContext.functions``). Default: none.
+
+        E.g. the ``clip_zero_shot`` evaluator reads ``encode_images`` (uint8 ``[N, H, W, C]``
+        -> float32 unit vectors ``[N, D]``) and ``encode_texts`` (``N`` strings -> the same).
+        """
+        del params
+        return {}
 
     def batch_transform(self):
         """Per-example function of the input pipeline: source item -> batched fields.
@@ -286,6 +294,16 @@ class Method:
             ),
             metrics,
         )
+
+    # --- what the comparison tables print ----------------------------------
+    @classmethod
+    def describe(cls, config) -> FamilyDescription:
+        """The table cells of a run of this family, from its saved config alone (a plain dict
+        as in ``config.json``, or a ConfigDict); no model is built. Default: the generic
+        description (:func:`~jaxgen.methods.description.describe_config`); a family replaces
+        the fields it knows better: ``super().describe(config).replace(architecture=...)``.
+        """
+        return describe_config(config, is_generator=cls.is_generator)
 
 
 def mark_nonfinite(state: TrainState, loss: jax.Array) -> jax.Array:

@@ -23,8 +23,10 @@ import jax.numpy as jnp
 import optax
 
 from jaxgen.errors import UserError
-from jaxgen.methods.base import Method, floating_dtype, images_to_unit
+from jaxgen.methods.base import Method, images_to_unit
+from jaxgen.methods.description import config_value, tuple_text
 from jaxgen.models.classifier import ClassifierNet
+from jaxgen.models.precision import floating_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Classifier(Method):
     """Cross-entropy classifier of ``batch["label"]`` from ``batch["image"]``."""
 
     supports_bfloat16 = True
+    is_generator = False  # a feature extractor for the evaluators: it draws no images
 
     def __init__(self, config, data):
         super().__init__(config, data)
@@ -91,9 +94,15 @@ class Classifier(Method):
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return loss, {"accuracy": accuracy}
 
-    def sample(self, params, rng, num, conditioning=None):
-        del params, rng, num, conditioning
+    def sample(self, params, rng, num, conditioning=None, options=None):
+        del params, rng, num, conditioning, options
         raise UserError(
             "family 'classifier' cannot sample; export it with scripts/export_classifier.py "
             "and use it as the 'domain' feature extractor"
         )
+
+    @classmethod
+    def describe(cls, config):
+        channels = config_value(config, "model.channels")
+        generic = super().describe(config)
+        return generic.replace(architecture=f"CNN {tuple_text(channels)}", training="cross-entropy")

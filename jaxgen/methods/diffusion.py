@@ -40,10 +40,13 @@ from jaxgen.diffusion.objectives import Preconditioning, guided, q_sample
 from jaxgen.diffusion.process import EDMProcess, VPProcess
 from jaxgen.diffusion.schedules import make_schedule
 from jaxgen.errors import UserError
-from jaxgen.methods.base import Method, floating_dtype, images_to_symmetric
+from jaxgen.methods.base import Method, images_to_symmetric
+from jaxgen.methods.description import config_value, tuple_text
 from jaxgen.methods.gradients import cast_floating
+from jaxgen.models.precision import floating_dtype
 from jaxgen.models.unet import UNet, UNetConfig
 from jaxgen.samplers import get_sampler, initial_noise
+from jaxgen.sampling import SampleOptions
 from jaxgen.text.conditioner import PARAMS_KEY, drop_text
 from jaxgen.text.encoder import TextEmbedding
 
@@ -142,7 +145,7 @@ class Diffusion(Method):
             )
         self.autoencoder = None
         if model.get("autoencoder", ""):
-            from jaxgen.diffusion.latent import LatentAutoencoder
+            from jaxgen.methods.latent import LatentAutoencoder
 
             self.autoencoder = LatentAutoencoder(
                 model.autoencoder, data, float(model.get("latent_scale", 1.0)), self.compute_dtype
@@ -160,7 +163,7 @@ class Diffusion(Method):
         self.clip = bool(model.get("clip_denoised", True)) and self.autoencoder is None
         self.random_flip = bool(model.get("random_flip", False))
         self.vlb_terms = int(model.get("vlb_terms", 0))
-        self.check_sample_options()
+        self.resolve_sample_options()  # bad sample.* options fail here, before compiling
 
     # --- data <-> diffusion space ------------------------------------------
     def _encode(self, batch, rng) -> jax.Array:
@@ -280,46 +283,47 @@ class Diffusion(Method):
         loss = jnp.mean((out - target) ** 2)
         return loss, {"mse": loss}
 
-    def check_sample_options(self) -> None:
-        """Sampler name, steps and spacing of ``config.sample``, and ``sample.eta`` in [0, 1]."""
-        self._sampler_settings()
-        eta = self.config.sample.get("eta", 0.0)
-        if not 0.0 <= eta <= 1.0:
-            raise UserError(f"config key sample.eta={eta!r}: expected in [0, 1]")
-
-    def _sampler_settings(self, name: str | None = None, steps: int | None = None):
-        """``(spec, grid, options)`` of a sampler; ``None`` takes ``config.sample``'s value."""
-        cfg = self.config.sample
-        name = (cfg.get("sampler", "") if name is None else name) or "ddpm"
+    def _resolve_sample_options(self, options: SampleOptions) -> SampleOptions:
+        """Sampler (default ``ddpm``), steps (default: the sampler's, else every timestep) and
+        spacing (default: the sampler's) filled in; ``eta`` in [0, 1]."""
+        name = options.sampler or "ddpm"
         spec = get_sampler(name)
-        steps = int(cfg.get("steps", 0)) if steps is None else int(steps)
-        steps = steps or spec.default_steps or self.dcfg.timesteps
-        spacing = cfg.get("spacing", "") or spec.spacing
-        options = {}
-        if name == "ddim":
-            options["eta"] = float(cfg.get("eta", 0.0))
-        elif name == "ddpm":
-            options["variance"] = self.dcfg.variance
-        grid = self.process.grid(steps, spacing)
-        return spec, grid, options
+        steps = int(options.steps) or spec.default_steps or self.dcfg.timesteps
+        spacing = options.spacing or spec.spacing
+        with jax.ensure_compile_time_eval():  # a check only: nothing is staged under jit
+            self.process.grid(steps, spacing)  # a known spacing, steps that fit it
+        if not 0.0 <= options.eta <= 1.0:
+            raise UserError(f"config key sample.eta={options.eta!r}: expected in [0, 1]")
+        return SampleOptions(name, steps, float(options.guidance), float(options.eta), spacing)
 
-    def sample(self, params, rng, num, conditioning=None):
-        """``num`` images in [0, 1], float32 ``[num, H, W, C]``, by ``config.sample``'s sampler."""
-        return self.sample_with(params, rng, num, conditioning)
+    def sampler_plan(self, options: SampleOptions | None = None):
+        """``(spec, grid, kwargs)``: the :class:`~jaxgen.samplers.SamplerSpec`, the noise-level
+        :class:`~jaxgen.samplers.Grid` (``grid.num_levels`` steps, ``spec.nfe`` of them network
+        evaluations) and the sampler's keyword arguments for ``options`` (None: the config's).
+        """
+        options = self.resolve_sample_options(options)
+        kwargs = {}
+        if options.sampler == "ddim":
+            kwargs["eta"] = options.eta
+        elif options.sampler == "ddpm":
+            kwargs["variance"] = self.dcfg.variance
+        grid = self.process.grid(options.steps, options.spacing)
+        return get_sampler(options.sampler), grid, kwargs
 
-    def sample_with(self, params, rng, num, conditioning=None, sampler=None, steps=None):
-        """:meth:`sample` with another ``sampler`` name and number of ``steps`` (Python values).
+    def sample(self, params, rng, num, conditioning=None, options=None):
+        """``num`` images in [0, 1], float32 ``[num, H, W, C]``, drawn with ``options``
+        (:class:`~jaxgen.sampling.SampleOptions`; None: the config's).
 
         The networks compute in ``compute_dtype``; the sampler's state stays float32.
         """
-        spec, grid, options = self._sampler_settings(sampler, steps)
+        options = self.resolve_sample_options(options)
+        spec, grid, kwargs = self.sampler_plan(options)
         params = cast_floating(params, self.compute_dtype)
         cond = self._condition(params, conditioning)
-        guidance = float(self.config.sample.get("guidance", 1.0))
-        denoise = self.denoiser(params, cond, guidance)
+        denoise = self.denoiser(params, cond, options.guidance)
         noise_rng, sampler_rng = jax.random.split(rng)
         x = initial_noise(noise_rng, (num, *self.x_shape), grid)
-        return self._decode(spec.fn(denoise, x, grid, sampler_rng, **options))
+        return self._decode(spec.fn(denoise, x, grid, sampler_rng, **kwargs))
 
     @property
     def has_likelihood(self) -> bool:
@@ -348,3 +352,21 @@ class Diffusion(Method):
             "vlb_prior_bits_per_dim": nats_to_bits_per_dim(nats["prior"], dims),
             "vlb_decoder_bits_per_dim": nats_to_bits_per_dim(nats["decoder"], dims),
         }
+
+    @classmethod
+    def describe(cls, config):
+        model = config_value(config, "model", {}) or {}
+        unet = model.get("unet", {}) or {}
+        arch = (
+            f"UNet ch {unet.get('ch')} x {tuple_text(unet.get('ch_mult'))}, "
+            f"{unet.get('num_res_blocks')} res"
+        )
+        diff = model.get("diffusion", {}) or {}
+        process = "EDM" if diff.get("process") == "edm" else f"{diff.get('schedule')} schedule"
+        terms = model.get("vlb_terms")
+        generic = super().describe(config)
+        return generic.replace(
+            architecture=arch + (", latent" if model.get("autoencoder") else ""),
+            training=f"{process}, {diff.get('prediction')}-prediction",
+            likelihood_bound=f"VLB, {terms} sampled terms" if terms else "VLB, all terms",
+        )

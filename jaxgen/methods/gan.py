@@ -62,17 +62,18 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.gan.losses import get_loss
 from jaxgen.gan.step import Objective, Players, two_player_step
 from jaxgen.methods.base import (
-    DataSpec,
     Method,
     TrainState,
     ema_update,
     images_to_symmetric,
     mark_nonfinite,
 )
+from jaxgen.methods.description import config_value
 from jaxgen.methods.gradients import cast_floating
 from jaxgen.models.dcgan import D_NORMS, DCGANDiscriminator, DCGANGenerator
 from jaxgen.models.resnet_gan import ResNetDiscriminator, ResNetGenerator
@@ -327,19 +328,14 @@ class GAN(Method):
     def reference_texts(self) -> dict[str, np.ndarray]:
         """Text fields ``[P, ...]`` of the training captions the sampler's reference batch uses.
 
-        Fashion-MNIST: the training captions of every class; other sources: up to 256
-        captions spread over the source's caption corpus.
+        The data's training captions (:func:`~jaxgen.text.conditioning.training_captions`),
+        every ``k``-th of them for ``k = max(1, count // 256)``: all of them up to 511.
         """
         if self._reference_texts is None:
-            from jaxgen.data import captions
-            from jaxgen.text.conditioning import caption_corpus
+            from jaxgen.text.conditioning import training_captions
 
-            name = self.config.data.name
-            if name == "fashion_mnist":
-                texts = [t for y in range(captions.NUM_CLASSES) for t in captions.train_captions(y)]
-            else:
-                corpus = caption_corpus(name)
-                texts = list(corpus[:: max(1, len(corpus) // 256)])
+            corpus = training_captions(self.config.data.name)
+            texts = list(corpus[:: max(1, len(corpus) // 256)])
             fields = self.text.text_fields(texts)
             self._reference_texts = {k: fields[k] for k in self.text_fields}
         return self._reference_texts
@@ -357,12 +353,14 @@ class GAN(Method):
             for k in self.text_fields
         }
 
-    def sample(self, params, rng, num, conditioning=None):
+    def sample(self, params, rng, num, conditioning=None, options=None):
         """float32 ``[num, H, W, C]`` in ``[0, 1]`` from the generator ``params["generator"]``.
 
         ``conditioning``: ``label`` int32 ``[num]`` (class; default: the classes in turn)
-        or the prompts' text fields ``[num, ...]`` (text).
+        or the prompts' text fields ``[num, ...]`` (text). ``options``: none apply (only the
+        defaults pass :meth:`resolve_sample_options`).
         """
+        del options
         ref_rng, z_rng = jax.random.split(rng)
         n_ref = self.reference_batch_size()
         z_ref = jax.random.normal(ref_rng, (n_ref, self.config.model.z_dim))
@@ -382,3 +380,26 @@ class GAN(Method):
         mask = jnp.concatenate([jnp.ones((n_ref,)), jnp.zeros((num,))])
         x = self._generate(params["generator"], jnp.concatenate([z_ref, z]), labels, mask)
         return jnp.clip((x[n_ref:] + 1.0) / 2.0, 0.0, 1.0)
+
+    @classmethod
+    def describe(cls, config):
+        model = config_value(config, "model", {}) or {}
+        gan = config_value(config, "gan", {}) or {}
+        regs = []
+        if model.get("d_norm") == "spectral":
+            regs.append("SN")
+        if float(gan.get("r1_gamma") or 0) > 0:
+            regs.append(f"R1 gamma={gan['r1_gamma']}")
+        if float(gan.get("gp_weight") or 0) > 0:
+            regs.append(f"GP lambda={gan['gp_weight']}")
+        generic = super().describe(config)
+        return generic.replace(
+            architecture=(
+                f"{model.get('arch')} (G {model.get('g_width')}, D {model.get('d_width')}, "
+                f"D norm {model.get('d_norm')})"
+            ),
+            training=(
+                f"{gan.get('loss')} loss, " + ("+".join(regs) or "no regulariser") + ", "
+                f"{config_value(config, 'train.d_steps')} D steps"
+            ),
+        )

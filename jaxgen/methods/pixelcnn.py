@@ -33,14 +33,17 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.methods.base import DataSpec, Method
+from jaxgen.methods.base import Method
+from jaxgen.methods.description import config_value
 from jaxgen.methods.gradients import cast_floating
 from jaxgen.models.gated_pixelcnn import GatedPixelCNNNet
 from jaxgen.models.pixelcnn import PixelCNNNet
 from jaxgen.models.pixelcnn_pp import PixelCNNPPNet
 from jaxgen.pixelcnn import categorical, logistic_mixture
 from jaxgen.pixelcnn.sampling import SAMPLERS, ARModel
+from jaxgen.sampling import SampleOptions
 from jaxgen.text.conditioner import PARAMS_KEY
 from jaxgen.validate import check_unused_sample_options
 
@@ -181,22 +184,23 @@ class PixelCNN(Method):
         nll = self._nll(params, batch, rng, train=False)
         return {"bits_per_dim": nll / (self.num_dims * math.log(2.0)), "nll": nll}
 
-    def _sampler_name(self) -> str:
-        name = self.config.sample.get("sampler", "") or "fast"
+    def _resolve_sample_options(self, options: SampleOptions) -> SampleOptions:
+        """``sampler`` is ``fast`` (the default) or ``plain``; no other option applies."""
+        name = options.sampler or "fast"
         if name not in SAMPLERS:
             raise UserError(
                 f"config key sample.sampler={name!r}: expected one of {sorted(SAMPLERS)}"
             )
-        return name
+        check_unused_sample_options(
+            self.config.family, options, ("steps", "guidance", "eta", "spacing")
+        )
+        return options.replace(sampler=name)
 
-    def check_sample_options(self) -> None:
-        """``sample.sampler`` is ``fast`` or ``plain``; no steps, no guidance."""
-        self._sampler_name()
-        check_unused_sample_options(self.config, ("steps", "guidance"))
-
-    def sample(self, params, rng, num, conditioning=None):
-        """float32 images in [0, 1], ``[num, H, W, C]``; the network runs in ``compute_dtype``."""
-        name = self._sampler_name()
+    def sample(self, params, rng, num, conditioning=None, options=None):
+        """float32 images in [0, 1], ``[num, H, W, C]``, drawn by the sampler of ``options``
+        (:class:`~jaxgen.sampling.SampleOptions`; None: the config's); the network runs in
+        ``compute_dtype``."""
+        name = self.resolve_sample_options(options).sampler
         params = cast_floating(params, self.compute_dtype)
         conditioning = dict(conditioning or {})
         if self.num_classes and "label" not in conditioning:
@@ -208,3 +212,22 @@ class PixelCNN(Method):
             cond = self._cond(params, conditioning)  # the text is encoded once, before the loop
         images = SAMPLERS[name](self.model, self._net_params(params), rng, num, cond)
         return images.astype(jnp.float32) / 255.0
+
+    @classmethod
+    def describe(cls, config):
+        model = config_value(config, "model", {}) or {}
+        variant = model.get("variant")
+        if variant == "pixelcnn_pp":
+            arch = (
+                f"PixelCNN++ {model.get('num_levels')}x{model.get('num_resnet')} resnets, "
+                f"{model.get('features')} features, {model.get('num_mixtures')} logistics"
+            )
+        else:
+            name = {"gated": "Gated PixelCNN", "pixelcnn": "PixelCNN"}.get(variant, str(variant))
+            arch = f"{name}, {model.get('num_layers')} layers, {model.get('features')} features"
+        generic = super().describe(config)
+        return generic.replace(
+            architecture=arch,
+            training="max. likelihood, teacher forcing",
+            likelihood_bound="exact",
+        )

@@ -39,8 +39,10 @@ from jaxgen.distributions import (
 )
 from jaxgen.errors import UserError
 from jaxgen.images import make_grid, save_png, to_uint8
-from jaxgen.methods.base import Method, floating_dtype, images_to_symmetric
+from jaxgen.methods.base import Method, images_to_symmetric
+from jaxgen.methods.description import config_value, tuple_text
 from jaxgen.methods.gradients import cast_floating
+from jaxgen.models.precision import floating_dtype
 from jaxgen.models.vae_nets import Decoder, Encoder, VAENetConfig
 
 
@@ -187,13 +189,15 @@ class VAE(Method):
         }
         return loss, metrics
 
-    def sample(self, params, rng, num, conditioning=None):
+    def sample(self, params, rng, num, conditioning=None, options=None):
         """Decoder means for z ~ N(0, I) (the pixel noise of p(x|z) is left out).
 
         ``conditioning``: ``label`` int32 [num] (cond=class) or the prompts' text fields
         (cond=text, from :meth:`text_conditioning`); float32 [num, H, W, C] in [0, 1]. The
-        networks compute in ``compute_dtype``.
+        networks compute in ``compute_dtype``. ``options``: none apply (only the defaults
+        pass :meth:`resolve_sample_options`).
         """
+        del options
         params = cast_floating(params, self.compute_dtype)
         z = jax.random.normal(rng, (num, *self.latent_shape()))
         if self.text is not None and conditioning is None:
@@ -271,3 +275,18 @@ class VAE(Method):
         decoded = to_uint8(jax.device_get(self.decode(params, lerp(mean), **strip)))
         images = np.concatenate([real["image"][:1], decoded, real["image"][1:2]])
         save_png(paths.join(out_dir, f"interpolation_{step}.png"), make_grid(images, columns=12))
+
+    @classmethod
+    def describe(cls, config):
+        model = config_value(config, "model", {}) or {}
+        latent = (
+            f"{model['latent_channels']}-channel latent map"
+            if model.get("latent_channels")
+            else f"latent {model.get('latent_dim')}"
+        )
+        generic = super().describe(config)
+        return generic.replace(
+            architecture=f"conv VAE {tuple_text(model.get('channels'))}, {latent}",
+            training=f"ELBO, beta={config_value(config, 'model.beta')}",
+            likelihood_bound=f"IWAE, k={config_value(config, 'model.iwae_k')}",
+        )

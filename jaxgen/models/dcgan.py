@@ -1,7 +1,7 @@
 """DCGAN generator and discriminator (Radford et al., 2016), sized by the image size.
 
 Generator: ``z [B, z_dim] -> Dense -> [s0, s0, width * 2^(n-1)]``, then ``n``
-stride-2 4x4 transposed convolutions (:class:`~jaxgen.gan.layers.UpConv`) that
+stride-2 4x4 transposed convolutions (:class:`~jaxgen.models.layers.UpConv`) that
 halve the channels and double the resolution, batch norm + ReLU between them,
 ``tanh`` at the end. Images of size ``s0 * 2^n`` with ``s0`` in 4..7 (see
 :func:`grid_plan`): 28 -> 7 x 2^2, 32 -> 4 x 2^3, 64 -> 4 x 2^4 (the paper's
@@ -16,7 +16,7 @@ Koyama, 2018). Outputs are logits/critic values ``[B]``.
 
 Conditional generators use class-conditional batch norm. Text-conditioned ones
 (``text_dim > 0``) map the pooled text embedding ``[B, D]`` through a learned
-projection (:class:`~jaxgen.gan.layers.TextProjection`) to ``c [B, text_dim]``,
+projection (:class:`~jaxgen.models.layers.TextProjection`) to ``c [B, text_dim]``,
 concatenate ``c`` to ``z`` and make every batch norm's scale and shift linear in
 ``c``. Text-conditioned discriminators (``text_conditioned``) add the projection
 term ``<phi(x), W pooled>`` (Miyato & Koyama, 2018, with the class embedding
@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.errors import UserError
-from jaxgen.gan.layers import BatchStatNorm, TextProjection, UpConv
+from jaxgen.models.layers import BatchStatNorm, TextProjection, UpConv
 from jaxgen.models.spectral_norm import SNConv, SNDense, SNEmbed
 
 D_NORMS = ("batch", "spectral", "layer", "none")

@@ -24,9 +24,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.gan.layers import BatchStatNorm, TextProjection
 from jaxgen.models.conv import Conv
 from jaxgen.models.dcgan import check_square, grid_plan, text_projection
+from jaxgen.models.layers import BatchStatNorm, TextProjection
 from jaxgen.models.spectral_norm import SNConv, SNDense, SNEmbed
 
 xavier = nn.initializers.xavier_uniform()

@@ -24,8 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.gan.layers import UpConv
 from jaxgen.models.conv import Conv
+from jaxgen.models.layers import UpConv
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.methods.base import floating_dtype
+from jaxgen.models.precision import floating_dtype
 from jaxgen.pixelcnn import categorical, logistic_mixture
 from jaxgen.pixelcnn.layers import Step
 

@@ -171,3 +171,12 @@ def _clear_previous_run(workdir: str) -> None:
     for path in stale:
         if paths.is_file(path):
             paths.remove(path)
+
+
+def describe(config):
+    """What the comparison tables print for a style-transfer run (``config``: its saved
+    config, a dict or ConfigDict): the generic description; it draws no images from a model.
+    The family's counterpart of :meth:`jaxgen.methods.base.Method.describe`."""
+    from jaxgen.methods.description import describe_config
+
+    return describe_config(config, is_generator=False)

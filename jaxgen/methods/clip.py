@@ -11,7 +11,8 @@ row ``i`` is uniform over the pairs whose tokens equal those of pair ``i``.
 
 The trained text tower is then a frozen text encoder for the generators. CLIP draws
 no images: ``sample`` raises, and ``configs/clip.py`` sets ``train.sample_every=0``.
-The ``clip_zero_shot`` evaluator classifies eval images by text alone.
+The ``clip_zero_shot`` evaluator (:mod:`jaxgen.evaluate.zero_shot`) classifies eval images
+by text alone, through the encoders of :meth:`CLIP.eval_functions`.
 
 Mixed precision (``precision=bfloat16``): both towers compute in bfloat16 in training (the
 image tower's GroupNorm statistics and the text tower's LayerNorm statistics and attention
@@ -22,16 +23,20 @@ encoders of the evaluators compute in the dtype of the parameters they are given
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.evaluate import register as register_evaluator
-from jaxgen.methods.base import DataSpec, Method, floating_dtype, images_to_symmetric
+from jaxgen.methods.base import Method, images_to_symmetric
 from jaxgen.models.conv import Conv
+from jaxgen.models.precision import floating_dtype
 from jaxgen.text import conditioning
 
 MAX_LOGIT_SCALE = float(np.log(100.0))
@@ -123,6 +128,7 @@ class CLIP(Method):
     """The ``clip`` family; see the module docstring. Needs ``config.text``."""
 
     supports_bfloat16 = True
+    is_generator = False  # it learns encoders and draws no images
 
     def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
         super().__init__(config, data)
@@ -158,7 +164,7 @@ class CLIP(Method):
         loss, metrics = contrastive_loss(z_img, z_txt, scale, same)
         return loss, dict(metrics, temperature=1.0 / scale)
 
-    def sample(self, params, rng, num, conditioning=None):
+    def sample(self, params, rng, num, conditioning=None, options=None):
         raise UserError(NO_SAMPLES)
 
     def text_conditioning(self, prompts):
@@ -166,89 +172,28 @@ class CLIP(Method):
 
     # --- encoders for evaluation and for the generators ---------------------
     def encode_images(self, params, images_uint8) -> jax.Array:
+        """uint8 images ``[N, H, W, C]`` -> float32 unit vectors ``[N, embed_dim]``."""
         images = images_to_symmetric(images_uint8, floating_dtype(params))
         return self.model.apply({"params": params}, images, method=CLIPModel.encode_image)
 
     def encode_texts(self, params, texts: list[str]) -> jax.Array:
+        """``N`` strings -> float32 unit vectors ``[N, embed_dim]``."""
         ids, _ = self.tokenizer(texts, pad_to_longest=False)
         return self.model.apply({"params": params}, ids, method=CLIPModel.encode_text)
+
+    def eval_functions(self, params) -> dict[str, Callable]:
+        """The encoders of the ``clip_zero_shot`` evaluator, bound to ``params``.
+
+        ``encode_images``: uint8 images ``[N, H, W, C]`` -> float32 unit vectors
+        ``[N, embed_dim]``; ``encode_texts``: ``N`` strings -> float32 unit vectors
+        ``[N, embed_dim]``.
+        """
+        return {
+            "encode_images": functools.partial(self.encode_images, params),
+            "encode_texts": functools.partial(self.encode_texts, params),
+        }
 
     @staticmethod
     def text_encoder_params(params) -> dict:
         """The variables of the text tower (a :class:`TextEncoder`), to reuse it frozen."""
         return {"params": params["text_encoder"]}
-
-
-def _chunks(fn, xs, size: int) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(xs[i : i + size])) for i in range(0, len(xs), size)])
-
-
-def nearest_texts(method: CLIP, params, images: np.ndarray, texts: list[str]) -> np.ndarray:
-    """For each image (uint8 [N, H, W, C]), the index of the nearest text in ``texts``."""
-    z_txt = _chunks(lambda t: method.encode_texts(params, t), texts, 512)
-    z_img = _chunks(lambda x: method.encode_images(params, jnp.asarray(x)), images, 256)
-    return np.argmax(z_img @ z_txt.T, axis=1)
-
-
-def prompt_ensemble_predictions(
-    method: CLIP, params, images: np.ndarray, prompts: list[list[str]]
-) -> np.ndarray:
-    """Class of each image: the nearest mean embedding of a class's prompts (CLIP's ensemble)."""
-    z_txt = np.stack(
-        [np.asarray(_unit(method.encode_texts(params, p).mean(axis=0))) for p in prompts]
-    )
-    z_img = _chunks(lambda x: method.encode_images(params, jnp.asarray(x)), images, 256)
-    return np.argmax(z_img @ z_txt.T, axis=1)
-
-
-def _take(source, num: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    items = [source[i] for i in range(min(num, len(source)))]
-    return {k: np.stack([np.asarray(it[k]) for it in items]) for k in keys}
-
-
-def evaluate_zero_shot(ctx, cfg) -> dict[str, float]:
-    """Evaluator ``clip_zero_shot``: classify eval images by text alone.
-
-    Fashion-MNIST: ``zero_shot_acc`` with each class's training captions as a prompt
-    ensemble, ``zero_shot_acc_heldout`` with its held-out paraphrases. Sprites: each
-    image takes the factors of its nearest caption in the whole corpus;
-    ``zero_shot_acc`` (shape) and ``zero_shot_colour_acc`` on the eval split,
-    ``zero_shot_heldout_pair_acc`` (shape and colour both right) on the ``heldout``
-    split, whose (shape, colour) pairs never occur in training.
-    """
-    if not isinstance(ctx.method, CLIP):
-        raise UserError("evaluator clip_zero_shot needs family clip")
-    num = int(cfg.get("num_examples", 1000))
-    method, params, name = ctx.method, ctx.params, ctx.config.data.name
-    if name == "fashion_mnist":
-        from jaxgen.data import captions
-
-        data = _take(ctx.eval_source, num, ("image", "label"))
-        results = {}
-        for key, pick in (
-            ("zero_shot_acc", captions.train_captions),
-            ("zero_shot_acc_heldout", captions.heldout_captions),
-        ):
-            prompts = [list(pick(c)) for c in range(captions.NUM_CLASSES)]
-            predicted = prompt_ensemble_predictions(method, params, data["image"], prompts)
-            results[key] = float(np.mean(predicted == data["label"]))
-        return results
-    if name == "sprites":
-        from jaxgen.data import sprites
-
-        corpus, factors = list(sprites.caption_corpus()), sprites.caption_corpus_factors()
-        data = _take(ctx.eval_source, num, ("image", "factors"))
-        guess = factors[nearest_texts(method, params, data["image"], corpus)]
-        size = ctx.spec.image_shape[0]
-        held = _take(sprites.SpritesSource("heldout", size=size), num, ("image", "factors"))
-        held_guess = factors[nearest_texts(method, params, held["image"], corpus)]
-        both = (held_guess[:, :2] == held["factors"][:, :2]).all(axis=1)
-        return {
-            "zero_shot_acc": float(np.mean(guess[:, 0] == data["factors"][:, 0])),
-            "zero_shot_colour_acc": float(np.mean(guess[:, 1] == data["factors"][:, 1])),
-            "zero_shot_heldout_pair_acc": float(np.mean(both)),
-        }
-    raise UserError(f"evaluator clip_zero_shot: no captions for data.name={name!r}")
-
-
-register_evaluator("clip_zero_shot", "jaxgen.text.clip:evaluate_zero_shot")

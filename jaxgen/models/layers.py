@@ -1,4 +1,6 @@
-"""Layers of GAN generators and discriminators: normalisation and up-sampling convolution.
+"""Layers shared by the networks of several families: batch-statistics normalisation, the
+up-sampling convolution (GAN generators, the VAE decoder) and the text projection of
+text-conditioned GAN generators.
 
 GAN batch normalisation always uses the statistics of the batch it is given
 (no running averages, as in DCGAN and SN-GAN training). To make sampling

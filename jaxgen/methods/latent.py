@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.methods.base import DataSpec
 from jaxgen.methods.gradients import cast_floating
+from jaxgen.methods.vae import VAE
 
 
 class LatentAutoencoder:
@@ -28,7 +29,6 @@ class LatentAutoencoder:
 
     def __init__(self, workdir: str, data: DataSpec, scale: float = 1.0, dtype=jnp.float32):
         from jaxgen.checkpoints import load_params_from
-        from jaxgen.methods.vae import VAE
         from jaxgen.workdir import trained_config
 
         saved = trained_config(workdir)  # what its checkpoints were last trained with
