@@ -22,7 +22,7 @@ def test_incremental_outputs_match_the_full_pass(variant):
         method, params = _rebuild(method)
     images = jax.random.randint(jax.random.PRNGKey(5), (2, H, W, 3), 0, 256)
     model = method.model
-    full, _ = model.apply(params, images, {})
+    full, _ = jax.jit(model.apply)(params, images, {})
     step_by_step = jax.jit(lambda p, x: sampling.incremental_outputs(model, p, x))(params, images)
     np.testing.assert_allclose(np.asarray(step_by_step), np.asarray(full), atol=2e-5, rtol=1e-5)
 
@@ -32,7 +32,7 @@ def _rebuild(method):
 
     method = PixelCNN(method.config, method.data)
     batch = {"image": jnp.zeros((1, *method.data.image_shape), jnp.uint8)}
-    return method, method.init_params(jax.random.PRNGKey(0), batch)
+    return method, jax.jit(method.init_params)(jax.random.PRNGKey(0), batch)
 
 
 @pytest.mark.parametrize(

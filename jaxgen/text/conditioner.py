@@ -20,6 +20,7 @@ their embedding with the null text (no real token, zero pooled vector).
 
 from __future__ import annotations
 
+import json
 import threading
 
 import jax
@@ -61,6 +62,17 @@ def drop_text(emb: TextEmbedding, drop: jax.Array) -> TextEmbedding:
     )
 
 
+# Frozen-encoder outputs per text, shared by every conditioner of the same text config in
+# this process (a run's trainer, its sampler and the API load the same encoder).
+_FROZEN_ENCODINGS: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+
+def _frozen_encodings(cfg: ml_collections.ConfigDict) -> dict:
+    """The process-wide ``text -> (tokens, mask, pooled)`` table of one frozen encoder."""
+    key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    return _FROZEN_ENCODINGS.setdefault(key, {})
+
+
 class TextConditioner:
     """Tokenizer, text encoder and text fields of a text-conditioned family.
 
@@ -81,7 +93,7 @@ class TextConditioner:
         self.frozen = self._frozen_vars is not None
         self.max_len = int(self.cfg.max_len)
         self.fields = FROZEN_FIELDS if self.frozen else (TOKEN_FIELD,)
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._cache = _frozen_encodings(self.cfg) if self.frozen else {}
         self._lock = threading.Lock()
         self._encode_fn = None
         if self.frozen:
@@ -101,15 +113,19 @@ class TextConditioner:
         ids, mask = self.tokenizer(texts, pad_to_longest=False)
         return ids[:, : self.max_len], mask[:, : self.max_len]
 
-    def _encode_frozen(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Frozen-encoder fields of ``texts``, each distinct text encoded once per process."""
+    def _encode_frozen(self, texts: list[str], with_corpus: bool) -> dict[str, np.ndarray]:
+        """Frozen-encoder fields of ``texts``, each distinct text encoded once per process.
+
+        ``with_corpus``: encode the data's whole caption corpus along with the first miss (the
+        data pipeline asks one caption at a time, and one 64-row call per caption would be 64
+        times the work); prompts alone need only themselves.
+        """
         missing = {t for t in texts if t not in self._cache}
         if missing:
             with self._lock:
                 if self._encode_fn is None:
                     self._encode_fn = jax.jit(self.module.apply)
-                    # The data's whole caption corpus at once: a pipeline asks one caption
-                    # at a time, and one 64-row call per caption would be 64 times the work.
+                if with_corpus:
                     missing |= set(self._corpus())
                 missing = sorted(t for t in missing if t not in self._cache)
                 for start in range(0, len(missing), 64):
@@ -134,11 +150,15 @@ class TextConditioner:
         except UserError:  # a source with its own captions: encode them as they come
             return ()
 
-    def text_fields(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """The batch fields of ``texts`` (``[N, ...]`` arrays named :attr:`fields`)."""
+    def text_fields(self, texts: list[str], with_corpus: bool = False) -> dict[str, np.ndarray]:
+        """The batch fields of ``texts`` (``[N, ...]`` arrays named :attr:`fields`).
+
+        ``with_corpus``: a frozen encoder also encodes the data's caption corpus at once (for
+        the data pipeline, which asks for them one by one).
+        """
         texts = list(texts)
         if self.frozen:
-            return self._encode_frozen(texts)
+            return self._encode_frozen(texts, with_corpus)
         ids, _ = self._tokenize(texts)
         return {TOKEN_FIELD: ids}
 
@@ -147,7 +167,7 @@ class TextConditioner:
         seed = int(self.cfg.caption_seed)
 
         def transform(item: dict) -> dict:
-            fields = self.text_fields([caption_of(item, seed)])
+            fields = self.text_fields([caption_of(item, seed)], with_corpus=True)
             return {
                 "image": item["image"],
                 "label": np.asarray(item["label"], np.int32),
