@@ -28,7 +28,8 @@ from jaxgen.methods import get_runner
 from jaxgen.preemption import StopRequest
 from jaxgen.text.conditioner import sync_tokenizer
 from jaxgen.train import Trainer, run_evals
-from jaxgen.workdir import check_resume_config, check_workdir, owned_workdir, record_launch
+from jaxgen.workdir import check_resume_config, check_workdir, record_launch
+from jaxgen.workdir_lock import owned_workdir
 
 log = logging.getLogger("jaxgen")
 

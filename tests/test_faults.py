@@ -579,7 +579,7 @@ def test_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(trained, tmp
 
 def test_lock_from_another_host_is_stale_only_without_a_heartbeat(tmp_path, monkeypatch):
     from jaxgen.errors import UserError
-    from jaxgen.workdir import LOCK_FILE, WorkdirLock
+    from jaxgen.workdir_lock import LOCK_FILE, WorkdirLock
 
     holder = {"host": "another-node", "pid": 1, "started": "earlier", "mode": "train"}
     path = _write(tmp_path / LOCK_FILE, json.dumps(holder).encode())

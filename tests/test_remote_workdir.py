@@ -322,7 +322,7 @@ def test_another_familys_remote_workdir_is_refused(gcs, capfd):
 
 # --- the lock on an object store ---------------------------------------------------------------
 def test_remote_lock_refuses_a_live_holder_and_releases_only_its_own(gcs):
-    from jaxgen.workdir import LOCK_FILE, WorkdirLock
+    from jaxgen.workdir_lock import LOCK_FILE, WorkdirLock
 
     workdir = f"{gcs}/locked"
     first = WorkdirLock(workdir, "train")
@@ -337,7 +337,7 @@ def test_remote_lock_refuses_a_live_holder_and_releases_only_its_own(gcs):
 
 
 def test_remote_lock_of_another_host_goes_by_its_heartbeat(gcs, monkeypatch, caplog):
-    from jaxgen.workdir import WorkdirLock
+    from jaxgen.workdir_lock import WorkdirLock
 
     workdir = f"{gcs}/elsewhere"
     record = {"host": "another-host", "pid": 1, "mode": "train", "token": "theirs"}
@@ -353,7 +353,7 @@ def test_remote_lock_of_another_host_goes_by_its_heartbeat(gcs, monkeypatch, cap
 
 
 def test_remote_lock_race_has_one_winner(gcs):
-    from jaxgen.workdir import WorkdirLock
+    from jaxgen.workdir_lock import WorkdirLock
 
     workdir = f"{gcs}/raced"
     locks = [WorkdirLock(workdir, "train") for _ in range(3)]
@@ -384,7 +384,7 @@ def test_remote_lock_race_has_one_winner(gcs):
 
 
 def test_remote_lock_of_a_dead_process_is_taken_over(gcs, caplog):
-    from jaxgen.workdir import WorkdirLock
+    from jaxgen.workdir_lock import WorkdirLock
 
     workdir = f"{gcs}/orphaned"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

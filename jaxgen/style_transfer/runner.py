@@ -33,7 +33,8 @@ from jaxgen.errors import UserError
 from jaxgen.images import save_png, to_uint8
 from jaxgen.metric_writer import MetricWriter
 from jaxgen.style_transfer import inputs, network, optimize
-from jaxgen.workdir import owned_workdir, record_launch
+from jaxgen.workdir import record_launch
+from jaxgen.workdir_lock import owned_workdir
 
 log = logging.getLogger(__name__)
 MODES = ("train", "eval", "sample")
