@@ -211,7 +211,9 @@ def dry_run(name: str, args, scratch: str, env: dict, inception: str, classifier
         with open(eval_path) as f:
             report["eval"] = json.load(f)
 
-    if name not in ("classifier", "clip"):  # encoders: nothing to sample
+    from jaxgen.methods import get_method_class
+
+    if get_method_class(_published(name).family).is_generator:  # encoders draw nothing
         sampled = Child([*base, "--mode=sample", f"--config.sample.num={SAMPLES}"], env, log_path)
         code = sampled.finish(args.timeout)
         split = re.search(r"sampling on (\d+) devices \((\d+) rows each\)", sampled.text)

@@ -35,17 +35,22 @@ def _init_randomly(model, *args, **kwargs):
     """Parameters with every (otherwise zero-initialised) output layer made non-zero."""
     init = jax.jit(lambda key: model.init(key, *args, **kwargs))
     params = init(jax.random.PRNGKey(0))["params"]
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-    leaves = [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
-    return jax.tree.unflatten(tree, leaves)
+
+    @jax.jit
+    def perturb(params):
+        leaves, tree = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+        noisy = [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+        return jax.tree.unflatten(tree, noisy)
+
+    return perturb(params)
 
 
 def test_shapes_and_zero_initialised_output():
     model = UNet(UNetConfig(**TINY))
     x = jnp.ones((2, 8, 8, 3))
-    params = model.init(jax.random.PRNGKey(0), x, jnp.array([0.0, 5.0]))["params"]
-    out = model.apply({"params": params}, x, jnp.array([0.0, 5.0]))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), x, jnp.array([0.0, 5.0]))["params"]
+    out = jax.jit(model.apply)({"params": params}, x, jnp.array([0.0, 5.0]))
     assert out.shape == (2, 8, 8, 2)
     np.testing.assert_array_equal(np.asarray(out), 0.0)
 
@@ -86,7 +91,7 @@ def test_cross_attention_respects_the_mask():
     np.testing.assert_allclose(apply(context.at[:, 2:].set(9.0), mask), base, atol=1e-5)
     assert np.abs(apply(context.at[:, 0].set(9.0), mask) - base).max() > 1e-3
     # No context at all equals a fully masked one.
-    no_context = np.asarray(model.apply({"params": params}, x, t))
+    no_context = np.asarray(jax.jit(lambda: model.apply({"params": params}, x, t))())
     np.testing.assert_allclose(apply(context, jnp.zeros_like(mask)), no_context, atol=1e-5)
 
 
@@ -100,10 +105,8 @@ def test_dropout_only_in_training():
     )
     run = lambda seed: np.asarray(train(jax.random.PRNGKey(seed)))  # noqa: E731
     assert np.abs(run(0) - run(1)).max() > 1e-4
-    eval_a = model.apply({"params": params}, x, t)
-    np.testing.assert_array_equal(
-        np.asarray(eval_a), np.asarray(model.apply({"params": params}, x, t))
-    )
+    evaluate = jax.jit(lambda: model.apply({"params": params}, x, t))  # no dropout key
+    np.testing.assert_array_equal(np.asarray(evaluate()), np.asarray(evaluate()))
 
 
 def test_timestep_embedding_is_ddpm_sinusoid():

@@ -39,7 +39,7 @@ def _batch(n=16, seed=0):
 def test_loss_goes_down_on_a_small_batch():
     method, _ = _vae()
     batch = _batch()
-    params = method.init_params(jax.random.PRNGKey(0), batch)
+    params = jax.jit(method.init_params)(jax.random.PRNGKey(0), batch)
     _, losses = adam_losses(method.loss, params, batch, steps=60)
     assert np.mean(losses[-5:]) < 0.65 * np.mean(losses[:5])
 
@@ -47,8 +47,8 @@ def test_loss_goes_down_on_a_small_batch():
 def test_iwae_bound_is_tighter_than_elbo_and_consistent():
     method, _ = _vae()
     batch = _batch(8)
-    params = method.init_params(jax.random.PRNGKey(1), batch)
-    out = method.likelihood(params, batch, jax.random.PRNGKey(2))
+    params = jax.jit(method.init_params)(jax.random.PRNGKey(1), batch)
+    out = jax.jit(method.likelihood)(params, batch, jax.random.PRNGKey(2))
     assert out["nll_iwae"].shape == (8,)
     assert np.all(out["nll_iwae"] <= -out["elbo"] + 1e-3)
     np.testing.assert_allclose(
@@ -59,7 +59,7 @@ def test_iwae_bound_is_tighter_than_elbo_and_consistent():
 def test_conditional_vae_uses_the_label():
     method, _ = _vae(cond="class")
     batch = _batch(4)
-    params = method.init_params(jax.random.PRNGKey(0), batch)
+    params = jax.jit(method.init_params)(jax.random.PRNGKey(0), batch)
     params = jax.tree.map(lambda x: x + 0.05, params)  # break the zero-init of embeddings
     rng = jax.random.PRNGKey(3)
     a = method.sample(params, rng, 4, {"label": jnp.zeros(4, jnp.int32)})

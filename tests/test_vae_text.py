@@ -39,7 +39,7 @@ def _batch(method, n=16, seed=0):
 
 def test_text_encoder_params_live_under_params_key():
     method, _ = _vae()
-    params = method.init_params(jax.random.PRNGKey(0), _batch(method, 2))
+    params = jax.jit(method.init_params)(jax.random.PRNGKey(0), _batch(method, 2))
     assert set(params) == {"encoder", "decoder", PARAMS_KEY}
     # the text projections exist in both networks, no class embedding
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -51,7 +51,7 @@ def test_text_encoder_params_live_under_params_key():
 
 def test_decoder_mean_depends_on_the_prompt():
     method, _ = _vae()
-    params = method.init_params(jax.random.PRNGKey(0), _batch(method, 2))
+    params = jax.jit(method.init_params)(jax.random.PRNGKey(0), _batch(method, 2))
     rng = jax.random.PRNGKey(3)
     a = method.sample(params, rng, 2, method.text_conditioning([PROMPTS[0]] * 2))
     b = method.sample(params, rng, 2, method.text_conditioning([PROMPTS[1]] * 2))
@@ -64,19 +64,19 @@ def test_decoder_mean_depends_on_the_prompt():
 def test_likelihood_is_conditional_on_the_caption():
     method, _ = _vae()
     batch = _batch(method, 4)
-    params = method.init_params(jax.random.PRNGKey(1), batch)
-    out = method.likelihood(params, batch, jax.random.PRNGKey(2))
+    params = jax.jit(method.init_params)(jax.random.PRNGKey(1), batch)
+    out = jax.jit(method.likelihood)(params, batch, jax.random.PRNGKey(2))
     assert out["nll_iwae"].shape == (4,)
     assert np.all(out["nll_iwae"] <= -out["elbo"] + 1e-3)
     other = dict(batch, **method.text_conditioning([PROMPTS[1]] * 4))
-    changed = method.likelihood(params, other, jax.random.PRNGKey(2))
+    changed = jax.jit(method.likelihood)(params, other, jax.random.PRNGKey(2))
     assert float(jnp.abs(out["nll_iwae"] - changed["nll_iwae"]).max()) > 1e-3
 
 
 def test_loss_goes_down_and_trains_the_text_encoder():
     method, _ = _vae()
     batch = _batch(method)
-    start = method.init_params(jax.random.PRNGKey(0), batch)
+    start = jax.jit(method.init_params)(jax.random.PRNGKey(0), batch)
     params, losses = adam_losses(method.loss, start, batch, steps=60)
     assert np.mean(losses[-5:]) < 0.65 * np.mean(losses[:5])
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), start[PARAMS_KEY],
@@ -91,9 +91,9 @@ def test_frozen_bert_fields_condition_the_vae():
     method = VAE(config, DataSpec((28, 28, 1), 10, "text"))
     batch = _batch(method, 4)
     assert batch["text_pooled"].shape == (4, method.text.width)
-    params = method.init_params(jax.random.PRNGKey(0), batch)
+    params = jax.jit(method.init_params)(jax.random.PRNGKey(0), batch)
     assert set(params) == {"encoder", "decoder"}  # the frozen encoder is not a parameter
-    loss, _ = method.loss(params, batch, jax.random.PRNGKey(1))
+    loss, _ = jax.jit(method.loss)(params, batch, jax.random.PRNGKey(1))
     assert np.isfinite(float(loss))
     a = method.sample(params, jax.random.PRNGKey(2), 2, method.text_conditioning(list(PROMPTS)))
     b = method.sample(params, jax.random.PRNGKey(2), 2, method.text_conditioning([PROMPTS[0]] * 2))
