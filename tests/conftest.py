@@ -184,7 +184,7 @@ def pytest_xdist_auto_num_workers(config):
     """``-n auto`` on a small machine: one worker per core and one more. Part of the suite's
     time is spent waiting (on launched processes, signals, 8 simulated devices), which the
     extra worker fills: on the 2-core CPU with a cold cache three workers took 9 min 38 s
-    where two took 10 min 37 s."""
+    where two took 10 min 37 s on the same tree."""
     del config
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return cores + 1 if cores <= 4 else cores
