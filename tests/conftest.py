@@ -184,7 +184,8 @@ def pytest_xdist_auto_num_workers(config):
     """``-n auto`` on a small machine: one worker per core and one more. Part of the suite's
     time is spent waiting (on launched processes, signals, 8 simulated devices), which the
     extra worker fills: on the 2-core CPU with a cold cache three workers took 9 min 38 s
-    where two took 10 min 37 s on the same tree."""
+    where two took 10 min 37 s (the second tree also checked one bad sampler in-process
+    instead of in a launch); other cold runs with three took 10 min 43 s and 11 min 12 s."""
     del config
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return cores + 1 if cores <= 4 else cores
