@@ -31,7 +31,7 @@ from jaxgen import parallel  # noqa: E402
 from jaxgen.cli import load_config_file  # noqa: E402
 from jaxgen.errors import UserError  # noqa: E402
 from jaxgen.experiment import Experiment  # noqa: E402
-from jaxgen.train import Trainer  # noqa: E402
+from jaxgen.trainer import Trainer  # noqa: E402
 
 
 def apply_overrides(config, pairs: list[str]) -> None:

@@ -45,8 +45,8 @@ def main() -> None:
         for name in list(config.evals):
             if name not in ("likelihood", "params"):
                 del config.evals[name]
-    config.evals.likelihood.num_examples = 64
-    config.evals.likelihood.batch_size = 64
+    config.evals.likelihood.num_examples = 32
+    config.evals.likelihood.batch_size = 32
     jaxgen.train(config, args.workdir)  # resumes if the workdir already has checkpoints
 
     run = jaxgen.load(args.workdir)  # the newest checkpoint, EMA parameters

@@ -27,7 +27,7 @@ from jaxgen.images import make_grid, save_png
 from jaxgen.methods import get_runner
 from jaxgen.preemption import StopRequest
 from jaxgen.text.conditioner import sync_tokenizer
-from jaxgen.train import Trainer, run_evals
+from jaxgen.trainer import Trainer, run_evals
 from jaxgen.workdir import check_resume_config, check_workdir, record_launch
 from jaxgen.workdir_lock import owned_workdir
 

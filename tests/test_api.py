@@ -44,7 +44,7 @@ def test_example_samples_follow_their_prompts(example):
         # The domain classifier finds the prompted garment far above chance (0.1).
         assert got["share_of_class"] >= 0.6, (prompt, got)
         assert all(2.0 < b < 9.0 for b in got["bits_per_dim"]), got
-    assert report["evaluate"]["likelihood_num_examples"] == 64
+    assert report["evaluate"]["likelihood_num_examples"] == 32
     assert 2.0 < report["evaluate"]["bits_per_dim"] < 6.0
 
 
@@ -112,3 +112,11 @@ def test_load_options_and_errors(example):
     ]:
         with pytest.raises(UserError, match=message.replace("[", r"\[")):
             call()
+
+
+def test_train_stays_the_api_function_after_the_trainer_is_imported():
+    import jaxgen
+    import jaxgen.trainer  # noqa: F401  (a submodule import sets an attribute of the package)
+    from jaxgen import api
+
+    assert jaxgen.train is api.train and jaxgen.load is api.load

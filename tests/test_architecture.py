@@ -15,13 +15,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (layer, packages that no module of the layer may import)
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("jaxgen.data", ("jaxgen.methods", "jaxgen.evaluate", "jaxgen.train", "jaxgen.experiment")),
+    ("jaxgen.data", ("jaxgen.methods", "jaxgen.evaluate", "jaxgen.trainer", "jaxgen.experiment")),
     ("jaxgen.evaluate", ("jaxgen.methods",)),
-    ("jaxgen.models", ("jaxgen.methods", "jaxgen.train", "jaxgen.experiment")),
+    ("jaxgen.models", ("jaxgen.methods", "jaxgen.trainer", "jaxgen.experiment")),
     ("jaxgen.samplers", ("jaxgen.methods",)),
     # The building blocks families are made of: no family, no trainer.
     *(
-        (layer, ("jaxgen.methods", "jaxgen.train", "jaxgen.experiment"))
+        (layer, ("jaxgen.methods", "jaxgen.trainer", "jaxgen.experiment"))
         for layer in ("jaxgen.diffusion", "jaxgen.gan", "jaxgen.pixelcnn", "jaxgen.text")
     ),
 )

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_config
+from conftest import load_config, random_params
 
 from jaxgen.data.spec import DataSpec
 from jaxgen.methods.diffusion import Diffusion
@@ -37,11 +37,7 @@ def _method(**overrides):
 
 
 def _random_params(method, seed=0):
-    params = method.init_params(jax.random.PRNGKey(seed), None)
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-    noisy = [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
-    return jax.tree.unflatten(tree, noisy)
+    return random_params(method.init_params, jax.random.PRNGKey(seed), None, seed=seed + 1)
 
 
 def test_text_guidance_zero_and_one_are_the_unconditional_and_conditional_models():

@@ -18,7 +18,7 @@ import sys, jax, numpy as np
 sys.path.insert(0, {repo!r})
 from jaxgen.cli import load_config_file
 from jaxgen.experiment import Experiment
-from jaxgen.train import Trainer
+from jaxgen.trainer import Trainer
 config = load_config_file("configs/vae.py:preset=smoke")
 config.train.batch_size = 16
 config.train.param_sharding = {sharding!r}

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_config
+from conftest import load_config, random_params
 
 from jaxgen.errors import UserError
 from jaxgen.models.unet import UNet, UNetConfig, count_params, timestep_embedding
@@ -33,17 +33,9 @@ def test_default_config_is_the_35_7m_parameter_cifar10_model():
 
 def _init_randomly(model, *args, **kwargs):
     """Parameters with every (otherwise zero-initialised) output layer made non-zero."""
-    init = jax.jit(lambda key: model.init(key, *args, **kwargs))
-    params = init(jax.random.PRNGKey(0))["params"]
-
-    @jax.jit
-    def perturb(params):
-        leaves, tree = jax.tree.flatten(params)
-        keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-        noisy = [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
-        return jax.tree.unflatten(tree, noisy)
-
-    return perturb(params)
+    return random_params(
+        lambda key: model.init(key, *args, **kwargs)["params"], jax.random.PRNGKey(0)
+    )
 
 
 def test_shapes_and_zero_initialised_output():

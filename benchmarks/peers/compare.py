@@ -11,7 +11,7 @@ machine's load hit both alike); in a round a worker times ``--steps`` steps afte
 step. Only one worker runs at a time. Prints images/s of each and the jaxgen/PyTorch ratio
 (medians over rounds) and writes a JSON record with the hardware.
 
-* jaxgen: the trainer's own jitted, sharded, donated ``train_step`` (``jaxgen.train.Trainer``)
+* jaxgen: the trainer's own jitted, sharded, donated ``train_step`` (``jaxgen.trainer.Trainer``)
   on the config from ``configs/ddpm.py:<config-args>`` plus ``--set`` overrides, fed two real
   batches of its data pipeline. ``--jax-xla-flags`` is added to ``XLA_FLAGS`` of this worker,
   and malloc keeps freed memory as in the launcher (``jaxgen.runtime.keep_host_memory``;
@@ -102,7 +102,7 @@ def jax_worker(spec: dict) -> None:
     from jaxgen import parallel
     from jaxgen.cli import load_config_file
     from jaxgen.experiment import Experiment
-    from jaxgen.train import Trainer
+    from jaxgen.trainer import Trainer
 
     jax.config.update("jax_enable_compilation_cache", False)
     config = load_config_file(os.path.join(ROOT, "configs", "ddpm.py") + ":" + spec["config_args"])

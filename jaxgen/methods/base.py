@@ -5,7 +5,7 @@ A family subclasses :class:`Method`. Single-optimizer families implement
 differentiates ``loss``, applies the optax update and the EMA. Families whose
 step has another shape (the GAN's two players) override ``init_state`` and
 ``train_step`` but keep the same :class:`TrainState`, so checkpoints, resume,
-sharding and logging stay in one place (``jaxgen/train.py``).
+sharding and logging stay in one place (``jaxgen/trainer.py``).
 
 Conventions:
   * ``batch["image"]``: uint8 ``[B, H, W, C]``; ``batch["label"]``: int32 ``[B]``
