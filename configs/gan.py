@@ -22,6 +22,7 @@ preset's), ``arch=dcgan|resnet``.
 """
 
 from configs.base import (
+    add_second_extractor,
     add_text_config,
     common_args,
     get_base_config,
@@ -133,4 +134,5 @@ def get_config(arg: str | None = None):
         # 0.0, FD 30.0); weight 0.3 on the cpu preset gives FD 8.5, recall 0.76 and 79.8% of
         # samples in the prompted class (86.4% without).
         c.gan.mode_seeking = 0.3
+    add_second_extractor(c, args["preset"])
     return c

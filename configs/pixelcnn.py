@@ -16,6 +16,7 @@ images, much slower).
 """
 
 from configs.base import (
+    add_second_extractor,
     add_text_config,
     common_args,
     get_base_config,
@@ -120,4 +121,5 @@ def get_config(arg: str | None = None):
     add_text_config(c, args)
     if preset == "cpu" and "prompts" in c.evals:
         c.evals.prompts.samples_per_prompt = 1  # 486 prompts: ~30 s of fast sampling
+    add_second_extractor(c, args["preset"])
     return c

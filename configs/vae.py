@@ -14,6 +14,7 @@ Arguments: ``preset=smoke|cpu`` (default: full), ``data=<source>``,
 """
 
 from configs.base import (
+    add_second_extractor,
     add_text_config,
     common_args,
     get_base_config,
@@ -75,4 +76,5 @@ def get_config(arg: str | None = None):
             c.evals[kind].num_samples = 16
         c.model.cond_dim = 16
     add_text_config(c, args)
+    add_second_extractor(c, args["preset"])
     return c

@@ -2,7 +2,7 @@
 
 Each evaluator is ``fn(ctx: EvalContext, cfg: ConfigDict) -> dict[str, float]``
 and is looked up by ``type`` in :data:`EVALUATORS` (``"module:function"``,
-imported lazily). ``jaxgen.train`` runs them every ``cfg.every`` steps (0: only
+imported lazily). ``jaxgen.trainer`` runs them every ``cfg.every`` steps (0: only
 at the end and in ``--mode=eval``) and writes ``eval/step_<N>.json``.
 """
 
@@ -91,8 +91,10 @@ def check_evaluators(
                 f"cond=text; this one has cond={cond}"
             )
         options = tuple(
-            str(cfg.get(k, "")) for k in ("features", "classifier_weights", "inception_weights")
-        )
+            str(cfg.get(k, ""))
+            for k in ("features", "classifier_weights", "inception_weights", "features2",
+                      "feature_net_weights", "realism_k", "realism_keep", "type", "num_real")
+        )  # fmt: skip
         if (cfg.type in FEATURE_EVALUATORS or "features" in cfg) and options not in checked:
             try:
                 check_weights(cfg, data_name)

@@ -7,6 +7,11 @@ Extractors (``evals.<name>.features``):
   * ``inception``: the FID InceptionV3 (pool3, 2048-d, and the 1008 logits); weights
     from ``evals.<name>.inception_weights`` (see :mod:`jaxgen.evaluate.inception_weights`).
   * ``pixels``: the flattened image in [0, 1] (no logits).
+  * ``contrastive``: a residual GroupNorm network trained without labels (SimCLR) by
+    ``scripts/train_feature_net.py`` (weights ``jaxgen/evaluate/weights/<data>_contrastive.npz``
+    or ``evals.<name>.feature_net_weights``): the pooled output of each stage, scaled and
+    concatenated (:mod:`jaxgen.evaluate.feature_net_weights`), no logits. Independent of
+    ``domain`` in architecture and recipe, and not made invariant to noise or blur.
 
 Features of real data are computed once per dataset, split, image size, extractor
 (with a fingerprint of its weights) and number of images, and cached as ``.npz`` under
@@ -33,7 +38,7 @@ from jaxgen.preemption import check_active
 from jaxgen.progress import Progress
 from jaxgen.weight_files import read_npz
 
-EXTRACTORS = ("domain", "inception", "pixels")
+EXTRACTORS = ("domain", "inception", "pixels", "contrastive")
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 
 
@@ -217,6 +222,25 @@ def _domain_extractor(path: str, mtime: float) -> Extractor:
     )
 
 
+@functools.lru_cache(maxsize=4)
+def _contrastive_extractor(path: str, mtime: float) -> Extractor:
+    del mtime
+    from jaxgen.evaluate import feature_net_weights
+
+    params, meta = feature_net_weights.load(path)
+    net, _ = feature_net_weights.network(meta, path)
+    features = feature_net_weights.feature_fn(net, [float(c) for c in meta["stage_scales"]])
+    jitted = jax.jit(lambda variables, x: (features(variables, x), None))
+    return Extractor(
+        name="contrastive",
+        weights=path,
+        fingerprint=file_fingerprint(path),
+        num_classes=0,
+        image_shape=tuple(meta["image_shape"]),
+        apply=functools.partial(jitted, {"params": jax.tree.map(jnp.asarray, params)}),
+    )
+
+
 @functools.lru_cache(maxsize=2)
 def _inception_extractor(path: str, mtime: float) -> Extractor:
     del mtime
@@ -272,20 +296,52 @@ def _weights_path(cfg, data_name: str) -> str:
         path = cfg.get("inception_weights", "")
         require_file(path)
         return path
+    if name == "contrastive":
+        from jaxgen.evaluate.feature_net_weights import default_weights
+
+        path = cfg.get("feature_net_weights", "") or default_weights(data_name)
+        if not os.path.isfile(path):
+            raise UserError(
+                f"no contrastive feature net for data {data_name!r}: {path} does not exist; "
+                f"train one with `python scripts/train_feature_net.py --data={data_name}`"
+            )
+        return path
     raise UserError(f"evals option features={name!r}: expected one of {EXTRACTORS}")
 
 
 def check_weights(cfg, data_name: str) -> str:
     """Checks, without building the network, that the weight file of ``cfg``'s extractor
     exists, loads, and holds the names and shapes the network expects; returns its path
-    ('' for ``pixels``).
+    ('' for ``pixels``). The ``quality`` evaluator's second extractor (``features2``) is
+    checked the same way, and its ``realism_k`` / ``realism_keep`` options.
 
     Raises:
-      UserError: naming the file and what is wrong with it.
+      UserError: naming the file and what is wrong with it, or the bad option.
     """
+    if cfg.get("type", "") == "quality":
+        from jaxgen.evaluate.realism import options as realism_options
+
+        realism_options(cfg)
+    if cfg.get("features2", ""):
+        import ml_collections
+
+        if cfg.features2 == cfg.get("features", "domain"):
+            raise UserError(f"features2={cfg.features2!r}: the same extractor as features")
+        if cfg.get("num_real", None) == 0:
+            raise UserError(f"features2={cfg.features2!r} needs real images; num_real=0 reads none")
+        second = ml_collections.ConfigDict(dict(cfg.to_dict(), features=cfg.features2))
+        second.features2 = ""
+        try:
+            check_weights(second, data_name)
+        except UserError as e:
+            raise UserError(f"second extractor (features2={cfg.features2!r}): {e}") from None
     path = _weights_path(cfg, data_name)
     if cfg.get("features", "domain") == "domain":
         load_classifier(path)
+    elif cfg.get("features") == "contrastive":
+        from jaxgen.evaluate import feature_net_weights
+
+        feature_net_weights.load(path)
     elif path:
         from jaxgen.evaluate.inception_weights import load_inception_variables
 
@@ -307,6 +363,10 @@ def feature_dim(cfg, data_name: str, image_shape=None) -> int | None:
     path = _weights_path(cfg, data_name)
     if name == "domain":
         return int(load_classifier(path)[1]["feature_dim"])
+    if name == "contrastive":
+        from jaxgen.evaluate import feature_net_weights
+
+        return int(feature_net_weights.load(path)[1]["feature_dim"])
     from jaxgen.models.inception import FEATURE_DIM
 
     return FEATURE_DIM
@@ -319,6 +379,8 @@ def _get_extractor(cfg, data_name: str) -> Extractor:
         return Extractor("pixels", "", "", 0, None, jax.jit(_pixels))
     if name == "domain":
         return _domain_extractor(os.path.abspath(path), os.path.getmtime(path))
+    if name == "contrastive":
+        return _contrastive_extractor(os.path.abspath(path), os.path.getmtime(path))
     return _inception_extractor(os.path.abspath(path), os.path.getmtime(path))
 
 

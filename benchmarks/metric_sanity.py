@@ -1,0 +1,152 @@
+"""The sample metrics on image sets whose ranking a person knows, in two feature spaces.
+
+  python benchmarks/metric_sanity.py                 # 500 images per set, 1000 reference
+  python benchmarks/metric_sanity.py --num=1000 --num_ref=2000 --out=results/metric_sanity.jsonl
+
+Reference: the first ``--num_ref`` Fashion-MNIST test images. Sets of ``--num`` images, all
+from test images after those (:func:`known_answer_sets`):
+
+  heldout   real test images the reference does not hold
+  blurred   the held-out images, Gaussian blur (sigma 1.5 px)
+  speckle   the held-out images, every third one with salt-and-pepper speckle on 25 % of
+            its pixels (a third of the set broken, as the issue describes the DDPM preset)
+  oneclass  test images of one class only (trousers)
+  noise     uniform noise
+
+For each set and extractor (``domain``, ``contrastive``): Fréchet distance, KID, precision,
+recall (k=3) and the broken share (realism < 1, :mod:`jaxgen.evaluate.realism`). Prints a
+Markdown table and one JSON record per row (with the hardware, as the other benchmarks),
+appended to ``--out`` when given. ``tests/test_realism.py`` asserts the orderings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SET_NAMES = ("heldout", "blurred", "speckle", "oneclass", "noise")
+ONE_CLASS = 1  # trouser
+SPECKLE_EVERY, SPECKLE_PIXELS, BLUR_SIGMA = 3, 0.25, 1.5
+
+
+def speckle(images: np.ndarray, rng: np.random.Generator, every: int = SPECKLE_EVERY,
+            share: float = SPECKLE_PIXELS) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """uint8 ``[N, H, W, C]`` with salt-and-pepper on ``share`` of the pixels of every
+    ``every``-th image; returns ``(images, bool [N] speckled)``."""
+    out = images.copy()
+    hit = np.arange(len(images)) % every == 0
+    for i in np.flatnonzero(hit):
+        mask = rng.random(images.shape[1:3]) < share
+        out[i][mask] = np.where(rng.random(int(mask.sum())) < 0.5, 0, 255)[:, None]
+    return out, hit
+
+
+def blur(images: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
+    """Gaussian blur of uint8 ``[N, H, W, C]`` over H and W (``sigma`` in pixels)."""
+    from scipy.ndimage import gaussian_filter
+
+    x = gaussian_filter(images.astype(np.float32), sigma=(0, sigma, sigma, 0), mode="constant")
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def known_answer_sets(num: int = 500, num_ref: int = 1000, seed: int = 0):
+    """``(reference, sets, speckled)``: uint8 reference images ``[num_ref, 28, 28, 1]``, a dict
+    of the sets of :data:`SET_NAMES` (uint8 ``[num, 28, 28, 1]`` each) and the bool ``[num]``
+    mask of the speckled images in ``sets["speckle"]``. Deterministic for a ``seed``."""
+    from jaxgen.data.sources import fashion_mnist
+
+    test = fashion_mnist("test")
+    images, labels = np.asarray(test.images), np.asarray(test.labels)
+    if num_ref + num > len(images):
+        raise ValueError(f"num_ref + num = {num_ref + num} > {len(images)} test images")
+    rng = np.random.default_rng(seed)
+    reference, rest, rest_labels = images[:num_ref], images[num_ref:], labels[num_ref:]
+    heldout = rest[:num]
+    speckled, hit = speckle(heldout, rng)
+    sets = {
+        "heldout": heldout,
+        "blurred": blur(heldout),
+        "speckle": speckled,
+        "oneclass": rest[rest_labels == ONE_CLASS][:num],
+        "noise": rng.integers(0, 256, heldout.shape, dtype=np.uint8),
+    }
+    return reference, sets, hit
+
+
+def set_metrics(
+    real: np.ndarray, fake: np.ndarray, k: int = 3, kid_subsets: int = 20
+) -> dict[str, float]:
+    """FD, KID (``kid_subsets`` subsets of up to 500), precision, recall (``k``) and broken
+    share (the evaluator's defaults) of features ``fake`` against ``real``."""
+    from jaxgen.evaluate import metrics, realism
+
+    precision, recall = metrics.precision_recall(real, fake, k=k)
+    kid, _ = metrics.kernel_inception_distance(real, fake, num_subsets=kid_subsets, subset_size=500)
+    return dict(
+        fd=metrics.frechet_distance_from_features(real, fake),
+        kid=kid,
+        precision=precision,
+        recall=recall,
+        broken_share=realism.broken_share(real, fake),
+    )
+
+
+def extractor(name: str):
+    import ml_collections
+
+    from jaxgen.evaluate.features import get_extractor
+
+    return get_extractor(ml_collections.ConfigDict(dict(features=name)), "fashion_mnist")
+
+
+def main(argv=None) -> int:
+    from benchmarks.common import hardware, write_record
+    from jaxgen.evaluate import realism
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num", type=int, default=500)
+    parser.add_argument("--num_ref", type=int, default=1000)
+    parser.add_argument("--extractors", default="domain,contrastive")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args(argv)
+    reference, sets, hit = known_answer_sets(args.num, args.num_ref, args.seed)
+    info = hardware()
+    rows = []
+    for name in args.extractors.split(","):
+        ex = extractor(name)
+        real = ex(reference)["features"]
+        for set_name in SET_NAMES:
+            fake = ex(sets[set_name])["features"]
+            values = set_metrics(real, fake)
+            record = dict(benchmark="metric_sanity", extractor=ex.key, set=set_name,
+                          num=args.num, num_ref=args.num_ref, **values, **info)  # fmt: skip
+            if set_name == "speckle":
+                scores = realism.realism_scores(real, fake, realism.BROKEN_K, realism.BROKEN_KEEP)
+                record.update(speckled_share=float(hit.mean()),
+                              broken_among_speckled=float((scores[hit] < 1).mean()),
+                              broken_among_clean=float((scores[~hit] < 1).mean()))  # fmt: skip
+            write_record(record, args.out or None)
+            rows.append(record)
+    print(f"\n{info['hardware']}; {args.num} images per set against {args.num_ref} test images; "
+          f"speckle set: {hit.mean():.1%} of its images speckled\n")  # fmt: skip
+    print("| set | extractor | FD | KID | precision | recall | broken share |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in sorted(rows, key=lambda r: (SET_NAMES.index(r["set"]), r["extractor"])):
+        print(f"| {r['set']} | {r['extractor'].split('-')[0]} | {r['fd']:.4g} | {r['kid']:.4g} | "
+              f"{r['precision']:.3f} | {r['recall']:.3f} | {r['broken_share']:.1%} |")  # fmt: skip
+    for r in rows:
+        if r["set"] == "speckle":
+            print(f"{r['extractor'].split('-')[0]}: broken among the speckled images of the "
+                  f"speckle set {r['broken_among_speckled']:.1%}, among its clean ones "
+                  f"{r['broken_among_clean']:.1%}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
