@@ -15,12 +15,16 @@ Arguments: ``preset=smoke|cpu`` (default: full), ``data=<source>``, ``cond=none|
 ``prediction=eps|x0|v``, ``schedule=linear|cosine``, ``edm=true`` (EDM preconditioning and
 noise distribution instead of the DDPM process), ``autoencoder=<VAE workdir>`` (latent
 diffusion), ``sampler=ddpm|ddim|dpm_solver_pp|heun`` and ``steps=<int>`` (0: the sampler's
-default). With ``cond=class`` or ``cond=text`` the condition is dropped with probability 0.1
+default), ``backbone=unet|dit`` (the network: the UNet, default, or a DiT sized per preset,
+``configs/backbones.py``; full: DiT-S/2).
+With ``cond=class`` or ``cond=text`` the condition is dropped with probability 0.1
 in training and ``sample.guidance`` sets classifier-free guidance (0: unconditional, 1:
 conditional).
 """
 
+from configs.backbones import apply_backbone
 from configs.base import (
+    add_second_extractor,
     add_text_config,
     common_args,
     get_base_config,
@@ -31,8 +35,9 @@ from configs.base import (
 
 def get_config(arg: str | None = None):
     defaults = common_args(
-        prediction="eps", schedule="linear", edm=False, autoencoder="", sampler="", steps=0
-    )
+        prediction="eps", schedule="linear", edm=False, autoencoder="", sampler="", steps=0,
+        backbone="unet",
+    )  # fmt: skip
     args = parse_args(arg, dict(defaults, data=""))  # "": CIFAR-10 at full size, else Fashion-MNIST
     if not args["data"]:
         args["data"] = "tfds:cifar10" if args["preset"] == "full" else "fashion_mnist"
@@ -126,5 +131,7 @@ def get_config(arg: str | None = None):
         c.evals.likelihood = dict(type="likelihood", num_examples=16, batch_size=8, every=0)
     if (args["edm"] or args["autoencoder"]) and "likelihood" in c.evals:
         del c.evals["likelihood"]  # the variational bound is the discrete VP process's, in pixels
+    apply_backbone(c, args["backbone"], args["preset"])
     add_text_config(c, args)
+    add_second_extractor(c, args["preset"])
     return c

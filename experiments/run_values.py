@@ -99,8 +99,9 @@ def source_run(r: RunRecord, runs_by_path: dict[str, RunRecord]) -> RunRecord | 
 
 
 def likelihood_bound(r: RunRecord) -> str | None:
-    """How the run's ``bits_per_dim`` was obtained; None when it reports none."""
-    if r.eval_value("bits_per_dim") is None:
+    """How the run's ``bits_per_dim`` (or ``bits_per_token``) was obtained; None when it
+    reports neither."""
+    if r.eval_value("bits_per_dim") is None and r.eval_value("bits_per_token") is None:
         return None
     return describe(r).likelihood_bound
 

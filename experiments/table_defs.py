@@ -59,13 +59,15 @@ def model_comparison(runs, by_path) -> Table:
         Column("FD", "float", "eval fd", ev("fd")),
         Column("classifier score", "float", "eval classifier_score", ev("classifier_score")),
         Column("bits/dim", "float", "eval bits_per_dim", ev("bits_per_dim")),
+        Column("bits/token", "float", "eval bits_per_token", ev("bits_per_token")),
         Column("final loss", "float", "last metrics.jsonl loss", last("loss")),
         STEP,
     ]  # fmt: skip
     return _table(
         "model_comparison", 1, "Model comparison",
         "One row per run: family, network, training strategy and headline metrics "
-        "(FD and classifier score of samples, test bits/dim).", cols, runs,
+        "(FD and classifier score of samples, test bits/dim; bits/token for a token prior, "
+        "which scores its tokenizer's tokens, not pixels).", cols, runs,
     )  # fmt: skip
 
 
@@ -97,13 +99,18 @@ def sample_quality(runs, by_path) -> Table:
         Column("KID", "float", "eval kid", ev("kid")),
         Column("precision", "float", "eval precision", ev("precision")),
         Column("recall", "float", "eval recall", ev("recall")),
+        Column("FD (contrastive)", "float", "eval fd_contrastive (evals.quality.features2)",
+               ev("fd_contrastive")),
+        Column("broken (%)", "pct", "100 x eval broken_share (samples with realism < 1)",
+               ev_pct("broken_share")),
         Column("classifier score", "float", "eval classifier_score", ev("classifier_score")),
         STEP,
     ]  # fmt: skip
     rows = _runs_with(runs, ev("fd"), ev("kid"), ev("precision"), ev("classifier_score"))
     return _table(
         "sample_quality", 3, "Sample quality",
-        "Fréchet distance and KID (lower is better), precision and recall (k=3), "
+        "Fréchet distance and KID (lower is better), precision and recall (k=3), the FD in the "
+        "second (contrastive) features, the share of broken samples (off the real manifold), "
         "classifier score, of `n` samples against the eval split.", cols, rows,
     )  # fmt: skip
 
@@ -185,6 +192,7 @@ def domains(runs, by_path, extra_domains=()) -> Table:
         Column("recall", "float", "eval recall", ev("recall")),
         Column("class coverage", "float", "eval class_coverage", ev("class_coverage")),
         Column("bits/dim", "float", "eval bits_per_dim", ev("bits_per_dim")),
+        Column("bits/token", "float", "eval bits_per_token", ev("bits_per_token")),
         STEP,
     ]  # fmt: skip
     gen = [r for r in runs if r.family and is_generator(r)]
@@ -258,14 +266,19 @@ def likelihoods(runs, by_path) -> Table:
         Column("ELBO bits/dim", "float", "eval elbo_bits_per_dim", ev("elbo_bits_per_dim")),
         Column("NLL IWAE (nats)", "float", "eval nll_iwae", ev("nll_iwae")),
         Column("ELBO (nats)", "float", "eval elbo", ev("elbo")),
+        Column("bits/token", "float", "eval bits_per_token", ev("bits_per_token")),
+        Column("tokenizer recon. MSE", "float", "eval recon_mse", ev("recon_mse")),
         Column("n", "int", "eval likelihood_num_examples", ev("likelihood_num_examples")),
         STEP,
     ]  # fmt: skip
-    rows = _runs_with(runs, ev("bits_per_dim"), ev("nll_iwae"), ev("elbo"))
+    rows = _runs_with(runs, ev("bits_per_dim"), ev("nll_iwae"), ev("elbo"), ev("bits_per_token"))
     return _table(
         "likelihoods", 10, "Likelihoods",
         "Negative log-likelihood of the test split in bits/dim (lower is better): exact for "
-        "PixelCNNs, an upper bound (IWAE for VAEs, the variational bound for diffusion).",
+        "PixelCNNs, an upper bound (IWAE for VAEs, the variational bound for diffusion). A "
+        "token prior reports bits/token instead: exact for its tokenizer's tokens, not a "
+        "pixel likelihood (the tokenizer is lossy; its test reconstruction MSE, pixels in "
+        "[0, 1], is beside it).",
         cols, rows,
     )  # fmt: skip
 

@@ -59,6 +59,8 @@ SHRINK = {
             "--config.model.iwae_k=8"],
     "classifier": ["--config.model.channels=(8,16,32)", "--config.model.feature_dim=16"],
     "clip": ["--config.model.image_channels=(8,16,32)", "--config.model.embed_dim=16"],
+    "flow": ["--config.model.unet.ch=16", "--config.model.unet.num_groups=8",
+             "--config.sample.steps=8"],
 }  # fmt: skip
 CONFIGS = tuple(SHRINK)
 # Evaluator options that size the work: set to EVAL_SAMPLES where the evaluator has them.

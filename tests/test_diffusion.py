@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import launch, load_config, run_cli, tree_digest
+from conftest import launch, load_config, random_params, run_cli, tree_digest
 
 from jaxgen.data.spec import DataSpec
 from jaxgen.diffusion.likelihood import VariationalBound, discretized_gaussian_log_prob
@@ -221,12 +221,7 @@ def _batch(n=4, seed=0):
 
 
 def _random_params(method, seed=0):
-    params = method.init_params(jax.random.PRNGKey(seed), _batch())
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-    return jax.tree.unflatten(
-        tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
-    )
+    return random_params(method.init_params, jax.random.PRNGKey(seed), _batch(), seed=seed + 1)
 
 
 def test_guidance_zero_and_one_are_the_unconditional_and_conditional_models():
@@ -280,7 +275,7 @@ def test_bad_diffusion_config_is_a_user_error():
     with pytest.raises(UserError, match="model.diffusion.process"):
         _method(**{"model.diffusion": dict(process="sde")})
     with pytest.raises(UserError, match="sample.sampler"):
-        _method(**{"sample.sampler": "euler"})
+        _method(**{"sample.sampler": "rk45"})
     with pytest.raises(UserError, match="model.diffusion.prediction"):
         _method(**{"model.diffusion": dict(prediction="score")})
 
@@ -340,7 +335,7 @@ def test_smoke_run_end_to_end(tmp_path, capfd):
         "--config=configs/ddpm.py:preset=smoke",
         f"--workdir={workdir}",
         "--mode=sample",
-        "--config.sample.sampler=euler",
+        "--config.sample.sampler=rk45",
     )
     assert bad.code == 2
     assert "sample.sampler" in bad.stderr.strip().splitlines()[-1]

@@ -475,7 +475,9 @@ def shipped(name: str, arg: str = ""):
 
 @pytest.mark.parametrize("preset", ["smoke", "cpu", "full"])
 def test_shipped_sweeps_name_real_config_keys(preset):
-    for name in ("diffusion", "gan", "vae", "autoregressive", "transfer", "domains", "results"):
+    for name in (
+        "diffusion", "gan", "vae", "autoregressive", "transfer", "domains", "results", "nfe"
+    ):  # fmt: skip
         sweep.check_configs(shipped(name), preset)
 
 

@@ -109,7 +109,7 @@ BAD_INPUT = {
         "train.batch_size=4096",
     ),
     "label out of range": ([VAE_CLASS, "--config.sample.label=10"], "sample.label=10"),
-    "unknown diffusion sampler": ([DDPM, "--config.sample.sampler=euler"], "sample.sampler"),
+    "unknown diffusion sampler": ([DDPM, "--config.sample.sampler=rk45"], "sample.sampler"),
     "negative sampler steps": ([DDPM, "--config.sample.steps=-3"], "sample.steps"),
     "negative guidance": ([DDPM, "--config.sample.guidance=-1"], "sample.guidance"),
     "unknown PixelCNN sampler": ([PIXELCNN, "--config.sample.sampler=turbo"], "sample.sampler"),

@@ -2,9 +2,12 @@
 
 ``tests/data/old_checkpoints/<family>/`` are smoke-preset workdirs trained for two steps by
 the code of commit d58b94c (before the families, data and evaluation layers were
-reorganised). ``expected.json`` holds, per family, the step and a SHA-256 over every leaf of
-the restored train state (path, dtype, shape and bytes) as that code restored it. A renamed
-module, parameter or optimizer field changes the digest or fails the restore.
+reorganised); the families added since (``image_tokenizer``, ``token_prior``, ``flow``) by
+the code of the commit that added them. A ``token_prior`` run names its tokenizer's workdir:
+the copy is pointed at the copied ``image_tokenizer`` fixture. ``expected.json`` holds, per
+family, the step and a SHA-256 over every leaf of the restored train state (path, dtype,
+shape and bytes) as that code restored it. A renamed module, parameter or optimizer field
+changes the digest or fails the restore.
 """
 
 from __future__ import annotations
@@ -35,6 +38,14 @@ def test_old_checkpoint_restores_exactly(family, tmp_path):
 
     workdir = str(tmp_path / family)
     shutil.copytree(os.path.join(FIXTURES, family), workdir)
+    if family == "token_prior":
+        tokenizer = str(tmp_path / "image_tokenizer")
+        shutil.copytree(os.path.join(FIXTURES, "image_tokenizer"), tokenizer)
+        with open(os.path.join(workdir, "config.json")) as f:
+            config = json.load(f)
+        config["model"]["tokenizer"] = tokenizer
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(config, f)
     run = jaxgen.load(workdir, params="raw")
     assert run.family == family and run.step == EXPECTED[family]["step"]
     assert len(jax.tree.leaves(run.state)) == EXPECTED[family]["leaves"]

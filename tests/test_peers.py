@@ -142,9 +142,9 @@ def test_sample_benchmark_rejects_an_unknown_sampler(capsys):
     from benchmarks import sample
 
     with pytest.raises(SystemExit) as exit_info:
-        sample.main([f"--config={ROOT}/configs/ddpm.py:preset=smoke", "--samplers=euler"])
+        sample.main([f"--config={ROOT}/configs/ddpm.py:preset=smoke", "--samplers=rk45"])
     assert exit_info.value.code == 2
-    assert "sample.sampler='euler'" in capsys.readouterr().err
+    assert "sample.sampler='rk45'" in capsys.readouterr().err
 
 
 def test_step_flops_count_every_iteration_of_a_scan():

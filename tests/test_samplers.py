@@ -118,7 +118,7 @@ def test_nfe_accounting():
     assert get_sampler("heun").steps_for_nfe(20) == 10
     assert get_sampler("dpm_solver_pp").nfe(20) == 20
     with pytest.raises(UserError, match="sample.sampler"):
-        get_sampler("euler")
+        get_sampler("rk45")
 
 
 def test_vp_grids():

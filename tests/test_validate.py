@@ -13,7 +13,9 @@ from jaxgen.text.conditioning import load_prompts_file
 from tests.conftest import load_config
 
 VAE = "configs/vae.py:preset=smoke"
-FAMILIES = ("vae", "ddpm", "gan", "pixelcnn", "classifier", "clip", "style_transfer")
+FAMILIES = (
+    "vae", "ddpm", "gan", "pixelcnn", "classifier", "clip", "style_transfer", "flow", "tokens",
+)  # fmt: skip
 
 
 def _set(config, key: str, value) -> None:

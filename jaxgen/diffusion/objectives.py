@@ -11,6 +11,10 @@ for the raw network output ``F``; the training target for ``F`` is then
 * ``x0``: ``F`` predicts ``x_0``; ``c_skip = 0``, ``c_out = 1``.
 * ``v`` (Salimans & Ho 2022): ``F`` predicts ``v = alpha * eps - sigma * x_0``;
   ``c_skip = alpha / (alpha^2 + sigma^2)``, ``c_out = -sigma / (alpha^2 + sigma^2)``.
+* ``velocity`` (flow matching): ``F`` predicts ``eps - x_0``, the velocity ``dy / dtau`` of
+  ``y = x_t / (alpha + sigma) = (1 - tau) x_0 + tau eps`` in ``tau = sigma / (alpha + sigma)``
+  (for rectified flow, ``alpha = 1 - t``, ``sigma = t``: ``y = x_t``, ``tau = t``, and ``F`` is
+  ``dx_t / dt``); ``c_skip = 1 / (alpha + sigma)``, ``c_out = -sigma / (alpha + sigma)``.
 * ``edm`` (Karras et al. 2022, Table 1, for ``alpha = 1``): ``c_skip = s_d^2 / (sigma^2 + s_d^2)``,
   ``c_out = sigma * s_d / sqrt(sigma^2 + s_d^2)``, ``c_in = 1 / sqrt(sigma^2 + s_d^2)``. EDM's loss
   weight ``lambda(sigma) = 1 / c_out^2`` makes its loss exactly this plain MSE on ``F``.
@@ -27,7 +31,7 @@ import jax.numpy as jnp
 
 from jaxgen.errors import UserError
 
-PREDICTIONS = ("eps", "x0", "v")
+PREDICTIONS = ("eps", "x0", "v", "velocity")
 PARAMETERIZATIONS = (*PREDICTIONS, "edm")
 
 
@@ -40,7 +44,7 @@ def _expand(c: jax.Array, x: jax.Array) -> jax.Array:
 def split_prediction(
     kind: str, pred: jax.Array, x_t: jax.Array, alpha: jax.Array, sigma: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """``(x0, eps)`` implied by a prediction of type ``kind`` (eps, x0 or v) at ``x_t``.
+    """``(x0, eps)`` implied by a prediction of type ``kind`` (eps, x0, v or velocity) at ``x_t``.
 
     Valid for any ``alpha > 0, sigma > 0`` (not only ``alpha^2 + sigma^2 = 1``).
     """
@@ -52,19 +56,24 @@ def split_prediction(
     if kind == "v":
         norm = a**2 + s**2
         return (a * x_t - s * pred) / norm, (s * x_t + a * pred) / norm
+    if kind == "velocity":
+        x0 = (x_t - s * pred) / (a + s)
+        return x0, pred + x0
     raise UserError(f"prediction type {kind!r}: expected one of {PREDICTIONS}")
 
 
 def make_prediction(
     kind: str, x0: jax.Array, eps: jax.Array, alpha: jax.Array, sigma: jax.Array
 ) -> jax.Array:
-    """The ``kind`` prediction (eps, x0 or v) for the pair ``(x0, eps)``."""
+    """The ``kind`` prediction (eps, x0, v or velocity) for the pair ``(x0, eps)``."""
     if kind == "eps":
         return eps
     if kind == "x0":
         return x0
     if kind == "v":
         return _expand(alpha, x0) * eps - _expand(sigma, x0) * x0
+    if kind == "velocity":
+        return eps - x0
     raise UserError(f"prediction type {kind!r}: expected one of {PREDICTIONS}")
 
 
@@ -80,7 +89,7 @@ def convert(
 class Preconditioning:
     """``x0_hat = c_skip * x_t + c_out * F(c_in * x_t)`` for one parameterization."""
 
-    kind: str = "eps"  # eps | x0 | v | edm
+    kind: str = "eps"  # eps | x0 | v | velocity | edm
     sigma_data: float = 0.5  # only used by edm
 
     def __post_init__(self):
@@ -102,6 +111,8 @@ class Preconditioning:
         if self.kind == "v":
             norm = alpha**2 + sigma**2
             return one, alpha / norm, -sigma / norm
+        if self.kind == "velocity":
+            return one, 1.0 / (alpha + sigma), -sigma / (alpha + sigma)
         sd2 = self.sigma_data**2
         return (
             1.0 / jnp.sqrt(sigma**2 + sd2),

@@ -1,6 +1,6 @@
 """Noise processes: how training draws noise levels and how sampling grids are laid out.
 
-Two processes are provided, both written as ``x = alpha * x_0 + sigma * eps``:
+Three processes are provided, each written as ``x = alpha * x_0 + sigma * eps``:
 
 * :class:`VPProcess`, the discrete-time variance-preserving process of DDPM, with a linear or
   cosine schedule. The network's time input is the 0-based timestep index (a float; fractional
@@ -8,6 +8,9 @@ Two processes are provided, both written as ``x = alpha * x_0 + sigma * eps``:
 * :class:`EDMProcess`, the variance-exploding process of Karras et al. (2022): ``alpha = 1``,
   training noise ``log sigma ~ N(p_mean, p_std^2)``, network time input ``250 * log(sigma)``
   (EDM's ``c_noise = log(sigma) / 4``, times 1000 so that it spans a range like DDPM's indices).
+* :class:`FlowProcess`, rectified flow / flow matching (Liu et al. 2022; Lipman et al. 2022):
+  the straight path ``alpha = 1 - t``, ``sigma = t`` for ``t`` in [0, 1] (1: pure noise), with
+  uniform or logit-normal training times; network time input ``time_scale * t`` (default ``t``).
 
 Grid spacings (``Process.grid(steps, spacing)``):
 
@@ -120,3 +123,70 @@ class EDMProcess:
         else:  # uniform in the network's time and in log-SNR are both uniform in log sigma
             sigmas = np.exp(np.linspace(np.log(self.sigma_max), np.log(self.sigma_min), steps))
         return make_grid(EDM_TIME_SCALE * np.log(sigmas), np.ones(steps), sigmas)
+
+
+TIME_SAMPLINGS = ("uniform", "logit_normal")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowProcess:
+    """The rectified-flow path ``x_t = (1 - t) x_0 + t eps``, ``t`` in [0, 1] (1: pure noise).
+
+    Training times: ``uniform`` on [0, 1), or ``logit_normal``: ``t = sigmoid(mean + std * n)``,
+    ``n ~ N(0, 1)`` (Esser et al. 2024). Grids: ``uniform`` is uniform in ``t`` from ``t = 1``
+    (``alpha = 0``) down to ``1 / steps``; ``logsnr`` and ``karras`` space the scaled noise
+    level ``sigma / alpha = t / (1 - t)`` between ``ratio_max`` and ``ratio_min`` (EDM's range),
+    as for the other processes, so they start just short of pure noise.
+    """
+
+    time_sampling: str = "logit_normal"
+    mean: float = 0.0
+    std: float = 1.0
+    ratio_min: float = 0.002
+    ratio_max: float = 80.0
+    time_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.time_sampling not in TIME_SAMPLINGS:
+            raise UserError(
+                f"config key model.flow.time_sampling={self.time_sampling!r}: "
+                f"expected one of {TIME_SAMPLINGS}"
+            )
+        if not self.std > 0:
+            raise UserError(f"config key model.flow.std={self.std}: expected > 0")
+
+    def model_time(self, t: jax.Array) -> jax.Array:
+        """The network's time input for path times ``t`` (any shape): ``time_scale * t``."""
+        return self.time_scale * t
+
+    @staticmethod
+    def coefficients(t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(alpha, sigma) = (1 - t, t)``, float32, shaped like ``t``."""
+        t = jnp.asarray(t, jnp.float32)
+        return 1.0 - t, t
+
+    def sample_times(self, rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """Path times in [0, 1] from the configured distribution, float32 ``shape``."""
+        if self.time_sampling == "uniform":
+            return jax.random.uniform(rng, shape, jnp.float32)
+        return jax.nn.sigmoid(self.mean + self.std * jax.random.normal(rng, shape, jnp.float32))
+
+    def sample_train_levels(self, rng: jax.Array, batch: int):
+        """``(t_model, alpha, sigma)``, float32 ``[batch]`` each."""
+        t = self.sample_times(rng, (batch,))
+        alpha, sigma = self.coefficients(t)
+        return self.model_time(t), alpha, sigma
+
+    def grid(self, steps: int, spacing: str = "uniform") -> Grid:
+        """``steps`` noisy levels from the noisiest down, then the clean level ``t = 0``."""
+        _check_steps(steps, spacing)
+        if spacing == "uniform":
+            t = 1.0 - np.arange(steps, dtype=np.float64) / steps
+        else:
+            lo, hi = np.log(self.ratio_min), np.log(self.ratio_max)
+            if spacing == "logsnr":
+                ratio = np.exp(np.linspace(hi, lo, steps))
+            else:
+                ratio = karras_sigmas(self.ratio_min, self.ratio_max, steps)
+            t = ratio / (1.0 + ratio)
+        return make_grid(self.time_scale * t, 1.0 - t, t)

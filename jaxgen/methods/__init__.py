@@ -14,10 +14,13 @@ from jaxgen.methods.description import FamilyDescription, config_value
 _FAMILIES = {
     "vae": "jaxgen.methods.vae:VAE",
     "ddpm": "jaxgen.methods.diffusion:Diffusion",
+    "flow": "jaxgen.methods.flow:FlowMatching",
     "gan": "jaxgen.methods.gan:GAN",
     "pixelcnn": "jaxgen.methods.pixelcnn:PixelCNN",
     "classifier": "jaxgen.methods.classifier:Classifier",
     "clip": "jaxgen.methods.clip:CLIP",
+    "image_tokenizer": "jaxgen.methods.tokenizer:ImageTokenizer",
+    "token_prior": "jaxgen.methods.token_prior:TokenPrior",
 }
 
 # Families that do not train through the generic loop: ``run(config, workdir, mode)``.

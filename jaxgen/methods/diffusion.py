@@ -35,16 +35,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.config_section import section_values
 from jaxgen.diffusion.likelihood import VariationalBound, nats_to_bits_per_dim
 from jaxgen.diffusion.objectives import Preconditioning, guided, q_sample
 from jaxgen.diffusion.process import EDMProcess, VPProcess
 from jaxgen.diffusion.schedules import make_schedule
 from jaxgen.errors import UserError
 from jaxgen.methods.base import Method, images_to_symmetric
-from jaxgen.methods.description import config_value, tuple_text
+from jaxgen.methods.description import config_value
 from jaxgen.methods.gradients import cast_floating
+from jaxgen.models.backbone import build_backbone, describe_backbone
 from jaxgen.models.precision import floating_dtype
-from jaxgen.models.unet import UNet, UNetConfig
 from jaxgen.samplers import get_sampler, initial_noise
 from jaxgen.sampling import SampleOptions
 from jaxgen.text.conditioner import PARAMS_KEY, drop_text
@@ -78,23 +79,7 @@ class DiffusionConfig:
 
     @classmethod
     def from_config(cls, cfg) -> DiffusionConfig:
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = set(cfg.keys()) - set(fields)
-        if unknown:
-            raise UserError(
-                f"config key model.diffusion.{sorted(unknown)[0]}: unknown; "
-                f"expected one of {sorted(fields)}"
-            )
-        values = {}
-        for name, kind in fields.items():
-            if name in cfg:
-                convert = {"str": str, "int": int, "float": float}[kind]
-                try:
-                    values[name] = convert(cfg[name])
-                except (TypeError, ValueError):
-                    raise UserError(
-                        f"config key model.diffusion.{name}={cfg[name]!r}: expected {kind}"
-                    ) from None
+        values = section_values(cls, cfg, "model.diffusion")
         result = cls(**values)
         if result.process not in PROCESSES:
             raise UserError(
@@ -120,21 +105,7 @@ class Diffusion(Method):
     def __init__(self, config, data):
         super().__init__(config, data)
         model = config.model
-        self.dcfg = DiffusionConfig.from_config(model.diffusion)
-        if self.dcfg.process == "edm":
-            self.process = EDMProcess(
-                self.dcfg.sigma_min, self.dcfg.sigma_max, self.dcfg.sigma_data,
-                self.dcfg.p_mean, self.dcfg.p_std,
-            )  # fmt: skip
-            self.precond = Preconditioning("edm", self.dcfg.sigma_data)
-            self.bound = None
-        else:
-            schedule = make_schedule(
-                self.dcfg.schedule, self.dcfg.timesteps, self.dcfg.beta_start, self.dcfg.beta_end
-            )
-            self.process = VPProcess(schedule)
-            self.precond = Preconditioning(self.dcfg.prediction)
-            self.bound = VariationalBound(schedule, self.dcfg.variance)
+        self._make_process(model)
         self.num_classes = data.num_classes if data.cond == "class" else 0
         if data.cond == "class" and not self.num_classes:
             raise UserError(f"cond=class but data {config.data.name!r} has no labels")
@@ -151,19 +122,38 @@ class Diffusion(Method):
                 model.autoencoder, data, float(model.get("latent_scale", 1.0)), self.compute_dtype
             )
         self.x_shape = self.autoencoder.latent_shape if self.autoencoder else data.image_shape
-        self.unet_config = UNetConfig.from_config(
-            model.unet,
+        self.net = build_backbone(  # model.backbone: the UNet (default) or a DiT
+            model,
             out_channels=self.x_shape[-1],
             num_classes=self.num_classes,
             context_dim=self.text.width if self.text else 0,
+            input_hw=self.x_shape[:2],
         )
-        self.unet_config.check_input(*self.x_shape[:2])
-        self.net = UNet(self.unet_config)
+        self.unet_config = self.net.config  # a UNetConfig or a DiTConfig
         # Clipping x0_hat to the data range only makes sense in pixel space.
         self.clip = bool(model.get("clip_denoised", True)) and self.autoencoder is None
         self.random_flip = bool(model.get("random_flip", False))
         self.vlb_terms = int(model.get("vlb_terms", 0))
         self.resolve_sample_options()  # bad sample.* options fail here, before compiling
+
+    def _make_process(self, model) -> None:
+        """Sets ``dcfg``, ``process``, ``precond`` and ``bound`` (None: no likelihood) from the
+        ``model`` section; a family with another noise process overrides this."""
+        self.dcfg = DiffusionConfig.from_config(model.diffusion)
+        if self.dcfg.process == "edm":
+            self.process = EDMProcess(
+                self.dcfg.sigma_min, self.dcfg.sigma_max, self.dcfg.sigma_data,
+                self.dcfg.p_mean, self.dcfg.p_std,
+            )  # fmt: skip
+            self.precond = Preconditioning("edm", self.dcfg.sigma_data)
+            self.bound = None
+        else:
+            schedule = make_schedule(
+                self.dcfg.schedule, self.dcfg.timesteps, self.dcfg.beta_start, self.dcfg.beta_end
+            )
+            self.process = VPProcess(schedule)
+            self.precond = Preconditioning(self.dcfg.prediction)
+            self.bound = VariationalBound(schedule, self.dcfg.variance)
 
     # --- data <-> diffusion space ------------------------------------------
     def _encode(self, batch, rng) -> jax.Array:
@@ -184,24 +174,28 @@ class Diffusion(Method):
         return jnp.clip((x0 + 1.0) / 2.0, 0.0, 1.0)
 
     # --- the network as a denoiser -----------------------------------------
-    def _output(self, params, x_t, t, alpha, sigma, cond, train=False, rng=None):
+    def _output(self, params, x_t, t, alpha, sigma, cond, train=False, rng=None, t2=None):
         """Raw network output ``F``, float32 ``[B, ...]``, for float32 ``x_t`` ``[B, ...]``.
 
         Levels ``t``, ``alpha``, ``sigma``: float32 ``[B]``. ``cond``: labels int32 ``[B]``
         (class), a :class:`TextEmbedding` (text) or None. The UNet computes in the dtype of
-        ``params`` (its input is cast after the float32 preconditioning).
+        ``params`` (its input is cast after the float32 preconditioning). ``t2``: float32
+        ``[B]``, a second time input for networks built with ``two_times`` (else None).
         """
         rngs = {"dropout": rng} if train else None
+        extra = {} if t2 is None else {"t2": t2}
         unet_params = {k: v for k, v in params.items() if k != PARAMS_KEY}
         x_in = self.precond.network_input(x_t, alpha, sigma).astype(floating_dtype(unet_params))
         if isinstance(cond, TextEmbedding):
             out = self.net.apply(
                 {"params": unet_params}, x_in, t, None, cond.tokens, cond.mask, cond.pooled,
-                train=train, rngs=rngs,
+                train=train, rngs=rngs, **extra,
             )  # fmt: skip
         else:
             labels = cond if self.num_classes else None
-            out = self.net.apply({"params": unet_params}, x_in, t, labels, train=train, rngs=rngs)
+            out = self.net.apply(
+                {"params": unet_params}, x_in, t, labels, train=train, rngs=rngs, **extra
+            )
         return out.astype(jnp.float32)
 
     def _condition(self, params, conditioning) -> jax.Array | TextEmbedding | None:
@@ -356,11 +350,7 @@ class Diffusion(Method):
     @classmethod
     def describe(cls, config):
         model = config_value(config, "model", {}) or {}
-        unet = model.get("unet", {}) or {}
-        arch = (
-            f"UNet ch {unet.get('ch')} x {tuple_text(unet.get('ch_mult'))}, "
-            f"{unet.get('num_res_blocks')} res"
-        )
+        arch = describe_backbone(model)
         diff = model.get("diffusion", {}) or {}
         process = "EDM" if diff.get("process") == "edm" else f"{diff.get('schedule')} schedule"
         terms = model.get("vlb_terms")

@@ -224,6 +224,9 @@ class UNet(nn.Module):
       context: float ``[B, L, context_dim]`` or None; ``context_mask``: bool ``[B, L]``;
         ``pooled``: float ``[B, context_dim]`` or None (zeros); both are cast to ``x.dtype``.
       train: enables dropout (needs a ``dropout`` PRNG stream).
+      t2: float ``[B]`` or None, a second time input (MeanFlow's ``r``): its own projected
+        sinusoidal embedding (``temb2_*``) is added to the time embedding. Parameters for it
+        exist only when ``init`` was given ``t2``; without it the parameters are as before.
     """
 
     config: UNetConfig
@@ -239,13 +242,26 @@ class UNet(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x, t, label=None, context=None, context_mask=None, pooled=None, train: bool = False
+        self,
+        x,
+        t,
+        label=None,
+        context=None,
+        context_mask=None,
+        pooled=None,
+        train: bool = False,
+        t2=None,
     ):
         cfg = self.config
         cfg.check_input(x.shape[1], x.shape[2])
         temb = timestep_embedding(t, cfg.ch).astype(x.dtype)  # float32 sinusoid, then cast
         temb = nn.Dense(4 * cfg.ch, name="temb_0")(temb)
         temb = nn.Dense(4 * cfg.ch, name="temb_1")(nn.swish(temb))
+        if t2 is not None:
+            temb2 = nn.Dense(4 * cfg.ch, name="temb2_0")(
+                timestep_embedding(t2, cfg.ch).astype(x.dtype)
+            )
+            temb = temb + nn.Dense(4 * cfg.ch, name="temb2_1")(nn.swish(temb2))
         if cfg.num_classes:
             if label is None:
                 label = jnp.full((x.shape[0],), cfg.num_classes, jnp.int32)

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable
 
 from jaxgen.errors import UserError
-from jaxgen.samplers import ancestral, ddim, dpm_solver, heun
+from jaxgen.samplers import ancestral, ddim, dpm_solver, flow_ode, heun
 from jaxgen.samplers.base import Denoiser, Grid, initial_noise, make_grid
 
 
@@ -46,6 +46,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddim": SamplerSpec(ddim.sample, "uniform", 50),
     "dpm_solver_pp": SamplerSpec(dpm_solver.sample, "logsnr", 20),
     "heun": SamplerSpec(heun.sample, "karras", 18, nfe_per_step=2, nfe_offset=-1),
+    "euler": SamplerSpec(flow_ode.euler, "uniform", 50),
+    "flow_heun": SamplerSpec(flow_ode.heun, "uniform", 25, nfe_per_step=2, nfe_offset=-1),
 }
 
 
