@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
+import json
 import lzma
 import math
 import os
@@ -27,7 +28,7 @@ import pickle
 import struct
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import ml_dtypes
 import numpy as np
@@ -382,3 +383,46 @@ def read_weight_file(path: str) -> dict[str, np.ndarray]:
     if ext in (".pth", ".pt"):
         return read_torch_state_dict(path)
     raise _error(path, f"expected a name ending in one of {', '.join(SUFFIXES)}")
+
+
+def read_npz_with_meta(
+    path: str,
+    what: str,
+    required_meta: set[str],
+    expected_shapes: Callable[[dict], dict[str, tuple[int, ...]]],
+) -> tuple[dict[str, np.ndarray], dict]:
+    """``(flat parameters, meta)`` of an ``.npz`` holding a JSON ``meta`` entry and
+    ``params/<module>/<leaf>`` arrays (the shipped feature extractors' format).
+
+    ``what`` names the file in errors (``"classifier weights"``); ``expected_shapes(meta)``
+    gives the ``{"<module>/<leaf>": shape}`` of the model ``meta`` describes (raising
+    UserError when it describes none). Every parameter must be present with that shape.
+
+    Raises:
+      UserError: naming ``path``: unreadable, no ``meta``, a ``required_meta`` key missing,
+        or the first tensor missing, extra or of another shape.
+    """
+    arrays = read_npz(path)
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except (KeyError, ValueError) as e:
+        detail = "no 'meta' entry" if isinstance(e, KeyError) else f"'meta' is not JSON ({e})"
+        raise UserError(f"cannot read {what} {path}: {detail}") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"cannot read {what} {path}: 'meta' is not a JSON object")
+    flat = {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")}
+    missing = set(required_meta) - set(meta)
+    if missing or not flat:
+        raise UserError(f"{what} {path} lack {sorted(missing) or 'parameters'}")
+    expected = expected_shapes(meta)
+    for name in sorted(set(expected) | set(flat)):
+        if name not in flat:
+            problem = "is missing"
+        elif name not in expected:
+            problem = "is not part of the model"
+        elif tuple(flat[name].shape) != expected[name]:
+            problem = f"has shape {tuple(flat[name].shape)}, expected {expected[name]}"
+        else:
+            continue
+        raise UserError(f"{what} {path} do not fit the recorded model: tensor {name!r} {problem}")
+    return flat, meta

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.errors import UserError
-from jaxgen.weight_files import read_npz
+from jaxgen.weight_files import read_npz_with_meta
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 REQUIRED_META = ("channels", "blocks", "groups", "feature_dim", "image_shape", "stage_scales")
@@ -92,29 +92,7 @@ def load(path: str) -> tuple[dict, dict]:
     """
     from jaxgen.evaluate.inception_weights import unflatten
 
-    arrays = read_npz(path)
-    try:
-        meta = json.loads(str(arrays["meta"]))
-    except (KeyError, ValueError) as e:
-        detail = "no 'meta' entry" if isinstance(e, KeyError) else f"'meta' is not JSON ({e})"
-        raise UserError(f"cannot read feature-net weights {path}: {detail}") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"cannot read feature-net weights {path}: 'meta' is not a JSON object")
-    flat = {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")}
-    missing = set(REQUIRED_META) - set(meta)
-    if missing or not flat:
-        raise UserError(f"feature-net weights {path} lack {sorted(missing) or 'parameters'}")
-    _, expected = network(meta, path)
-    for name in sorted(set(expected) | set(flat)):
-        if name not in flat:
-            problem = "is missing"
-        elif name not in expected:
-            problem = "is not part of the model"
-        elif tuple(flat[name].shape) != expected[name]:
-            problem = f"has shape {tuple(flat[name].shape)}, expected {expected[name]}"
-        else:
-            continue
-        raise UserError(
-            f"feature-net weights {path} do not fit the recorded model: tensor {name!r} {problem}"
-        )
+    flat, meta = read_npz_with_meta(
+        path, "feature-net weights", set(REQUIRED_META), lambda meta: network(meta, path)[1]
+    )
     return unflatten(flat), meta

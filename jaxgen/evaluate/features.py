@@ -36,7 +36,7 @@ from jaxgen import parallel, paths
 from jaxgen.errors import UserError
 from jaxgen.preemption import check_active
 from jaxgen.progress import Progress
-from jaxgen.weight_files import read_npz
+from jaxgen.weight_files import read_npz_with_meta
 
 EXTRACTORS = ("domain", "inception", "pixels", "contrastive")
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
@@ -176,31 +176,10 @@ def load_classifier(path: str) -> tuple[dict, dict]:
     """
     from jaxgen.evaluate.inception_weights import unflatten
 
-    arrays = read_npz(path)
-    try:
-        meta = json.loads(str(arrays["meta"]))
-    except (KeyError, ValueError) as e:
-        detail = "no 'meta' entry" if isinstance(e, KeyError) else f"'meta' is not JSON ({e})"
-        raise UserError(f"cannot read classifier weights {path}: {detail}") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"cannot read classifier weights {path}: 'meta' is not a JSON object")
-    flat = {k[len("params/") :]: v for k, v in arrays.items() if k.startswith("params/")}
-    missing = {"num_classes", "channels", "feature_dim", "image_shape"} - set(meta)
-    if missing or not flat:
-        raise UserError(f"classifier weights {path} lack {sorted(missing) or 'parameters'}")
-    _, expected = _classifier_net(meta, path)
-    for name in sorted(set(expected) | set(flat)):
-        if name not in flat:
-            problem = "is missing"
-        elif name not in expected:
-            problem = "is not part of the model"
-        elif tuple(flat[name].shape) != expected[name]:
-            problem = f"has shape {tuple(flat[name].shape)}, expected {expected[name]}"
-        else:
-            continue
-        raise UserError(
-            f"classifier weights {path} do not fit the recorded model: tensor {name!r} {problem}"
-        )
+    required = {"num_classes", "channels", "feature_dim", "image_shape"}
+    flat, meta = read_npz_with_meta(
+        path, "classifier weights", required, lambda meta: _classifier_net(meta, path)[1]
+    )
     return unflatten(flat), meta
 
 
