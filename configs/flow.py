@@ -44,6 +44,7 @@ Choices and why:
 
 from configs.backbones import apply_backbone
 from configs.base import (
+    add_second_extractor,
     add_text_config,
     common_args,
     get_base_config,
@@ -138,4 +139,5 @@ def get_config(arg: str | None = None):
         c.evals = dict(params=c.evals.params.to_dict())
     apply_backbone(c, args["backbone"], args["preset"])
     add_text_config(c, args)
+    add_second_extractor(c, args["preset"])
     return c
