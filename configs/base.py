@@ -105,6 +105,17 @@ def add_text_config(c: ml_collections.ConfigDict, args: dict[str, object]) -> No
         c.evals.prompts.max_prompts = 4
 
 
+SAMPLE_EVALS = ("quality", "classifier", "diversity", "c2st")
+
+
+def set_domain_sample_evals(c: ml_collections.ConfigDict, num_samples: int = 1000) -> None:
+    """The cpu presets' sample evaluators: FD/KID/precision/recall, classifier score,
+    diversity and the two-sample test on one set of ``num_samples`` samples, in the domain
+    classifier's features."""
+    for kind in SAMPLE_EVALS:
+        c.evals[kind] = dict(type=kind, num_samples=num_samples, features="domain", every=0)
+
+
 def add_second_extractor(c: ml_collections.ConfigDict, preset: str) -> None:
     """``preset=cpu`` on Fashion-MNIST: the quality evaluator also reports FD, KID, precision
     and recall in the contrastive network's features (``features2``, docs/fid.md), which see

@@ -29,6 +29,7 @@ from configs.base import (
     common_args,
     get_base_config,
     parse_args,
+    set_domain_sample_evals,
     shrink_for_preset,
 )
 
@@ -112,8 +113,7 @@ def get_config(arg: str | None = None):
         c.optimizer.warmup_steps = 200
         c.optimizer.schedule = "cosine"
         c.sample.sampler = args["sampler"] or "dpm_solver_pp"
-        for kind in ("quality", "classifier", "diversity", "c2st"):  # one set of 1000 samples
-            c.evals[kind] = dict(type=kind, num_samples=1000, features="domain", every=0)
+        set_domain_sample_evals(c)
         c.evals.likelihood = dict(type="likelihood", num_examples=500, batch_size=250, every=0)
     elif args["preset"] == "smoke":
         shrink_for_preset(c, "smoke")

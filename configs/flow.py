@@ -49,6 +49,7 @@ from configs.base import (
     common_args,
     get_base_config,
     parse_args,
+    set_domain_sample_evals,
     shrink_for_preset,
 )
 
@@ -125,8 +126,7 @@ def get_config(arg: str | None = None):
         c.optimizer.warmup_steps = 200
         c.optimizer.schedule = "cosine"
         c.sample.steps = args["steps"] or (1 if meanflow else 20)
-        for kind in ("quality", "classifier", "diversity", "c2st"):  # one set of 1000 samples
-            c.evals[kind] = dict(type=kind, num_samples=1000, features="domain", every=0)
+        set_domain_sample_evals(c)
     elif args["preset"] == "smoke":
         shrink_for_preset(c, "smoke")
         c.data.image_size = 8 if args["data"] == "digits" else 28

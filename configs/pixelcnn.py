@@ -21,6 +21,7 @@ from configs.base import (
     common_args,
     get_base_config,
     parse_args,
+    set_domain_sample_evals,
     shrink_for_preset,
 )
 
@@ -102,8 +103,7 @@ def get_config(arg: str | None = None):
         c.optimizer.grad_clip_norm = 1.0
         c.sample.num = 36
         c.evals.likelihood = dict(type="likelihood", num_examples=10_000, batch_size=500, every=0)
-        for kind in ("quality", "classifier", "diversity", "c2st"):  # one set of 1000 samples
-            c.evals[kind] = dict(type=kind, num_samples=1000, features="domain", every=0)
+        set_domain_sample_evals(c)
     elif preset == "smoke":
         shrink_for_preset(c, "smoke")
         m.features = 8

@@ -40,6 +40,7 @@ from configs.base import (
     common_args,
     get_base_config,
     parse_args,
+    set_domain_sample_evals,
     shrink_for_preset,
 )
 from jaxgen.errors import UserError
@@ -170,8 +171,7 @@ def _prior(c, preset: str, args: dict) -> None:
         c.optimizer.warmup_steps = 100
         c.sample.num = 36
         c.evals.likelihood = dict(type="likelihood", num_examples=10_000, batch_size=500, every=0)
-        for kind in ("quality", "classifier", "diversity", "c2st"):  # one set of 1000 samples
-            c.evals[kind] = dict(type=kind, num_samples=1000, features="domain", every=0)
+        set_domain_sample_evals(c)
     elif preset == "smoke":
         shrink_for_preset(c, "smoke")
         m.width = 16
