@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxgen import parallel, preemption, validate
+from jaxgen import parallel, preemption, runtime, validate
 from jaxgen.checkpoints import Checkpoints
 from jaxgen.data.description import DataDescription, read_description
 from jaxgen.data.pipeline import LazySource, Pipeline, data_spec
@@ -122,7 +122,11 @@ class Experiment:
         )
 
     def init_state(self) -> TrainState:
-        init = jax.jit(self._init_state_fn, out_shardings=self.state_shardings)
+        init = jax.jit(
+            self._init_state_fn,
+            out_shardings=self.state_shardings,
+            compiler_options=runtime.RUN_ONCE_COMPILER_OPTIONS,
+        )
         return init(self.rng, self.example_batch())
 
     def abstract_sharded_state(self) -> TrainState:

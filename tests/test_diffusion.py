@@ -320,12 +320,13 @@ def test_smoke_run_end_to_end(tmp_path, capfd):
     evals = json.load(open(os.path.join(workdir, "eval", "step_4.json")))
     assert 0 < evals["bits_per_dim"] < 20 and evals["params"] > 0
 
-    result = launch(
+    result = run_cli(
+        capfd,
         "--config=configs/ddpm.py:preset=smoke,sampler=dpm_solver_pp",
         f"--workdir={workdir}",
         "--mode=sample",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.code == 0, result.stderr[-2000:]
     with np.load(os.path.join(workdir, "samples", "samples_4.npz")) as f:
         assert f["images"].shape == (8, 28, 28, 1) and f["images"].dtype == np.uint8
 

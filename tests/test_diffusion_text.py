@@ -118,6 +118,7 @@ def test_text_run_saves_tokenizer_and_prompts(tmp_path):
 
     workdir = str(tmp_path / "run")
     config = load_config("configs/ddpm.py:preset=smoke,cond=text")
+    config.model.unet.ch_mult = (1,)  # one resolution: what is checked is the run's files
     config.evals = {"prompts": dict(type="prompts", samples_per_prompt=1, max_prompts=2)}
     run(config, workdir, "train")
     assert os.path.isfile(os.path.join(workdir, TOKENIZER_FILE))

@@ -343,37 +343,6 @@ def test_config_has_shared_keys_and_rejects_bad_arguments():
         get_config("preset=huge")
 
 
-def test_runner_smoke_writes_image_metadata_and_loss_curve(tmp_path):
-    workdir = str(tmp_path / "run")
-    c = get_config("preset=smoke")
-    final = runner.run(c, workdir, "train")
-    image = np.asarray(Image.open(os.path.join(workdir, "stylized.png")))
-    assert image.shape == (21, 32, 3) and image.dtype == np.uint8  # chelsea is 300 x 451
-    meta = json.load(open(os.path.join(workdir, "stylized.json")))
-    assert meta["feature_network"] == "random_multiscale" and "no VGG19 weights" in meta["why"]
-    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    # log_every=2, plus step 0 and each scale's end; 3 steps at 10x16, then 3 at 21x32
-    assert [(r["step"], r["height"], r["width"]) for r in rows] == [
-        (0, 10, 16), (2, 10, 16), (3, 10, 16), (4, 21, 32), (6, 21, 32)
-    ]  # fmt: skip
-    for row in rows:
-        assert {"content_loss", "style_loss", "tv_loss", "loss"} <= set(row)
-        assert ("steps_per_sec" in row) == (row["step"] > 0)
-        assert all(np.isfinite(row[k]) for k in ("content_loss", "style_loss", "tv_loss"))
-    assert rows[-1]["loss"] == pytest.approx(final["loss"])
-    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_3.png", "step_6.png"]
-    assert json.load(open(os.path.join(workdir, "config.json")))["family"] == "style_transfer"
-    assert os.listdir(os.path.join(workdir, "tb"))
-
-    terms = runner.run(c, workdir, "eval")  # the losses of the saved (8-bit) image
-    saved = json.load(open(os.path.join(workdir, "eval", "step_6.json")))
-    assert saved == pytest.approx(terms)
-    assert terms["style_loss"] == pytest.approx(final["style_loss"], rel=0.2)
-
-    with pytest.raises(UserError, match="--mode=sample does not apply"):
-        runner.run(c, workdir, "sample")
-
-
 def test_runner_same_seed_same_image(tmp_path):
     c = get_config("preset=smoke")
     c.train.num_steps = 2
@@ -400,27 +369,45 @@ def test_runner_bad_image_is_user_error_and_writes_nothing(tmp_path):
 SMOKE = "--config=configs/style_transfer.py:preset=smoke"
 
 
-def test_launch_smoke_end_to_end(tmp_path):
-    from tests.conftest import launch, tree_digest
+def test_launch_smoke_end_to_end(tmp_path, capfd):
+    """A launched run writes the image, its metadata, the loss curve, samples and TensorBoard
+    files; the runner evaluates the saved image; bad input is a one-line error that changes
+    nothing."""
+    from tests.conftest import launch, run_cli, tree_digest
 
-    workdir = tmp_path / "run"
+    workdir = str(tmp_path / "run")
     result = launch(SMOKE, f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "random multi-scale filters" in result.stderr  # the fallback is logged
-    for name in ("stylized.png", "stylized.json", "metrics.jsonl", "config.json"):
-        assert (workdir / name).is_file(), name
-    meta = json.loads((workdir / "stylized.json").read_text())
-    assert meta["feature_network"] == "random_multiscale"
-    last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["step"] == 6 and {"content_loss", "style_loss", "tv_loss", "loss"} <= set(last)
+    image = np.asarray(Image.open(os.path.join(workdir, "stylized.png")))
+    assert image.shape == (21, 32, 3) and image.dtype == np.uint8  # chelsea is 300 x 451
+    meta = json.load(open(os.path.join(workdir, "stylized.json")))
+    assert meta["feature_network"] == "random_multiscale" and "no VGG19 weights" in meta["why"]
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    # log_every=2, plus step 0 and each scale's end; 3 steps at 10x16, then 3 at 21x32
+    assert [(r["step"], r["height"], r["width"]) for r in rows] == [
+        (0, 10, 16), (2, 10, 16), (3, 10, 16), (4, 21, 32), (6, 21, 32)
+    ]  # fmt: skip
+    for row in rows:
+        assert {"content_loss", "style_loss", "tv_loss", "loss"} <= set(row)
+        assert ("steps_per_sec" in row) == (row["step"] > 0)
+        assert all(np.isfinite(row[k]) for k in ("content_loss", "style_loss", "tv_loss"))
+    assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_3.png", "step_6.png"]
+    assert json.load(open(os.path.join(workdir, "config.json")))["family"] == "style_transfer"
+    assert os.listdir(os.path.join(workdir, "tb"))
 
-    before = tree_digest(str(workdir))
+    c = get_config("preset=smoke")
+    terms = runner.run(c, workdir, "eval")  # the losses of the saved (8-bit) image
+    saved = json.load(open(os.path.join(workdir, "eval", "step_6.json")))
+    assert saved == pytest.approx(terms)
+    assert terms["style_loss"] == pytest.approx(rows[-1]["style_loss"], rel=0.2)
+
+    before = tree_digest(workdir)
     for args, expected in [
         (["--mode=sample"], "--mode=sample does not apply"),
         (["--config.style.init=mean"], "style.init='mean'"),
         (["--config.model.vgg19.weights=/nonexistent/vgg19.npz"], "does not exist"),
     ]:
-        bad = launch(SMOKE, f"--workdir={workdir}", *args)
-        lines = bad.stderr.strip().splitlines()
-        assert bad.returncode == 2 and len(lines) == 1 and expected in lines[0], bad.stderr
-    assert tree_digest(str(workdir)) == before
+        bad = run_cli(capfd, SMOKE, f"--workdir={workdir}", *args)
+        assert bad.code == 2 and len(bad.lines) == 1 and expected in bad.lines[0], bad.stderr
+    assert tree_digest(workdir) == before
