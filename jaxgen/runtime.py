@@ -22,7 +22,8 @@ CPU_XLA_FLAGS = {"0.10": "--xla_cpu_experimental_ynn_fusion_type=-individual_con
 # XLA options for programs that run once, such as a model's initialisation: what XLA's
 # optimisation passes would save at run time is less than they cost to compile. A DDPM
 # UNet's initialisation (about 200 parameters, each a threefry draw) took 55 CPU-s to
-# compile fully optimised and 5 CPU-s with these on the 2-core CPU, with equal values.
+# compile fully optimised and 5 CPU-s with these on the 2-core CPU; its values agree to one
+# float32 rounding (the truncated normal's float arithmetic compiles differently).
 RUN_ONCE_COMPILER_OPTIONS = {
     "xla_backend_optimization_level": 0,
     "xla_llvm_disable_expensive_passes": True,
