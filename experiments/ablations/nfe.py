@@ -1,9 +1,10 @@
 """Sample quality against network evaluations (NFE): rectified flow, MeanFlow and DDPM.
 
-Three trained runs on the same data, network and training steps (the configs' preset):
-``flow`` (``configs/flow.py``), ``meanflow`` (``objective=meanflow``) and ``ddpm``
-(``configs/ddpm.py``). Each is evaluated and sampled at every NFE of ``nfes`` with the sampler
-whose NFE equals its steps: ``euler`` (flow), ``meanflow`` (MeanFlow's average-velocity
+Four trained runs on the same data, network and training steps (the configs' preset):
+``flow`` (``configs/flow.py``), ``meanflow`` (``objective=meanflow``), ``ddpm``
+(``configs/ddpm.py``, epsilon prediction) and ``ddpm_v`` (``prediction=v``). Each is
+evaluated and sampled at every NFE of ``nfes`` with the sampler whose NFE equals its steps:
+``euler`` (flow), ``meanflow`` (MeanFlow's average-velocity
 jumps) and ``dpm_solver_pp`` (DDPM; one step returns the first denoised estimate). The run
 trained is ``<family>_nfe<largest>``; the others, ``<family>_nfe<k>``, are sampling-only
 variants on its checkpoints. Table 3 (sample quality) then lists FD, KID, precision and
@@ -14,7 +15,7 @@ recall per run, its ``sampler steps`` column being the NFE: the FD-against-NFE t
   python -m experiments.sweep experiments/ablations/nfe.py:nfes=1+2+4,families=meanflow ...
 
 Arguments: ``nfes`` ('+'-separated, default ``1+2+4+8+20``), ``families`` ('+'-separated,
-default ``flow+meanflow+ddpm``), ``data`` (default: the configs').
+default ``flow+meanflow+ddpm+ddpm_v``), ``data`` (default: the configs').
 """
 
 from configs.base import parse_args
@@ -27,6 +28,7 @@ FAMILIES = {
     "flow": ("configs/flow.py", {}, "euler", "rectified flow, Euler"),
     "meanflow": ("configs/flow.py", {"objective": "meanflow"}, "meanflow", "MeanFlow jumps"),
     "ddpm": ("configs/ddpm.py", {}, "dpm_solver_pp", "DDPM, DPM-Solver++(2M)"),
+    "ddpm_v": ("configs/ddpm.py", {"prediction": "v"}, "dpm_solver_pp", "DDPM v, DPM-Solver++(2M)"),
 }
 
 
