@@ -197,6 +197,16 @@ def adam_losses(loss_fn, params, batch, steps: int, learning_rate: float = 3e-3)
     return params, losses
 
 
+@pytest.fixture
+def torch_one_thread():
+    """One intra-op thread: OpenMP's spinning threads crawl on a shared, busy CPU."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _compilation_cache():
     from jaxgen import runtime

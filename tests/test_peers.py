@@ -83,16 +83,6 @@ def test_torch_unet_computes_the_flax_function(torch_one_thread):
     np.testing.assert_allclose(got, expected, atol=2e-5 * np.abs(expected).max())
 
 
-@pytest.fixture
-def torch_one_thread():
-    """One intra-op thread: OpenMP's spinning threads crawl on a shared, busy CPU."""
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(threads)
-
-
 def test_torch_train_step_reduces_the_loss_on_a_fixed_batch(torch_one_thread):
     torch = torch_one_thread
     from benchmarks.peers.torch_unet import TrainStep

@@ -1,0 +1,1 @@
+"""Plain PyTorch quality peers of jaxgen's cpu presets (see common.py)."""

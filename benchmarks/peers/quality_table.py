@@ -1,0 +1,231 @@
+"""jaxgen's cpu presets against plain PyTorch peers trained for the same minutes, on one table.
+
+  python benchmarks/peers/quality_table.py                        # vae,gan,ddpm,pixelcnn
+  python benchmarks/peers/quality_table.py --families=vae,gan --root=runs/quality_peers
+
+For each family of ``--families``:
+
+1. jaxgen: ``launch.py --config=configs/<family>.py:preset=<--preset>`` trains into
+   ``<root>/<family>`` (skipped when that run has finished: its last step and final evaluation
+   are there; an unfinished one resumes). Its training minutes are the sum over the rows of
+   ``metrics.jsonl`` of (steps since the previous row) / ``steps_per_sec``: the wall clock of
+   the training loop, compilation, checkpoints and sample grids included, the final evaluation
+   not. ``launch.py --mode=sample --config.sample.num=<--num>`` then writes
+   ``samples/samples_<step>.npz`` (skipped when it holds ``--num`` images already).
+2. The PyTorch peer ``benchmarks/peers/quality/<peer>.py`` (vae, dcgan, ddpm, pixelcnn) trains
+   for the same minutes (``--peer-minutes`` instead when given) under ``--torch-python``
+   (default: the first ``python3``/``python`` on PATH that imports torch) and writes
+   ``<root>/peers/<family>.npz`` (skipped when it exists for these minutes and ``--num``).
+3. Both sample sets are scored by :class:`score_samples.Scorer`: the same ``--num`` samples
+   each, the same first ``--num-ref`` test images, the same ``--seed``.
+
+Prints one JSON record per family and implementation (with the hardware, appended to ``--out``,
+default ``<root>/quality_table.jsonl``), then a Markdown table. The logs of every launch are
+in ``<root>/logs``. Train on an otherwise idle machine: the minutes are wall clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# family -> (jaxgen config, peer script in benchmarks/peers/quality)
+FAMILIES = {
+    "vae": ("configs/vae.py", "vae.py"),
+    "gan": ("configs/gan.py", "dcgan.py"),
+    "ddpm": ("configs/ddpm.py", "ddpm.py"),
+    "pixelcnn": ("configs/pixelcnn.py", "pixelcnn.py"),
+}
+# Table columns: (label, metric key prefix); each cell shows domain / contrastive.
+COLUMNS = (("FD", "fd"), ("KID", "kid"), ("precision", "precision"), ("recall", "recall"),
+           ("C2ST acc.", "c2st_accuracy"), ("broken share", "broken_share"))  # fmt: skip
+
+
+def _rows(path: str) -> list[dict]:
+    if not os.path.isfile(path):
+        return []
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a torn last line of a killed run
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+    return rows
+
+
+def _positive(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def training_minutes(workdir: str) -> tuple[float, int]:
+    """``(minutes, last step)`` of the training loop, from ``metrics.jsonl``: every row with
+    ``steps_per_sec`` covers the steps since the row before it at that rate."""
+    rows = _rows(os.path.join(workdir, "metrics.jsonl"))
+    timed = {r["step"]: r["steps_per_sec"] for r in rows if _positive(r.get("steps_per_sec"))}
+    seconds, previous = 0.0, 0
+    for step in sorted(timed):
+        seconds += (step - previous) / timed[step]
+        previous = step
+    return seconds / 60.0, previous
+
+
+def finished(workdir: str) -> bool:
+    """Whether the run in ``workdir`` reached ``train.num_steps`` and wrote its final
+    evaluation (as ``jaxgen.trainer.Trainer`` decides that nothing is left to do)."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return False
+    num_steps = config["train"]["num_steps"]
+    if training_minutes(workdir)[1] < num_steps:
+        return False
+    return not config.get("evals") or os.path.isfile(
+        os.path.join(workdir, "eval", f"step_{num_steps}.json")
+    )
+
+
+def jaxgen_params(workdir: str, step: int) -> int | None:
+    """The ``params`` evaluator's count (parameters used to generate) at ``step``, if any."""
+    try:
+        with open(os.path.join(workdir, "eval", f"step_{step}.json")) as f:
+            value = json.load(f).get("params")
+    except (OSError, ValueError):
+        return None
+    return None if value is None else int(value)
+
+
+def num_images(path: str) -> int:
+    """Images in a samples ``.npz`` (0 when absent or unreadable)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return len(f["images"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def find_torch_python() -> str:
+    for name in ("python3", "python"):
+        exe = shutil.which(name)
+        if exe and subprocess.run([exe, "-c", "import torch"], capture_output=True).returncode == 0:
+            return exe
+    raise SystemExit("no python3/python on PATH imports torch; pass --torch-python")
+
+
+def _run(cmd: list[str], log_path: str) -> None:
+    """Runs ``cmd`` from the repository root, output to ``log_path``; exits on failure."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    print("$ " + " ".join(cmd), f"> {log_path}", flush=True)
+    with open(log_path, "w") as log:
+        code = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code:
+        with open(log_path) as log:
+            sys.stderr.write("".join(log.readlines()[-20:]))
+        raise SystemExit(f"exit status {code}: {' '.join(cmd)} (log: {log_path})")
+
+
+def _cell(record: dict, key: str) -> str:
+    values = [record.get(f"{key}_{x}") for x in ("domain", "contrastive")]
+    return " / ".join("-" if v is None else f"{v:.3g}" for v in values)
+
+
+def markdown_table(records: list[dict]) -> str:
+    """One row per record: family, implementation, minutes, steps, params, and each metric of
+    :data:`COLUMNS` as ``domain / contrastive``."""
+    head = ["family", "implementation", "minutes", "steps", "params"] + [c[0] for c in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for r in records:
+        params = "-" if r.get("params") is None else f"{r['params']:,}"
+        cells = [r["family"], r["implementation"], f"{r['minutes']:.2f}", str(r["steps"]), params]
+        lines.append("| " + " | ".join(cells + [_cell(r, key) for _, key in COLUMNS]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from benchmarks.common import hardware, write_record
+    from benchmarks.peers.score_samples import Scorer, read_samples, reference_images
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--root", default="runs/quality_peers")
+    parser.add_argument("--preset", default="cpu", help="jaxgen's preset (smoke: a quick check)")
+    parser.add_argument(
+        "--launch-arg", action="append", default=[],
+        help="an extra argument of jaxgen's launches (repeatable): --launch-arg=--config.seed=1",
+    )  # fmt: skip
+    parser.add_argument("--num", type=int, default=2000, help="samples scored per model")
+    parser.add_argument("--num-ref", type=int, default=2000, help="test images of reference")
+    parser.add_argument("--seed", type=int, default=0, help="peers' seed and the C2ST's")
+    parser.add_argument("--extractors", default="domain,contrastive")
+    parser.add_argument("--torch-python", default="", help="python with torch for the peers")
+    parser.add_argument("--threads", type=int, default=0, help="peers' threads (0: all cores)")
+    parser.add_argument("--peer-minutes", type=float, default=0.0, help="0: jaxgen's minutes")
+    parser.add_argument("--out", default="", help="JSON lines (default <root>/quality_table.jsonl)")
+    args = parser.parse_args(argv)
+    families = args.families.split(",")
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        parser.error(f"--families: unknown {unknown}; expected some of {list(FAMILIES)}")
+    root, py = os.path.abspath(args.root), sys.executable
+    torch_python = args.torch_python or find_torch_python()
+    scorer = Scorer(reference_images(args.num_ref), args.extractors.split(","), args.seed)
+    info, records = hardware(), []
+    for family in families:
+        config, script = FAMILIES[family]
+        workdir, logs = os.path.join(root, family), os.path.join(root, "logs")
+        config_arg = f"--config={config}:preset={args.preset}"
+        if not finished(workdir):
+            _run([py, "launch.py", config_arg, f"--workdir={workdir}", *args.launch_arg],
+                 os.path.join(logs, f"{family}_train.log"))  # fmt: skip
+        minutes, step = training_minutes(workdir)
+        samples = os.path.join(workdir, "samples", f"samples_{step}.npz")
+        if num_images(samples) < args.num:
+            _run([py, "launch.py", config_arg, f"--workdir={workdir}", *args.launch_arg,
+                  "--mode=sample", f"--config.sample.num={args.num}"],
+                 os.path.join(logs, f"{family}_sample.log"))  # fmt: skip
+        peer_minutes = round(args.peer_minutes or minutes, 3)
+        peer_out = os.path.join(root, "peers", f"{family}.npz")
+        done = num_images(peer_out) >= args.num and read_samples(peer_out)[1].get(
+            "target_minutes") == peer_minutes  # fmt: skip
+        if not done:
+            _run([torch_python, os.path.join("benchmarks", "peers", "quality", script),
+                  f"--minutes={peer_minutes}", f"--num={args.num}", f"--out={peer_out}",
+                  f"--seed={args.seed}", f"--threads={args.threads}"],
+                 os.path.join(logs, f"{family}_peer.log"))  # fmt: skip
+        peer = read_samples(peer_out, args.num)[1]
+        runs = [
+            ("jaxgen", samples, dict(minutes=minutes, steps=step,
+                                     params=jaxgen_params(workdir, step), config=config_arg)),
+            ("pytorch", peer_out, dict(minutes=peer["train_minutes"], steps=peer["steps"],
+                                       params=peer["params"], script=script,
+                                       torch_version=peer.get("torch_version"),
+                                       threads=peer.get("threads"))),
+        ]  # fmt: skip
+        for implementation, path, fields in runs:
+            images = read_samples(path, args.num)[0]
+            record = dict(benchmark="quality_table", family=family, implementation=implementation,
+                          file=path, num=len(images), num_ref=args.num_ref, seed=args.seed,
+                          **fields, **scorer.score(images), **info)  # fmt: skip
+            write_record(record, args.out or os.path.join(root, "quality_table.jsonl"))
+            records.append(record)
+    print(f"\n{info['hardware']}; {args.num} samples each against the first {args.num_ref} "
+          "Fashion-MNIST test images; each metric: domain / contrastive features\n")  # fmt: skip
+    print(markdown_table(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The PyTorch quality peers write jaxgen's sample layout; the scorer and the table's parts.
+
+The peer tests need torch and skip without it; the others need only jax.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.peers import quality_table, score_samples
+
+PEERS = ("vae", "dcgan", "ddpm", "pixelcnn")
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_peer_trains_and_writes_samples_in_jaxgen_layout(name, tmp_path, torch_one_thread, capsys):
+    module = importlib.import_module(f"benchmarks.peers.quality.{name}")
+    out = tmp_path / f"{name}.npz"
+    argv = ["--minutes=0.002", "--num=3", f"--out={out}", "--threads=1", "--seed=1"]
+    assert module.main(argv) == 0
+    with np.load(out) as f:
+        images, fields = f["images"], {k: f[k].item() for k in f.files if k != "images"}
+    assert images.dtype == np.uint8 and images.shape == (3, 28, 28, 1)
+    assert images.std() > 0  # drawn, not a constant fill
+    assert fields["steps"] >= 1 and fields["params"] > 10_000
+    assert fields["train_minutes"] >= fields["target_minutes"] == pytest.approx(0.002)
+    assert fields["threads"] == 1 and fields["torch_version"] == torch_one_thread.__version__
+    assert f"{fields['steps']} steps" in capsys.readouterr().out
+    assert score_samples.read_samples(str(out))[0].shape == (3, 28, 28, 1)
+
+
+def test_pixelcnn_sampler_is_causal_and_reproduces_the_forward_pass(torch_one_thread):
+    """Fed the pixels of an image, the row-by-row sampler computes the full network's logits;
+    the logits of a pixel do not depend on it or on any later pixel."""
+    torch = torch_one_thread
+    from benchmarks.peers.quality.pixelcnn import GatedPixelCNN
+
+    torch.manual_seed(0)
+    model = GatedPixelCNN(features=8, layers=2, head=8).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    x = torch.randint(0, 256, (2, 1, 8, 8)).float() / 255.0
+    images, logits = model.generate(2, size=8, given=x)
+    with torch.no_grad():
+        full = model(x)
+        torch.testing.assert_close(images, x)
+        torch.testing.assert_close(logits, full, atol=1e-5, rtol=1e-5)
+        changed = x.clone()
+        changed[:, :, 3, 4] = 1.0 - changed[:, :, 3, 4]
+        diff = (model(changed) - full).abs().amax(dim=(0, 1)).flatten()  # [64], raster order
+    position = 3 * 8 + 4
+    assert diff[: position + 1].max() == 0  # earlier pixels and the pixel itself
+    assert diff[position + 1] > 0 and diff[position + 8] > 0  # its right and lower neighbours
+
+
+def test_score_samples_ranks_held_out_images_ahead_of_noise(tmp_path, capsys):
+    from jaxgen.data.sources import fashion_mnist
+
+    held_out = np.asarray(fashion_mnist("test").images)[200:300]  # after the 200 reference ones
+    noise = np.random.default_rng(0).integers(0, 256, held_out.shape, dtype=np.uint8)
+    np.savez(tmp_path / "real.npz", images=held_out, steps=7, train_minutes=1.5)
+    np.savez(tmp_path / "noise.npz", images=noise)
+    files = [str(tmp_path / "real.npz"), str(tmp_path / "noise.npz")]
+    assert score_samples.main([*files, "--num-ref=200", "--num=80"]) == 0
+    real, rand = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (real["num"], real["num_ref"], real["steps"], real["train_minutes"]) == (80, 200, 7, 1.5)
+    assert "steps" not in rand and "hardware" in rand
+    for x in ("domain", "contrastive"):
+        assert real[f"fd_{x}"] < rand[f"fd_{x}"] / 10
+        assert real[f"broken_share_{x}"] < 0.2 < 0.8 < rand[f"broken_share_{x}"]
+        assert real[f"c2st_accuracy_{x}"] < 0.7 < 0.95 < rand[f"c2st_accuracy_{x}"]
+        assert real[f"precision_{x}"] > rand[f"precision_{x}"]
+
+
+def test_score_samples_rejects_another_layout(tmp_path, capsys):
+    np.savez(tmp_path / "float.npz", images=np.zeros((4, 28, 28, 1), np.float32))
+    with pytest.raises(SystemExit) as exit_info:
+        score_samples.main([str(tmp_path / "float.npz")])
+    assert exit_info.value.code == 2
+    assert "expected uint8 [N, 28, 28, 1]" in capsys.readouterr().err
+
+
+def test_training_minutes_add_up_the_logged_windows(tmp_path):
+    rows = [
+        {"step": 100, "loss": 1.0, "steps_per_sec": 2.0},  # 50 s
+        {"step": 300, "loss": 0.5, "steps_per_sec": 4.0},  # 50 s
+        {"step": 300, "fd": 12.0},  # an evaluation row: no rate
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 400, "steps_per'  # torn
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert quality_table.training_minutes(str(tmp_path)) == (pytest.approx(100 / 60), 300)
+    assert not quality_table.finished(str(tmp_path))  # no config.json
+    config = {"train": {"num_steps": 300}, "evals": {"params": {"type": "params"}}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert not quality_table.finished(str(tmp_path))  # the final evaluation is missing
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "step_300.json").write_text(json.dumps({"params": 1234}))
+    assert quality_table.finished(str(tmp_path))
+    assert quality_table.jaxgen_params(str(tmp_path), 300) == 1234
+    config["train"]["num_steps"] = 400
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert not quality_table.finished(str(tmp_path))
+
+
+def test_markdown_table_shows_both_feature_spaces():
+    scores = {f"{m}_{x}": v for m, v in (("fd", 12.345), ("kid", 0.5), ("precision", 0.75),
+              ("recall", 0.25), ("c2st_accuracy", 0.875), ("broken_share", 0.125))
+              for x in ("domain", "contrastive")}  # fmt: skip
+    scores["fd_contrastive"] = 0.0123
+    record = dict(family="vae", implementation="pytorch", minutes=9.98, steps=1234,
+                  params=1688289, **scores)  # fmt: skip
+    lines = quality_table.markdown_table([record]).splitlines()
+    assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|") == 12
+    assert lines[2] == (
+        "| vae | pytorch | 9.98 | 1234 | 1,688,289 | 12.3 / 0.0123 | 0.5 / 0.5 | 0.75 / 0.75 | "
+        "0.25 / 0.25 | 0.875 / 0.875 | 0.125 / 0.125 |"
+    )
