@@ -11,6 +11,8 @@ Runs (all ``preset=cpu``, Fashion-MNIST unless named otherwise):
   digits upscaled to 28x28, equal steps (Table 6).
 * ``ddpm_fashion_mnist`` (the config's default sampler) and two sampling-only variants on its
   checkpoints, ``ddpm_fashion_mnist_ddim_20`` and ``ddpm_fashion_mnist_heun_10`` (Tables 3, 4).
+* ``ddpm_dit_fashion_mnist``: the DDPM run's process and steps on a DiT backbone
+  (``backbone=dit``; patch 4 at ``preset=cpu``).
 * ``flow_fashion_mnist`` (rectified flow, Euler at 20 steps: DDPM's 20 evaluations) and
   ``meanflow_fashion_mnist`` (MeanFlow, one evaluation), with ``meanflow_fashion_mnist_2step``
   on the latter's checkpoints: the same network and training steps as the DDPM run.
@@ -67,6 +69,12 @@ def get_sweep(arg=None):
         sampling_variant(
             ddpm, "ddpm_fashion_mnist_heun_10", "Heun (EDM), 10 steps", sampler="heun", steps=10
         ),  # fmt: skip
+        Run(
+            "ddpm_dit_fashion_mnist",
+            "configs/ddpm.py",
+            args=dict(data="fashion_mnist", backbone="dit"),
+            description="DDPM on a DiT backbone",
+        ),
         Run(
             "flow_fashion_mnist",
             "configs/flow.py",
