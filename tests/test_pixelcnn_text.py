@@ -80,7 +80,7 @@ def test_sampling_without_text_fields_uses_the_null_text():
 
 def test_smoke_run_with_text_trains_samples_and_stores_prompts(tmp_path):
     workdir = str(tmp_path / "run")
-    # Gated PixelCNN: the launcher's text path is the variants'; PixelCNN++'s text
+    # Gated PixelCNN: the variants share the launcher's text path; PixelCNN++'s text
     # conditioning is checked by the tests above.
     base = ["--config=configs/pixelcnn.py:preset=smoke,cond=text,variant=gated",
             f"--workdir={workdir}"]  # fmt: skip
