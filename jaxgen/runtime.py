@@ -100,8 +100,22 @@ def enable_compilation_cache() -> None:
     path = os.environ.get("JAXGEN_COMPILATION_CACHE", DEFAULT_CACHE)
     if path:
         jax.config.update("jax_compilation_cache_dir", path)
-        min_secs = float(os.environ.get("JAXGEN_CACHE_MIN_COMPILE_SECS", "0.5"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_secs)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", _cache_min_secs())
+
+
+def _cache_min_secs() -> float:
+    """``$JAXGEN_CACHE_MIN_COMPILE_SECS`` (default 0.5): programs that compile faster are not
+    stored in the persistent cache."""
+    from jaxgen.errors import UserError
+
+    text = os.environ.get("JAXGEN_CACHE_MIN_COMPILE_SECS", "0.5")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise UserError(f"JAXGEN_CACHE_MIN_COMPILE_SECS={text!r}: expected seconds >= 0")
+    return seconds
 
 
 def add_cpu_xla_flags() -> None:

@@ -595,3 +595,14 @@ def test_lock_from_another_host_is_stale_only_without_a_heartbeat(tmp_path, monk
     os.utime(path, (old, old))
     with pytest.raises(UserError, match="JAXGEN_LOCK_STALE_SECONDS='soon'"):
         WorkdirLock(str(tmp_path), "train").acquire()
+
+
+def test_bad_cache_threshold_is_one_line_before_the_first_write(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("JAXGEN_CACHE_MIN_COMPILE_SECS", "half a second")
+    workdir = tmp_path / "run"
+    result = run_cli(capfd, VAE, f"--workdir={workdir}")
+    assert result.code == 2
+    assert result.lines == [
+        "error: JAXGEN_CACHE_MIN_COMPILE_SECS='half a second': expected seconds >= 0"
+    ]
+    assert not workdir.exists()
