@@ -94,6 +94,18 @@ def sample_in_batches(sample, num: int, batch_size: int) -> np.ndarray:
     return np.concatenate(parts), time.monotonic() - start
 
 
+def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, clip_norm: float = 0.0) -> float:
+    """One update of ``opt``'s parameters on the scalar ``loss``: zero the gradients,
+    backpropagate, clip their global norm to ``clip_norm`` (when > 0), step. Returns the loss."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_norm > 0:
+        params = [p for group in opt.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    opt.step()
+    return loss.item()
+
+
 def write_samples(args, name: str, images: np.ndarray, sample_seconds: float, steps: int,
                   train_minutes: float, params: int) -> None:  # fmt: skip
     """Writes the samples ``.npz`` whole (a temporary file, then a rename) and prints one

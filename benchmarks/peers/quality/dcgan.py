@@ -67,15 +67,10 @@ def main(argv=None) -> int:
         loss_d = bce(logits_real, torch.ones_like(logits_real)) + bce(
             logits_fake, torch.zeros_like(logits_fake)
         )
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        loss_d = common.descend(opt_d, loss_d)
         logits = d(fake)
-        loss_g = bce(logits, torch.ones_like(logits))  # non-saturating: -log D(G(z))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        return loss_d.item()
+        common.descend(opt_g, bce(logits, torch.ones_like(logits)))  # non-saturating: -log D(G(z))
+        return loss_d
 
     data = common.batches(common.train_images(), BATCH, args.seed)
     steps, minutes = common.train_for(args.minutes, step, data)

@@ -132,17 +132,13 @@ def main(argv=None) -> int:
 
     def step(x):
         nonlocal updates
-        loss = loss_fn(model, x * 2.0 - 1.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
+        loss = common.descend(opt, loss_fn(model, x * 2.0 - 1.0), CLIP)
         updates += 1
         decay = min(EMA_MAX, (1 + updates) / (10 + updates))
         with torch.no_grad():
             for e, p in zip(ema.parameters(), model.parameters(), strict=True):
                 e.lerp_(p, 1.0 - decay)
-        return loss.item()
+        return loss
 
     data = common.batches(common.train_images(), BATCH, args.seed)
     steps, minutes = common.train_for(args.minutes, step, data)

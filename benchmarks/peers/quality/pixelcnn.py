@@ -144,12 +144,7 @@ def main(argv=None) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=LR)
 
     def step(x):
-        loss = loss_bits_per_dim(model, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
-        return loss.item()
+        return common.descend(opt, loss_bits_per_dim(model, x), CLIP)
 
     data = common.batches(common.train_images(), BATCH, args.seed)
     steps, minutes = common.train_for(args.minutes, step, data)

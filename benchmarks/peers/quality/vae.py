@@ -60,11 +60,7 @@ def main(argv=None) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=LR)
 
     def step(x):
-        loss = model.loss(x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return common.descend(opt, model.loss(x))
 
     data = common.batches(common.train_images(), BATCH, args.seed)
     steps, minutes = common.train_for(args.minutes, step, data)
