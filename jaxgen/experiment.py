@@ -83,6 +83,7 @@ class Experiment:
         self.rng = jax.random.PRNGKey(config.seed)
         # Rows of every sampler call are split over the mesh's data axis: each device
         # computes its share, the partitioner follows the output sharding back to the noise.
+        self._prepared = None  # (parameters, options, Method.prepare_sampling of them)
         self._sample_fn = jax.jit(
             self.method.sample,
             static_argnums=(2,),
@@ -207,8 +208,8 @@ class Experiment:
         are the same on 1 or 64 devices (up to floating-point differences of the kernels).
         Logs progress lines (``what``: count, images/s, ETA) and stops at a stop request.
         """
-        params = self.method.sampling_params(state)
         options = self.sample_options if options is None else options
+        params = self._prepared_params(self.method.sampling_params(state), options)
         chunk = self.sample_batch_size
         devices = self.mesh.size
         progress = None
@@ -232,6 +233,16 @@ class Experiment:
             images.append(to_uint8(parallel.gather_rows(out)[:count]))
             progress.update(start + count)
         return np.concatenate(images)
+
+    def _prepared_params(self, params, options: SampleOptions):
+        """``Method.prepare_sampling`` of ``params`` with ``options``, computed once while the
+        same parameters object is sampled with the same options (the cache holds it)."""
+        cached = self._prepared
+        if cached is not None and cached[0] is params and cached[1] == options:
+            return cached[2]
+        prepared = self.method.prepare_sampling(params, options, self.train_source)
+        self._prepared = (params, options, prepared)
+        return prepared
 
     def sample_rng(self) -> jax.Array:
         return jax.random.fold_in(self.rng, SAMPLE_STREAM)

@@ -85,6 +85,17 @@ def shard_rows(host_tree, mesh: Mesh, rows: int | None = None):
     return jax.tree.map(put, host_tree)
 
 
+def put_replicated(host_tree, mesh: Mesh):
+    """Host arrays (the same on every process) -> global arrays replicated over the mesh."""
+    sharding = replicated(mesh)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, host_tree)
+
+
 def gather_rows(tree):
     """Global arrays (possibly split over processes) -> full numpy arrays on every process."""
     if jax.process_count() == 1:

@@ -240,6 +240,16 @@ class Method:
         """The parameters used for sampling and evaluation (EMA by default)."""
         return state.ema_params
 
+    def prepare_sampling(self, params: PyTree, options: SampleOptions, source) -> PyTree:
+        """The ``params`` that :meth:`sample` with resolved ``options`` reads: ``params`` plus
+        what the sampler derives from them and the training images ``source`` (indexable,
+        items with ``"image"``) before it draws. Default: ``params`` unchanged.
+
+        Called on the host, outside ``jax.jit``, once per parameters and options.
+        """
+        del options, source
+        return params
+
     # --- the generic step; override for other step shapes ------------------
     def make_optimizer(self) -> optax.GradientTransformation:
         """The optimizer passed back to ``init_state`` and ``train_step``."""

@@ -14,6 +14,12 @@ are comparable with other families. The negative log-likelihood is estimated
 with the importance-weighted bound (IWAE, Burda et al. 2016) with ``k``
 samples: ``log p(x) >= E[log 1/k sum_i p(x, z_i) / q(z_i|x)]``.
 
+Samplers (``sample.sampler``): ``prior`` (the default) decodes ``z ~ N(0, I)``; ``gmm``
+decodes ``z`` from a mixture of ``model.gmm_components`` full-covariance Gaussians fitted to
+the posterior means of the first ``model.gmm_examples`` training images once training is done
+(ex-post density estimation, Ghosh et al. 2020; :mod:`jaxgen.methods.latent_mixture`). Both
+show decoder means. The likelihoods stay those of the model with its ``N(0, I)`` prior.
+
 Conditional VAE (``cond=class`` or ``cond=text``): the encoder is ``q(z|x, c)``, the
 decoder ``p(x|z, c)``, the prior stays ``N(0, I)``; ``c`` is the class label or the
 pooled embedding ``[B, D]`` of the caption's text (through a learned projection, see
@@ -31,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen import paths
+from jaxgen import parallel, paths
 from jaxgen.distributions import (
     discretized_logistic_log_prob,
     gaussian_kl_to_standard,
@@ -42,8 +48,14 @@ from jaxgen.images import make_grid, save_png, to_uint8
 from jaxgen.methods.base import Method, images_to_symmetric
 from jaxgen.methods.description import config_value, tuple_text
 from jaxgen.methods.gradients import cast_floating
+from jaxgen.methods.latent_mixture import fit_mixture, sample_mixture
 from jaxgen.models.precision import floating_dtype
 from jaxgen.models.vae_nets import Decoder, Encoder, VAENetConfig
+from jaxgen.sampling import SampleOptions
+
+SAMPLERS = ("prior", "gmm")
+GMM_KEY = "latent_mixture"  # where prepare_sampling puts the fitted mixture in the params
+GMM_ENCODE_BATCH = 1000  # training images per encoder call of the mixture's fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +63,8 @@ class VAEConfig:
     net: VAENetConfig
     beta: float = 1.0
     iwae_k: int = 64  # importance samples for the NLL estimate
+    gmm_components: int = 10  # sampler "gmm": Gaussians fitted to the posterior means
+    gmm_examples: int = 10_000  # sampler "gmm": training images encoded for the fit
 
     @classmethod
     def from_config(cls, model, num_classes: int, text_dim: int = 0) -> VAEConfig:
@@ -63,10 +77,29 @@ class VAEConfig:
             num_classes=num_classes,
             text_dim=text_dim,
             cond_dim=int(model.get("cond_dim", 256)),
+            convs_per_level=int(model.get("convs_per_level", 1)),
+            shared_scale=bool(model.get("shared_scale", False)),
         )
+        if net.convs_per_level < 0:
+            raise UserError(
+                f"config key model.convs_per_level={net.convs_per_level}: expected >= 0"
+            )
         if model.beta < 0:
             raise UserError(f"config key model.beta={model.beta}: expected >= 0")
-        return cls(net=net, beta=float(model.beta), iwae_k=int(model.iwae_k))
+        gmm_components = int(model.get("gmm_components", 10))
+        gmm_examples = int(model.get("gmm_examples", 10_000))
+        if gmm_components < 1 or gmm_examples < gmm_components:
+            raise UserError(
+                f"config keys model.gmm_components={gmm_components}, model.gmm_examples="
+                f"{gmm_examples}: expected 1 <= gmm_components <= gmm_examples"
+            )
+        return cls(
+            net=net,
+            beta=float(model.beta),
+            iwae_k=int(model.iwae_k),
+            gmm_components=gmm_components,
+            gmm_examples=gmm_examples,
+        )
 
 
 def _sum_except_batch(x: jax.Array) -> jax.Array:
@@ -189,17 +222,70 @@ class VAE(Method):
         }
         return loss, metrics
 
+    def _resolve_sample_options(self, options: SampleOptions) -> SampleOptions:
+        """``sampler`` is ``prior`` (the default) or ``gmm`` (unconditional models only); no
+        other option applies."""
+        from jaxgen.validate import check_unused_sample_options
+
+        name = options.sampler or "prior"
+        if name not in SAMPLERS:
+            raise UserError(f"config key sample.sampler={name!r}: expected one of {SAMPLERS}")
+        if name == "gmm" and self.data.cond != "none":
+            raise UserError(
+                f"config key sample.sampler='gmm': fits one mixture for an unconditional VAE; "
+                f"this one has cond={self.data.cond} (use sample.sampler=prior)"
+            )
+        check_unused_sample_options(
+            self.config.family, options, ("steps", "guidance", "eta", "spacing")
+        )
+        return options.replace(sampler=name)
+
+    def prepare_sampling(self, params, options, source):
+        """Sampler ``gmm``: ``params`` plus the mixture fitted to the posterior means of the
+        first ``model.gmm_examples`` images of ``source`` (seeded by ``config.seed``)."""
+        if self.resolve_sample_options(options).sampler != "gmm":
+            return params
+        num = min(self.cfg.gmm_examples, len(source))
+        if num < self.cfg.gmm_components:
+            raise UserError(
+                f"config key model.gmm_components={self.cfg.gmm_components}: more than the "
+                f"{num} training images to fit them to"
+            )
+        # Rows split over every device of every process, as the feature extractors do.
+        mesh = parallel.make_mesh()
+        rows = parallel.round_up(GMM_ENCODE_BATCH, mesh.size)
+        encode_means = jax.jit(lambda p, x: self.encode(p, x)[0].astype(jnp.float32))
+        means = []
+        for start in range(0, num, GMM_ENCODE_BATCH):
+            stop = min(start + GMM_ENCODE_BATCH, num)
+            images = np.stack([source[i]["image"] for i in range(start, stop)])
+            sharded = parallel.shard_rows(images, mesh, rows)
+            out = np.asarray(parallel.gather_rows(encode_means(params, sharded)))
+            means.append(out[: stop - start].reshape(stop - start, -1))
+        mixture = fit_mixture(np.concatenate(means), self.cfg.gmm_components, self.config.seed)
+        return {**params, GMM_KEY: parallel.put_replicated(mixture, mesh)}
+
     def sample(self, params, rng, num, conditioning=None, options=None):
-        """Decoder means for z ~ N(0, I) (the pixel noise of p(x|z) is left out).
+        """Decoder means (the pixel noise of p(x|z) is left out) of ``z`` from the sampler of
+        ``options``: ``prior``, z ~ N(0, I); ``gmm``, z from the mixture that
+        :meth:`prepare_sampling` put in ``params``.
 
         ``conditioning``: ``label`` int32 [num] (cond=class) or the prompts' text fields
         (cond=text, from :meth:`text_conditioning`); float32 [num, H, W, C] in [0, 1]. The
-        networks compute in ``compute_dtype``. ``options``: none apply (only the defaults
-        pass :meth:`resolve_sample_options`).
+        networks compute in ``compute_dtype``.
         """
-        del options
-        params = cast_floating(params, self.compute_dtype)
-        z = jax.random.normal(rng, (num, *self.latent_shape()))
+        sampler = self.resolve_sample_options(options).sampler
+        if sampler == "gmm":
+            if GMM_KEY not in params:
+                raise UserError(
+                    "sample.sampler='gmm': the parameters hold no fitted mixture; sample "
+                    "through Experiment.sample_images (it calls VAE.prepare_sampling first)"
+                )
+            z = sample_mixture(params[GMM_KEY], rng, num).reshape(num, *self.latent_shape())
+        else:
+            z = jax.random.normal(rng, (num, *self.latent_shape()))
+        networks = {k: v for k, v in params.items() if k != GMM_KEY}
+        params = cast_floating(networks, self.compute_dtype)
         if self.text is not None and conditioning is None:
             conditioning = self.text.null_fields(num)  # the empty text
         return self.decode(params, z, **self._condition(params, conditioning))
@@ -289,4 +375,5 @@ class VAE(Method):
             architecture=f"conv VAE {tuple_text(model.get('channels'))}, {latent}",
             training=f"ELBO, beta={config_value(config, 'model.beta')}",
             likelihood_bound=f"IWAE, k={config_value(config, 'model.iwae_k')}",
+            sampler_steps=None,  # one decoder call whatever the sampler
         )

@@ -8,6 +8,17 @@ Latents are vectors ``[B, latent_dim]``, or feature maps
 diffusion), where ``f = 2 ** len(channels)`` (one stride-2 stage per entry of
 ``channels``); ``H`` and ``W`` must be divisible by ``f``.
 
+``shared_scale``: the likelihood's log scale is one learned parameter per channel instead of
+one output per pixel (the calibrated decoder of Rybkin et al. 2021, "sigma-VAE"): the
+reconstruction weight then follows the mean error, not each pixel's, which spends fewer nats
+of KL on the easy pixels and leaves fewer holes in the prior where samples are drawn.
+
+``convs_per_level`` is the number of stride-1 3x3 convolutions at each resolution, in both
+networks. With 0 the networks are only their stride-2 stages, as in the usual DCGAN-like
+VAE: the encoder's first one reads the image, the decoder's last one writes the likelihood's
+parameters. That is a tenth of the arithmetic of 1, for budgets where images seen count more
+than depth.
+
 Conditional VAE (Sohn et al. 2015): both networks take an optional condition, class
 labels int32 ``[B]`` (``num_classes > 0``) or a text vector float ``[B, text_dim]`` (the
 pooled text embedding, ``text_dim > 0``). :class:`ConditionalBias` turns it into one
@@ -37,6 +48,8 @@ class VAENetConfig:
     num_classes: int = 0  # > 0: class-conditional encoder and decoder
     text_dim: int = 0  # > 0: text-conditional (pooled text embedding of this width)
     cond_dim: int = 256  # width of the hidden layer projecting the text vector
+    convs_per_level: int = 1  # stride-1 3x3 convolutions per resolution (0: stride-2 only)
+    shared_scale: bool = False  # one learned log scale per channel, not one per pixel
 
 
 class ConditionalBias(nn.Module):
@@ -83,11 +96,17 @@ class Encoder(nn.Module):
         ``labels`` int32 [B] or ``text`` float [B, text_dim]: the condition (or None).
         """
         cfg = self.config
-        h = Conv(cfg.channels[0], (3, 3))(x)
-        h = _bias(cfg)(h, labels, text)
-        for width in cfg.channels:
-            h = nn.swish(Conv(width, (3, 3))(h))
-            h = nn.swish(Conv(width, (4, 4), strides=(2, 2))(h))
+        if cfg.convs_per_level:
+            h = _bias(cfg)(Conv(cfg.channels[0], (3, 3))(x), labels, text)
+        else:  # the first stride-2 stage reads the image
+            h = x
+        for level, width in enumerate(cfg.channels):
+            for _ in range(cfg.convs_per_level):
+                h = nn.swish(Conv(width, (3, 3))(h))
+            h = Conv(width, (4, 4), strides=(2, 2))(h)
+            if level == 0 and not cfg.convs_per_level:
+                h = _bias(cfg)(h, labels, text)
+            h = nn.swish(h)
         if cfg.latent_channels:
             h = nn.swish(Conv(cfg.channels[-1], (3, 3))(h))
             stats = Conv(2 * cfg.latent_channels, (1, 1))(h)
@@ -121,11 +140,20 @@ class Decoder(nn.Module):
             h = nn.Dense(height // f * width // f * cfg.channels[-1])(h)
             h = nn.swish(h.reshape(z.shape[0], height // f, width // f, cfg.channels[-1]))
         h = _bias(cfg)(h, labels, text)
-        for i, width_ in enumerate(reversed(cfg.channels)):
-            # nn.ConvTranspose(width_, (4, 4), (2, 2)) as a sub-pixel convolution: its parameters
-            # and outputs, with canonical gradients (gradient accumulation's loop stays fast).
-            h = nn.swish(UpConv(width_, name=f"ConvTranspose_{i}")(h))
-            h = nn.swish(Conv(width_, (3, 3))(h))
-        out = Conv(2 * channels, (3, 3))(h)
+        # nn.ConvTranspose(width, (4, 4), (2, 2)) as a sub-pixel convolution (UpConv): its
+        # parameters and outputs, with canonical gradients (gradient accumulation stays fast).
+        if cfg.convs_per_level:
+            for i, width_ in enumerate(reversed(cfg.channels)):
+                h = nn.swish(UpConv(width_, name=f"ConvTranspose_{i}")(h))
+                for _ in range(cfg.convs_per_level):
+                    h = nn.swish(Conv(width_, (3, 3))(h))
+            out = Conv(2 * channels, (3, 3))(h)
+        else:  # the encoder's mirror image: the last stage writes the likelihood's parameters
+            for i, width_ in enumerate(reversed(cfg.channels[:-1])):
+                h = nn.swish(UpConv(width_, name=f"ConvTranspose_{i}")(h))
+            out = UpConv(2 * channels, name=f"ConvTranspose_{len(cfg.channels) - 1}")(h)
         mean, log_scale = jnp.split(out, 2, axis=-1)
+        if cfg.shared_scale:
+            shared = self.param("log_scale", nn.initializers.zeros, (channels,))
+            log_scale = jnp.broadcast_to(shared.astype(mean.dtype), mean.shape)
         return jnp.tanh(mean), jnp.clip(log_scale, -7.0, 2.0)
