@@ -10,6 +10,8 @@ from test images after those (:func:`known_answer_sets`):
   blurred   the held-out images, Gaussian blur (sigma 1.5 px)
   speckle   the held-out images, every third one with salt-and-pepper speckle on 25 % of
             its pixels (a third of the set broken, as the issue describes the DDPM preset)
+  blocky    the held-out images, every second one pixelated into 4x4-pixel blocks (each
+            block its mean): the patch artefacts of an under-trained patch transformer
   oneclass  test images of one class only (trousers)
   noise     uniform noise
 
@@ -29,9 +31,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SET_NAMES = ("heldout", "blurred", "speckle", "oneclass", "noise")
+SET_NAMES = ("heldout", "blurred", "speckle", "blocky", "oneclass", "noise")
 ONE_CLASS = 1  # trouser
 SPECKLE_EVERY, SPECKLE_PIXELS, BLUR_SIGMA = 3, 0.25, 1.5
+BLOCKY_EVERY, BLOCK_PIXELS = 2, 4
 
 
 def speckle(images: np.ndarray, rng: np.random.Generator, every: int = SPECKLE_EVERY,
@@ -46,6 +49,20 @@ def speckle(images: np.ndarray, rng: np.random.Generator, every: int = SPECKLE_E
     return out, hit
 
 
+def pixelate(images: np.ndarray, every: int = BLOCKY_EVERY,
+             block: int = BLOCK_PIXELS) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """uint8 ``[N, H, W, C]`` with every ``every``-th image made of ``block x block``-pixel
+    blocks, each the mean of its pixels (H and W divisible by ``block``); returns
+    ``(images, bool [N] pixelated)``."""
+    n, h, w, c = images.shape
+    hit = np.arange(n) % every == 0
+    blocks = images[hit].reshape(-1, h // block, block, w // block, block, c)
+    means = np.round(blocks.astype(np.float32).mean(axis=(2, 4), keepdims=True))
+    out = images.copy()
+    out[hit] = np.broadcast_to(means, blocks.shape).reshape(-1, h, w, c).astype(np.uint8)
+    return out, hit
+
+
 def blur(images: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
     """Gaussian blur of uint8 ``[N, H, W, C]`` over H and W (``sigma`` in pixels)."""
     from scipy.ndimage import gaussian_filter
@@ -55,9 +72,10 @@ def blur(images: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
 
 
 def known_answer_sets(num: int = 500, num_ref: int = 1000, seed: int = 0):
-    """``(reference, sets, speckled)``: uint8 reference images ``[num_ref, 28, 28, 1]``, a dict
-    of the sets of :data:`SET_NAMES` (uint8 ``[num, 28, 28, 1]`` each) and the bool ``[num]``
-    mask of the speckled images in ``sets["speckle"]``. Deterministic for a ``seed``."""
+    """``(reference, sets, broken)``: uint8 reference images ``[num_ref, 28, 28, 1]``, a dict
+    of the sets of :data:`SET_NAMES` (uint8 ``[num, 28, 28, 1]`` each) and a dict of the bool
+    ``[num]`` masks of the altered images in ``sets["speckle"]`` and ``sets["blocky"]``.
+    Deterministic for a ``seed``."""
     from jaxgen.data.sources import fashion_mnist
 
     test = fashion_mnist("test")
@@ -67,15 +85,17 @@ def known_answer_sets(num: int = 500, num_ref: int = 1000, seed: int = 0):
     rng = np.random.default_rng(seed)
     reference, rest, rest_labels = images[:num_ref], images[num_ref:], labels[num_ref:]
     heldout = rest[:num]
-    speckled, hit = speckle(heldout, rng)
+    speckled, speckle_hit = speckle(heldout, rng)
+    blocky, blocky_hit = pixelate(heldout)
     sets = {
         "heldout": heldout,
         "blurred": blur(heldout),
         "speckle": speckled,
+        "blocky": blocky,
         "oneclass": rest[rest_labels == ONE_CLASS][:num],
         "noise": rng.integers(0, 256, heldout.shape, dtype=np.uint8),
     }
-    return reference, sets, hit
+    return reference, sets, {"speckle": speckle_hit, "blocky": blocky_hit}
 
 
 def set_metrics(
@@ -115,7 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
-    reference, sets, hit = known_answer_sets(args.num, args.num_ref, args.seed)
+    reference, sets, altered = known_answer_sets(args.num, args.num_ref, args.seed)
     info = hardware()
     rows = []
     for name in args.extractors.split(","):
@@ -126,24 +146,26 @@ def main(argv=None) -> int:
             values = set_metrics(real, fake)
             record = dict(benchmark="metric_sanity", extractor=ex.key, set=set_name,
                           num=args.num, num_ref=args.num_ref, **values, **info)  # fmt: skip
-            if set_name == "speckle":
+            if set_name in altered:
+                hit = altered[set_name]
                 scores = realism.realism_scores(real, fake, realism.BROKEN_K, realism.BROKEN_KEEP)
-                record.update(speckled_share=float(hit.mean()),
-                              broken_among_speckled=float((scores[hit] < 1).mean()),
+                record.update(altered_share=float(hit.mean()),
+                              broken_among_altered=float((scores[hit] < 1).mean()),
                               broken_among_clean=float((scores[~hit] < 1).mean()))  # fmt: skip
             write_record(record, args.out or None)
             rows.append(record)
+    shares = ", ".join(f"{n} set {h.mean():.1%} altered" for n, h in altered.items())
     print(f"\n{info['hardware']}; {args.num} images per set against {args.num_ref} test images; "
-          f"speckle set: {hit.mean():.1%} of its images speckled\n")  # fmt: skip
+          f"{shares}\n")  # fmt: skip
     print("| set | extractor | FD | KID | precision | recall | broken share |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in sorted(rows, key=lambda r: (SET_NAMES.index(r["set"]), r["extractor"])):
         print(f"| {r['set']} | {r['extractor'].split('-')[0]} | {r['fd']:.4g} | {r['kid']:.4g} | "
               f"{r['precision']:.3f} | {r['recall']:.3f} | {r['broken_share']:.1%} |")  # fmt: skip
     for r in rows:
-        if r["set"] == "speckle":
-            print(f"{r['extractor'].split('-')[0]}: broken among the speckled images of the "
-                  f"speckle set {r['broken_among_speckled']:.1%}, among its clean ones "
+        if r["set"] in altered:
+            print(f"{r['extractor'].split('-')[0]}: broken among the altered images of the "
+                  f"{r['set']} set {r['broken_among_altered']:.1%}, among its clean ones "
                   f"{r['broken_among_clean']:.1%}")  # fmt: skip
     return 0
 
