@@ -227,8 +227,18 @@ def test_pixelcnn_sampler_name_and_steps_are_checked_before_training(tmp_path):
 
 @pytest.mark.parametrize("key,value", [("sample.sampler", "ddim"), ("sample.guidance", 2.0)])
 def test_sampler_options_of_a_family_without_them_are_refused(tmp_path, key, value):
-    text = _refused(_config(**{key: value}), tmp_path)
-    assert text.startswith(f"config key {key}={value!r}: family 'vae' does not use it")
+    text = _refused(_config("configs/gan.py:preset=smoke", **{key: value}), tmp_path)
+    assert text.startswith(f"config key {key}={value!r}: family 'gan' does not use it")
+
+
+def test_vae_sampler_name_is_checked_before_training(tmp_path):
+    text = _refused(_config(**{"sample.sampler": "ddim"}), tmp_path)
+    assert text == "config key sample.sampler='ddim': expected one of ['prior', 'gmm']"
+    text = _refused(_config(**{"sample.guidance": 2.0}), tmp_path)
+    assert text.startswith("config key sample.guidance=2.0: family 'vae' does not use it")
+    text = _refused(_config(VAE + ",cond=class", **{"sample.sampler": "gmm"}), tmp_path)
+    assert "cond=class" in text
+    Experiment(_config(**{"sample.sampler": "prior"}), str(tmp_path / "ok"))
 
 
 def test_diffusion_sampler_options_are_checked(tmp_path):

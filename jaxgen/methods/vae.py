@@ -229,7 +229,7 @@ class VAE(Method):
 
         name = options.sampler or "prior"
         if name not in SAMPLERS:
-            raise UserError(f"config key sample.sampler={name!r}: expected one of {SAMPLERS}")
+            raise UserError(f"config key sample.sampler={name!r}: expected one of {list(SAMPLERS)}")
         if name == "gmm" and self.data.cond != "none":
             raise UserError(
                 f"config key sample.sampler='gmm': fits one mixture for an unconditional VAE; "
