@@ -278,7 +278,12 @@ def test_sampling_networks_run_in_bfloat16_and_images_are_float32(name):
     """Traced only: ``sample`` evaluates its networks in bfloat16, the samplers' state
     (diffusion's ``x_t``) stays float32, and the images ``[N, H, W, C]`` are float32."""
     r = run(name)
-    params = r.method.sampling_params(r.state)
+    images = np.random.default_rng(0).integers(0, 256, (16, *CASES[name].shape), np.uint8)
+    options = r.method.resolve_sample_options()
+    # What the experiment does before it samples (the VAE's gmm sampler fits its mixture).
+    params = r.method.prepare_sampling(
+        r.method.sampling_params(r.state), options, [{"image": x} for x in images]
+    )
     jaxpr = jax.make_jaxpr(r.method.sample, static_argnums=2)(params, jax.random.PRNGKey(1), 2)
     (out,) = jaxpr.out_avals
     assert out.dtype == jnp.float32 and out.shape == (2, *CASES[name].shape)
