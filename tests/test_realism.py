@@ -133,7 +133,7 @@ def test_broken_share_counts_the_broken_images(table):
 
 def test_pixelated_images_are_flagged_more_than_clean_ones(table):
     """A blind spot, measured: 4x4-pixel blocks are flagged far more often than the clean
-    images beside them, but far from always (28% against 4%, benchmarks/README.md)."""
+    images beside them, but far from always (28% against 4%, docs/fid.md)."""
     _, scores, altered = table
     hit = altered["blocky"]
     flagged, clean = (scores["blocky"][hit] < 1).mean(), (scores["blocky"][~hit] < 1).mean()
