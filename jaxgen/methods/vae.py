@@ -31,6 +31,7 @@ with the prompts' ``c``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -240,6 +241,11 @@ class VAE(Method):
         )
         return options.replace(sampler=name)
 
+    @functools.cached_property
+    def _encode_means(self):
+        """Jitted ``(params, uint8 images [B, H, W, C]) -> float32 posterior means``."""
+        return jax.jit(lambda params, images: self.encode(params, images)[0].astype(jnp.float32))
+
     def prepare_sampling(self, params, options, source):
         """Sampler ``gmm``: ``params`` plus the mixture fitted to the posterior means of the
         first ``model.gmm_examples`` images of ``source`` (seeded by ``config.seed``)."""
@@ -254,13 +260,12 @@ class VAE(Method):
         # Rows split over every device of every process, as the feature extractors do.
         mesh = parallel.make_mesh()
         rows = parallel.round_up(GMM_ENCODE_BATCH, mesh.size)
-        encode_means = jax.jit(lambda p, x: self.encode(p, x)[0].astype(jnp.float32))
         means = []
         for start in range(0, num, GMM_ENCODE_BATCH):
             stop = min(start + GMM_ENCODE_BATCH, num)
             images = np.stack([source[i]["image"] for i in range(start, stop)])
             sharded = parallel.shard_rows(images, mesh, rows)
-            out = np.asarray(parallel.gather_rows(encode_means(params, sharded)))
+            out = np.asarray(parallel.gather_rows(self._encode_means(params, sharded)))
             means.append(out[: stop - start].reshape(stop - start, -1))
         mixture = fit_mixture(np.concatenate(means), self.cfg.gmm_components, self.config.seed)
         return {**params, GMM_KEY: parallel.put_replicated(mixture, mesh)}
