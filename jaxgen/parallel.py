@@ -67,14 +67,9 @@ def round_up(count: int, multiple: int) -> int:
     return -(-count // multiple) * multiple
 
 
-def shard_rows(host_tree, mesh: Mesh, rows: int | None = None):
-    """Host arrays (the same on every process) -> global arrays split by rows over the mesh.
-
-    Every leaf has the same leading axis ``N``; with ``rows`` > N the rows are padded by
-    repeating the last one, so that ``rows`` (a multiple of the device count) splits evenly.
-    Each device receives only its own rows.
-    """
-    sharding = batch_sharded(mesh)
+def _put(host_tree, sharding: NamedSharding, rows: int | None = None):
+    """Host arrays (the same on every process) -> global arrays of ``sharding``; with ``rows``
+    greater than a leaf's leading axis its last row is repeated up to ``rows``."""
 
     def put(x):
         x = np.asarray(x)
@@ -85,15 +80,19 @@ def shard_rows(host_tree, mesh: Mesh, rows: int | None = None):
     return jax.tree.map(put, host_tree)
 
 
+def shard_rows(host_tree, mesh: Mesh, rows: int | None = None):
+    """Host arrays (the same on every process) -> global arrays split by rows over the mesh.
+
+    Every leaf has the same leading axis ``N``; with ``rows`` > N the rows are padded by
+    repeating the last one, so that ``rows`` (a multiple of the device count) splits evenly.
+    Each device receives only its own rows.
+    """
+    return _put(host_tree, batch_sharded(mesh), rows)
+
+
 def put_replicated(host_tree, mesh: Mesh):
     """Host arrays (the same on every process) -> global arrays replicated over the mesh."""
-    sharding = replicated(mesh)
-
-    def put(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-    return jax.tree.map(put, host_tree)
+    return _put(host_tree, replicated(mesh))
 
 
 def gather_rows(tree):
