@@ -12,10 +12,11 @@ shape-colour pairs seen / held out in training, 48 min on a 2-core CPU):
 
 Arguments: ``preset=smoke|cpu`` (default: full), ``data=<source>``, ``cond=none|class``,
 ``cond=text`` with ``text_encoder=bert|transformer`` (see ``configs/base.py``),
-``prediction=eps|x0|v``, ``schedule=linear|cosine``, ``edm=true`` (EDM preconditioning and
-noise distribution instead of the DDPM process), ``autoencoder=<VAE workdir>`` (latent
-diffusion), ``sampler=ddpm|ddim|dpm_solver_pp|heun`` and ``steps=<int>`` (0: the sampler's
-default), ``backbone=unet|dit`` (the network: the UNet, default, or a DiT sized per preset,
+``prediction=eps|x0|v`` (default: ``v`` for ``preset=cpu``, else ``eps``),
+``schedule=linear|cosine``, ``edm=true`` (EDM preconditioning and noise distribution instead
+of the DDPM process), ``autoencoder=<VAE workdir>`` (latent diffusion),
+``sampler=ddpm|ddim|dpm_solver_pp|heun`` and ``steps=<int>`` (0: the sampler's default),
+``backbone=unet|dit`` (the network: the UNet, default, or a DiT sized per preset,
 ``configs/backbones.py``; full: DiT-S/2).
 With ``cond=class`` or ``cond=text`` the condition is dropped with probability 0.1
 in training and ``sample.guidance`` sets classifier-free guidance (0: unconditional, 1:
@@ -36,12 +37,14 @@ from configs.base import (
 
 def get_config(arg: str | None = None):
     defaults = common_args(
-        prediction="eps", schedule="linear", edm=False, autoencoder="", sampler="", steps=0,
+        prediction="", schedule="linear", edm=False, autoencoder="", sampler="", steps=0,
         backbone="unet",
     )  # fmt: skip
     args = parse_args(arg, dict(defaults, data=""))  # "": CIFAR-10 at full size, else Fashion-MNIST
     if not args["data"]:
         args["data"] = "tfds:cifar10" if args["preset"] == "full" else "fashion_mnist"
+    if not args["prediction"]:
+        args["prediction"] = "v" if args["preset"] == "cpu" else "eps"
     c = get_base_config()
     c.family = "ddpm"
     c.data.name = args["data"]
@@ -96,6 +99,12 @@ def get_config(arg: str | None = None):
     c.evals.params = dict(type="params", every=0)
 
     if args["preset"] == "cpu":
+        # v-prediction: with eps-prediction this 0.69M-parameter UNet drew high-frequency
+        # speckle instead of a garment in about a fifth of its samples (22.9% broken in the
+        # contrastive features, whatever the sampler: DDIM 50 with clipping 27.2%), because
+        # its x0 estimate (x_t - sigma * eps) / alpha multiplies the eps error by up to
+        # sigma / alpha = 160 on the linear schedule's noisiest steps. Predicting v keeps x0
+        # bounded there: same width and steps, 2.8% broken, contrastive FD 0.183 -> 0.047.
         c.data.image_size = 8 if args["data"] == "digits" else 28
         c.model.unet = dict(
             ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0,
@@ -103,12 +112,14 @@ def get_config(arg: str | None = None):
         )  # fmt: skip
         c.model.random_flip = False
         c.model.vlb_terms = 50
-        c.train.num_steps = 3000
+        # 5000 steps, about 20 minutes on a 2-core CPU: at 3000 steps recall was 0.53 in the
+        # domain features (the plain PyTorch peer: 0.72).
+        c.train.num_steps = 5000
         c.train.batch_size = 32
         c.train.ema_decay = 0.998
         c.train.log_every = 100
-        c.train.checkpoint_every = 500
-        c.train.sample_every = 1000
+        c.train.checkpoint_every = 2500
+        c.train.sample_every = 2500
         c.optimizer.learning_rate = 1e-3
         c.optimizer.warmup_steps = 200
         c.optimizer.schedule = "cosine"

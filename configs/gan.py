@@ -85,14 +85,18 @@ def get_config(arg: str | None = None):
 
     if preset == "cpu":
         # DCGAN at 28x28 with a spectrally normalised discriminator, unconditional by
-        # default. 6000 steps: at 2000 the rarest class (pullover) was 2% of the samples,
-        # at 4000 every class had more than 7%.
+        # default. At 2000 steps the rarest class (pullover) was 2% of the samples, at 4000
+        # every class had more than 7%. 6000 steps at a constant rate (5.9 minutes) stayed
+        # behind a plain PyTorch DCGAN given the same minutes on precision (0.710 against
+        # 0.724) and broken samples (7.7% against 5.6%): 10,000 steps, about the 10 minutes
+        # of the budget, with the rates decayed linearly to 0 (as SN-GAN does) so that the
+        # last updates refine rather than move the generator.
         c.model.arch = "dcgan"
         c.model.z_dim = 64
         c.model.g_width = 32
         c.model.d_width = 32
         c.gan.loss = "nonsaturating"
-        c.train.num_steps = 6000
+        c.train.num_steps = 10_000
         c.train.d_steps = 1
         c.train.batch_size = 64
         c.train.ema_decay = 0.999
@@ -103,7 +107,7 @@ def get_config(arg: str | None = None):
         c.optimizer.d_learning_rate = 2e-4
         c.optimizer.b1 = 0.5
         c.optimizer.b2 = 0.999
-        c.optimizer.schedule = "constant"
+        c.optimizer.schedule = "linear"
         c.evals.diversity = dict(type="diversity", every=0)
         for name in ("quality", "classifier", "c2st", "diversity"):
             c.evals[name].num_samples = 2000

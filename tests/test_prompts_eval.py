@@ -344,3 +344,29 @@ def test_zero_shot_evaluator_takes_encoders_not_the_family():
     assert wrong["zero_shot_heldout_pair_acc"] == 0.0
     with pytest.raises(UserError, match="needs family clip"):
         run({})
+
+
+def test_text_encoder_ceiling_counts_prompts_nearest_their_class():
+    """benchmarks/text_encoder_ceiling.py on a known embedding: two classes on two axes, one
+    held-out prompt pointing at the wrong class; a training caption never counts as its own
+    neighbour."""
+    from benchmarks.text_encoder_ceiling import ceiling
+
+    vectors = {
+        "a coat": [1.0, 0.0], "a jacket": [0.9, 0.1], "a bag": [0.0, 1.0], "a purse": [0.1, 0.9],
+        "an overcoat": [0.8, 0.2], "a hoodie": [0.2, 0.8], "a tote bag": [0.05, 0.95],
+    }  # fmt: skip
+
+    def embed(texts):
+        v = np.array([vectors[t] for t in texts])
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    sets = {
+        "train": [("a coat", 0), ("a jacket", 0), ("a bag", 1), ("a purse", 1)],
+        "heldout_new": [("an overcoat", 0), ("a hoodie", 0), ("a tote bag", 1)],
+    }
+    got = ceiling(sets, embed)
+    assert got["train"]["nearest_caption"] == 1.0
+    assert got["heldout_new"]["nearest_caption"] == pytest.approx(2 / 3)
+    assert got["heldout_new"]["nearest_centroid"] == pytest.approx(2 / 3)
+    assert got["heldout_new"]["misses"] == [("a hoodie", 0, 1)]
