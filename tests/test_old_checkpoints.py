@@ -32,6 +32,24 @@ def test_every_family_has_an_old_checkpoint():
     assert sorted(EXPECTED) == sorted(_FAMILIES)
 
 
+def _point_at_tokenizer(workdir: str, tokenizer: str) -> None:
+    """Rewrites ``model.tokenizer`` wherever the copied workdir records its config: in
+    ``config.json`` and in every launch of ``launches.jsonl`` (the trained config is read
+    from the newest training launch)."""
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+    config["model"]["tokenizer"] = tokenizer
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(config, f)
+    history = os.path.join(workdir, "launches.jsonl")
+    with open(history) as f:
+        launches = [json.loads(line) for line in f if line.strip()]
+    for launch in launches:
+        launch["config"]["model"]["tokenizer"] = tokenizer
+    with open(history, "w") as f:
+        f.writelines(json.dumps(launch) + "\n" for launch in launches)
+
+
 @pytest.mark.parametrize("family", sorted(EXPECTED))
 def test_old_checkpoint_restores_exactly(family, tmp_path):
     import jaxgen
@@ -41,11 +59,7 @@ def test_old_checkpoint_restores_exactly(family, tmp_path):
     if family == "token_prior":
         tokenizer = str(tmp_path / "image_tokenizer")
         shutil.copytree(os.path.join(FIXTURES, "image_tokenizer"), tokenizer)
-        with open(os.path.join(workdir, "config.json")) as f:
-            config = json.load(f)
-        config["model"]["tokenizer"] = tokenizer
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(config, f)
+        _point_at_tokenizer(workdir, tokenizer)
     run = jaxgen.load(workdir, params="raw")
     assert run.family == family and run.step == EXPECTED[family]["step"]
     assert len(jax.tree.leaves(run.state)) == EXPECTED[family]["leaves"]
