@@ -113,8 +113,9 @@ def get_config(arg: str | None = None):
         )  # fmt: skip
         c.model.random_flip = False
         c.model.vlb_terms = 50
-        # 5000 steps, about 20 minutes on a 2-core CPU: at 3000 steps recall was 0.53 in the
-        # domain features (the plain PyTorch peer: 0.72).
+        # 5000 steps, 19 minutes on a 2-core CPU: at 3000 steps recall was 0.53 in the domain
+        # features (the plain PyTorch peer at the same minutes: 0.72); at 5000 it is 0.62, and
+        # the peer given the same 19 minutes reaches 0.81 (benchmarks/README.md).
         c.train.num_steps = 5000
         c.train.batch_size = 32
         c.train.ema_decay = 0.998
