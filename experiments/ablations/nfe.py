@@ -2,12 +2,12 @@
 
 Four trained runs on the same data and network, each with its config's preset: ``flow``
 (``configs/flow.py``), ``meanflow`` (``objective=meanflow``), ``ddpm`` (``configs/ddpm.py``,
-epsilon prediction) and ``ddpm_v`` (``prediction=v``). The flow presets train 3000 steps at
-``preset=cpu``, the ddpm preset 5000 (its budget is 20 minutes; the README's NFE table was
-measured when it trained 3000). Each is
-evaluated and sampled at every NFE of ``nfes`` with the sampler whose NFE equals its steps:
-``euler`` (flow), ``meanflow`` (MeanFlow's average-velocity
-jumps) and ``dpm_solver_pp`` (DDPM; one step returns the first denoised estimate). The run
+epsilon prediction) and ``ddpm_v`` (``prediction=v``), both with the uniform loss weighting
+of the README's NFE table (the preset's default is now min-SNR). The flow presets train 3000
+steps at ``preset=cpu``, the ddpm preset 5500 (its budget is 20 minutes; the README's NFE
+table was measured when it trained 3000). Each is evaluated and sampled at every NFE of
+``nfes`` with the sampler whose NFE equals its steps: ``euler`` (flow), ``meanflow``
+(MeanFlow's average-velocity jumps) and ``dpm_solver_pp`` (DDPM; one step returns the first denoised estimate). The run
 trained is ``<family>_nfe<largest>``; the others, ``<family>_nfe<k>``, are sampling-only
 variants on its checkpoints. Table 3 (sample quality) then lists FD, KID, precision and
 recall per run, its ``sampler steps`` column being the NFE: the FD-against-NFE table.
@@ -29,8 +29,18 @@ from jaxgen.errors import UserError
 FAMILIES = {
     "flow": ("configs/flow.py", {}, "euler", "rectified flow, Euler"),
     "meanflow": ("configs/flow.py", {"objective": "meanflow"}, "meanflow", "MeanFlow jumps"),
-    "ddpm": ("configs/ddpm.py", {"prediction": "eps"}, "dpm_solver_pp", "DDPM, DPM-Solver++(2M)"),
-    "ddpm_v": ("configs/ddpm.py", {"prediction": "v"}, "dpm_solver_pp", "DDPM v, DPM-Solver++(2M)"),
+    "ddpm": (
+        "configs/ddpm.py",
+        {"prediction": "eps", "weighting": "uniform"},
+        "dpm_solver_pp",
+        "DDPM, DPM-Solver++(2M)",
+    ),
+    "ddpm_v": (
+        "configs/ddpm.py",
+        {"prediction": "v", "weighting": "uniform"},
+        "dpm_solver_pp",
+        "DDPM v, DPM-Solver++(2M)",
+    ),
 }
 
 

@@ -139,6 +139,24 @@ class Preconditioning:
         return (x0 - _expand(c_skip, x_t) * x_t) / _expand(c_out, x_t)
 
 
+def min_snr_weight(
+    precond: Preconditioning, alpha: jax.Array, sigma: jax.Array, gamma: float
+) -> jax.Array:
+    """Min-SNR-gamma loss weights (Hang et al. 2023) for the MSE on the network's output ``F``.
+
+    An error ``d`` in ``F`` is an error ``c_out * d`` in ``x0_hat``, so weighting the output's
+    MSE by ``min(SNR, gamma) * c_out^2`` (``SNR = alpha^2 / sigma^2``) makes the loss
+    ``min(SNR, gamma) * |x0_hat - x0|^2`` for every parameterization: epsilon prediction's own
+    weighting (``SNR``) at high noise, capped at ``gamma`` at low noise, where epsilon
+    prediction's weight grows without bound. For ``v`` this is
+    ``min(SNR, gamma) / (SNR + 1)``. ``alpha``, ``sigma`` ``[B]`` -> weights ``[B]``.
+    """
+    alpha = jnp.asarray(alpha, jnp.float32)
+    sigma = jnp.asarray(sigma, jnp.float32)
+    _, _, c_out = precond.coefficients(alpha, sigma)
+    return jnp.minimum((alpha / sigma) ** 2, gamma) * c_out**2
+
+
 def q_sample(x0: jax.Array, eps: jax.Array, alpha: jax.Array, sigma: jax.Array) -> jax.Array:
     """A draw of ``q(x_t | x_0) = N(alpha x_0, sigma^2 I)`` from standard normal ``eps``."""
     return _expand(alpha, x0) * x0 + _expand(sigma, x0) * eps

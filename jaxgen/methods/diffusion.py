@@ -37,7 +37,7 @@ import numpy as np
 
 from jaxgen.config_section import section_values
 from jaxgen.diffusion.likelihood import VariationalBound, nats_to_bits_per_dim
-from jaxgen.diffusion.objectives import Preconditioning, guided, q_sample
+from jaxgen.diffusion.objectives import Preconditioning, guided, min_snr_weight, q_sample
 from jaxgen.diffusion.process import EDMProcess, VPProcess
 from jaxgen.diffusion.schedules import make_schedule
 from jaxgen.errors import UserError
@@ -52,6 +52,7 @@ from jaxgen.text.conditioner import PARAMS_KEY, drop_text
 from jaxgen.text.encoder import TextEmbedding
 
 PROCESSES = ("vp", "edm")
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,10 @@ class DiffusionConfig:
     ``process``: ``vp`` (DDPM's discrete process; ``schedule``, ``timesteps``, ``beta_*``,
     ``prediction`` apply) or ``edm`` (Karras et al.: preconditioned network, lognormal noise;
     ``sigma_*`` and ``p_*`` apply). ``variance``: the reverse-process variance of the ancestral
-    sampler and the bound, ``small`` (beta~) or ``large`` (beta).
+    sampler and the bound, ``small`` (beta~) or ``large`` (beta). ``loss_weighting``:
+    ``uniform`` (the plain MSE on the network's output) or ``min_snr`` (Hang et al. 2023: each
+    image's MSE weighted so that its error in x_0 counts ``min(SNR, min_snr_gamma)`` times,
+    :func:`~jaxgen.diffusion.objectives.min_snr_weight`).
     """
 
     process: str = "vp"
@@ -76,6 +80,8 @@ class DiffusionConfig:
     sigma_data: float = 0.5
     p_mean: float = -1.2
     p_std: float = 1.2
+    loss_weighting: str = "uniform"
+    min_snr_gamma: float = 5.0
 
     @classmethod
     def from_config(cls, cfg) -> DiffusionConfig:
@@ -89,6 +95,15 @@ class DiffusionConfig:
         if result.variance not in ("small", "large"):
             raise UserError(
                 f"config key model.diffusion.variance={result.variance!r}: expected small or large"
+            )
+        if result.loss_weighting not in LOSS_WEIGHTINGS:
+            raise UserError(
+                f"config key model.diffusion.loss_weighting={result.loss_weighting!r}: "
+                f"expected one of {LOSS_WEIGHTINGS}"
+            )
+        if result.min_snr_gamma <= 0:
+            raise UserError(
+                f"config key model.diffusion.min_snr_gamma={result.min_snr_gamma}: expected > 0"
             )
         return result
 
@@ -274,7 +289,11 @@ class Diffusion(Method):
         x_t = q_sample(x0, jax.random.normal(noise_rng, x0.shape), alpha, sigma)
         out = self._output(params, x_t, t, alpha, sigma, cond, train=True, rng=dropout_rng)
         target = self.precond.target(x0, x_t, alpha, sigma)
-        loss = jnp.mean((out - target) ** 2)
+        mse = jnp.mean((out - target) ** 2, axis=tuple(range(1, out.ndim)))  # [B]
+        if self.dcfg.loss_weighting == "min_snr":
+            weight = min_snr_weight(self.precond, alpha, sigma, self.dcfg.min_snr_gamma)
+            return jnp.mean(weight * mse), {"mse": jnp.mean(mse)}
+        loss = jnp.mean(mse)
         return loss, {"mse": loss}
 
     def _resolve_sample_options(self, options: SampleOptions) -> SampleOptions:
