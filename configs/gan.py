@@ -91,7 +91,9 @@ def get_config(arg: str | None = None):
         # 0.724) and broken samples (7.7% against 5.6%). Now 10,000 steps with the rates
         # decayed linearly to 0 (as SN-GAN does) so that the last updates refine rather than
         # move the generator: 7.0 minutes, precision 0.717 / 0.857 and 7.2% broken, but the
-        # peer given 7.0 minutes is still ahead on both (benchmarks/README.md).
+        # peer given 7.0 minutes is still ahead on both (benchmarks/README.md). Tried since,
+        # by each run's own evaluation: the peer's widths (64) fit 4000 steps in 8.7 minutes,
+        # FD 40.6; 14,000 steps (9.9 minutes): FD 30.8 -> 25.7, but recall 0.61 -> 0.58.
         c.model.arch = "dcgan"
         c.model.z_dim = 64
         c.model.g_width = 32

@@ -7,10 +7,11 @@ of the README's NFE table (the preset's default is now min-SNR). The flow preset
 steps at ``preset=cpu``, the ddpm preset 5500 (its budget is 20 minutes; the README's NFE
 table was measured when it trained 3000). Each is evaluated and sampled at every NFE of
 ``nfes`` with the sampler whose NFE equals its steps: ``euler`` (flow), ``meanflow``
-(MeanFlow's average-velocity jumps) and ``dpm_solver_pp`` (DDPM; one step returns the first denoised estimate). The run
-trained is ``<family>_nfe<largest>``; the others, ``<family>_nfe<k>``, are sampling-only
-variants on its checkpoints. Table 3 (sample quality) then lists FD, KID, precision and
-recall per run, its ``sampler steps`` column being the NFE: the FD-against-NFE table.
+(MeanFlow's average-velocity jumps) and ``dpm_solver_pp`` (DDPM; one step returns the first
+denoised estimate). The run trained is ``<family>_nfe<largest>``; the others,
+``<family>_nfe<k>``, are sampling-only variants on its checkpoints. Table 3 (sample quality)
+then lists FD, KID, precision and recall per run, its ``sampler steps`` column being the NFE:
+the FD-against-NFE table.
 
   python -m experiments.sweep experiments/ablations/nfe.py --root runs/nfe --preset cpu \
       --report runs/nfe_report
