@@ -20,22 +20,27 @@ from tests.conftest import launch, load_config
 H = W = 8
 
 
-def tiny_model_config(variant: str, layers: int = 3, cond: str = "none"):
+def tiny_model_config(variant: str, layers: int = 3, cond: str = "none", vertical_rows: int = 2):
     config = load_config(f"configs/pixelcnn.py:preset=smoke,variant={variant},cond={cond}")
     m = config.model
     m.features, m.output_features, m.num_layers, m.kernel_size = 12, 12, layers, 5
+    m.vertical_rows = vertical_rows
     m.num_resnet, m.num_levels, m.num_mixtures, m.dropout = 1, 2, 2, 0.0
     return config
 
 
-def tiny(variant: str, channels: int = 3, layers: int = 3, num_classes: int = 0, cond: str = ""):
+def tiny(
+    variant: str, channels: int = 3, layers: int = 3, num_classes: int = 0, cond: str = "",
+    vertical_rows: int = 2,
+):  # fmt: skip
     """(method, params) of a tiny network on ``8 x 8 x channels`` images.
 
     ``cond``: none | class | text (default: class when ``num_classes``, else none); text
-    uses the smoke preset's tiny jointly trained Transformer encoder.
+    uses the smoke preset's tiny jointly trained Transformer encoder. ``vertical_rows``:
+    the Gated PixelCNN's later vertical windows.
     """
     cond = cond or ("class" if num_classes else "none")
-    config = tiny_model_config(variant, layers, cond)
+    config = tiny_model_config(variant, layers, cond, vertical_rows)
     method = PixelCNN(config, DataSpec((H, W, channels), num_classes, cond))
     batch = {
         "image": jnp.zeros((1, H, W, channels), jnp.uint8),
@@ -74,9 +79,10 @@ def raster_channel_order(channels: int) -> np.ndarray:
     return np.arange(H * W)[:, None] * channels + np.arange(channels)
 
 
-@pytest.mark.parametrize("variant", ["pixelcnn", "gated", "pixelcnn_pp"])
+@pytest.mark.parametrize("variant", ["pixelcnn", "gated", "gated_tall", "pixelcnn_pp"])
 def test_output_never_depends_on_current_or_later_inputs(variant):
-    method, params = tiny(variant, channels=3)
+    rows = 4 if variant == "gated_tall" else 2
+    method, params = tiny(variant.removesuffix("_tall"), channels=3, vertical_rows=rows)
     jac = jacobian(method.model, params)
     order = raster_channel_order(3)
     later = order.reshape(H, W, 3)[None, None] >= order[:, :, None, None, None]
@@ -90,9 +96,11 @@ def test_output_never_depends_on_current_or_later_inputs(variant):
         assert np.mean(own[:, channel, earlier] > 0) > 0.75
 
 
-def earlier_pixels_unseen(variant: str, pixel: tuple[int, int], layers: int) -> set:
+def earlier_pixels_unseen(
+    variant: str, pixel: tuple[int, int], layers: int, vertical_rows: int = 2
+) -> set:
     """The pixels before ``pixel`` in raster order that its distribution ignores."""
-    method, params = tiny(variant, channels=1, layers=layers)
+    method, params = tiny(variant, channels=1, layers=layers, vertical_rows=vertical_rows)
     jac = jacobian(method.model, params)[pixel[0] * W + pixel[1], 0, :, :, 0]
     return {(r, c) for r in range(H) for c in range(W) if (r, c) < pixel and jac[r, c] == 0}
 
@@ -101,6 +109,22 @@ def test_gated_pixelcnn_has_no_blind_spot():
     # 5x5 first layer then 2x3 / 1x2 windows: 6 layers reach 8 rows up and 8 columns across.
     assert earlier_pixels_unseen("gated", (H - 1, W - 1), layers=6) == set()
     assert earlier_pixels_unseen("gated", (4, 2), layers=6) == set()
+
+
+@pytest.mark.parametrize("vertical_rows,reach", [(2, 4), (3, 6)])
+def test_taller_vertical_windows_reach_further_up(vertical_rows, reach):
+    # 5x5 first layer: rows r-2..r-1; each of the 2 later layers adds vertical_rows - 1.
+    unseen = earlier_pixels_unseen("gated", (7, 3), layers=3, vertical_rows=vertical_rows)
+    unseen_rows = {r for r in range(7) if all((r, c) in unseen for c in range(W))}
+    assert unseen_rows == set(range(7 - reach))
+
+
+def test_vertical_rows_below_two_is_a_user_error():
+    from jaxgen.errors import UserError
+
+    config = tiny_model_config("gated", vertical_rows=1)
+    with pytest.raises(UserError, match="model.vertical_rows=1"):
+        build_model(config.model, DataSpec((H, W, 1), 0, "none"), 0)
 
 
 def test_pixelcnn_has_a_blind_spot_above_right():

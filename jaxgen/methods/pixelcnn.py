@@ -81,12 +81,17 @@ def build_model(model_config, data: DataSpec, num_classes: int) -> ARModel:
             f"config keys model.features={m.features} and model.output_features="
             f"{m.output_features}: expected multiples of 2 * channels = {2 * channels}"
         )
-    cls = PixelCNNNet if variant == "pixelcnn" else GatedPixelCNNNet
-    depth = {"num_blocks" if variant == "pixelcnn" else "num_layers": m.num_layers}
+    if variant == "pixelcnn":
+        cls, extra = PixelCNNNet, {"num_blocks": m.num_layers}
+    else:
+        rows = int(m.get("vertical_rows", 2))
+        if rows < 2:
+            raise UserError(f"config key model.vertical_rows={rows}: expected at least 2")
+        cls, extra = GatedPixelCNNNet, {"num_layers": m.num_layers, "vertical_rows": rows}
     net = cls(
         channels=channels, num_outputs=categorical.num_outputs(channels), features=m.features,
         kernel_size=m.kernel_size, output_features=m.output_features,
-        num_classes=num_classes, cond_dim=m.cond_dim, **depth,
+        num_classes=num_classes, cond_dim=m.cond_dim, **extra,
     )  # fmt: skip
     return ARModel(net, data.image_shape, "categorical")
 
@@ -225,6 +230,8 @@ class PixelCNN(Method):
         else:
             name = {"gated": "Gated PixelCNN", "pixelcnn": "PixelCNN"}.get(variant, str(variant))
             arch = f"{name}, {model.get('num_layers')} layers, {model.get('features')} features"
+            if variant == "gated" and int(model.get("vertical_rows") or 2) != 2:
+                arch += f", {model.get('vertical_rows')}-row vertical windows"
         generic = super().describe(config)
         return generic.replace(
             architecture=arch,
