@@ -51,9 +51,9 @@ class GatedPixelCNNNet(nn.Module):
       features: width ``F`` of both stacks; divisible by ``C``.
       num_layers: gated layers.
       kernel_size: size ``k`` of the first layer's window.
-      vertical_rows: rows ``R`` of the later vertical layers' windows (2 in the paper's
-        compact form; more rows widen the receptive field upwards at ``R / 2`` times the
-        vertical convolutions' cost).
+      vertical_rows: rows ``R`` of the later vertical layers' windows (2: the compact
+        form, one row of context per layer; more rows widen the receptive field upwards at
+        ``R / 2`` times the vertical convolutions' cost).
       output_features: width of the hidden 1x1 output layer.
       num_classes: > 0 for class-conditional models.
       cond_dim: width of the conditioning vector.
