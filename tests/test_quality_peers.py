@@ -120,3 +120,48 @@ def test_markdown_table_shows_both_feature_spaces():
         "| vae | pytorch | 9.98 | 1234 | 1,688,289 | 12.3 / 0.0123 | 0.5 / 0.5 | 0.75 / 0.75 | "
         "0.25 / 0.25 | 0.875 / 0.875 | 0.125 / 0.125 |"
     )
+
+
+def _record(family, implementation, **scores):
+    metrics = {f"{m}_{x}": 0.5 for m in ("fd", "kid", "precision", "recall", "c2st_accuracy",
+               "broken_share") for x in ("domain", "contrastive")}  # fmt: skip
+    metrics.update(scores)
+    fields = dict(minutes=1.0, steps=10, params=100, num=16, num_ref=32, hardware="cpu")
+    return dict(benchmark="quality_table", family=family, implementation=implementation,
+                **fields, **metrics)  # fmt: skip
+
+
+def test_comparison_knows_which_direction_is_better():
+    peer = _record("gan", "pytorch")
+    jaxgen = _record("gan", "jaxgen", fd_domain=0.4, recall_domain=0.6, precision_contrastive=0.4,
+                     broken_share_domain=0.7)  # fmt: skip
+    ahead, behind = quality_table.comparison(jaxgen, peer)
+    assert ahead == ["fd_domain", "recall_domain"]
+    # a tie is not a lead
+    assert behind[:2] == ["fd_contrastive", "kid_domain"] and len(ahead) + len(behind) == 12
+    assert "precision_contrastive" in behind and "broken_share_domain" in behind
+
+
+def test_table_from_records_takes_the_newest_of_each_and_counts_the_leads(tmp_path, capsys):
+    old = _record("gan", "jaxgen", fd_domain=0.9)
+    new = _record("gan", "jaxgen", **{k: 0.4 for k in ("fd_domain", "fd_contrastive")})
+    peer = _record("gan", "pytorch")
+    other = _record("vae", "jaxgen", fd_domain=0.1)
+    path = tmp_path / "records.jsonl"
+    lines = [json.dumps(r) for r in (old, peer, other, new)] + ['{"torn']
+    path.write_text("\n".join(lines) + "\n")
+    records = quality_table.newest_records(str(path), ["vae", "gan"])
+    assert [(r["family"], r["implementation"]) for r in records] == [
+        ("vae", "jaxgen"), ("gan", "jaxgen"), ("gan", "pytorch")]  # fmt: skip
+    assert records[1]["fd_domain"] == 0.4
+    assert quality_table.main([f"--table-from={path}", "--families=gan"]) == 0
+    out = capsys.readouterr().out
+    assert "| gan | jaxgen |" in out and "| vae |" not in out
+    assert out.strip().splitlines()[-1] == (
+        "gan: jaxgen ahead on 2 of 12; behind or tied on "
+        + ", ".join(
+            f"{m}_{x}"
+            for m in ("kid", "precision", "recall", "c2st_accuracy", "broken_share")
+            for x in ("domain", "contrastive")
+        )  # fmt: skip
+    )

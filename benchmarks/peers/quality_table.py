@@ -20,8 +20,14 @@ For each family of ``--families``:
    each, the same first ``--num-ref`` test images, the same ``--seed``.
 
 Prints one JSON record per family and implementation (with the hardware, appended to ``--out``,
-default ``<root>/quality_table.jsonl``), then a Markdown table. The logs of every launch are
-in ``<root>/logs``. Train on an otherwise idle machine: the minutes are wall clock.
+default ``<root>/quality_table.jsonl``), then a Markdown table and, per family, the metrics on
+which jaxgen is ahead of its peer. The logs of every launch are in ``<root>/logs``. Train on an
+otherwise idle machine: the minutes are wall clock.
+
+  python benchmarks/peers/quality_table.py --table-from=benchmarks/results/quality_peers_cpu.jsonl
+
+prints the same table from records already written (the newest of each family and
+implementation), training and scoring nothing.
 """
 
 from __future__ import annotations
@@ -137,8 +143,70 @@ def _run(cmd: list[str], log_path: str) -> None:
         raise SystemExit(f"exit status {code}: {' '.join(cmd)} (log: {log_path})")
 
 
+# Metric key prefixes where a lower value is better; higher is better for the others.
+LOWER_IS_BETTER = frozenset({"fd", "kid", "c2st_accuracy", "broken_share"})
+FEATURES = ("domain", "contrastive")
+
+
+def comparison(jaxgen: dict, peer: dict) -> tuple[list[str], list[str]]:
+    """``(ahead, behind)``: the ``<metric>_<features>`` keys of :data:`COLUMNS` where jaxgen's
+    record is better than the peer's, and those where it is not (ties count as behind)."""
+    ahead, behind = [], []
+    for _, metric in COLUMNS:
+        for features in FEATURES:
+            key = f"{metric}_{features}"
+            if key not in jaxgen or key not in peer:
+                continue
+            lower = metric in LOWER_IS_BETTER
+            better = jaxgen[key] < peer[key] if lower else jaxgen[key] > peer[key]
+            (ahead if better else behind).append(key)
+    return ahead, behind
+
+
+def newest_records(path: str, families: list[str]) -> list[dict]:
+    """The last ``quality_table`` record of each (family, implementation) in the JSON lines
+    file ``path``, ordered as ``families`` and then jaxgen before its peer."""
+    latest = {}
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("benchmark") == "quality_table":
+                latest[record["family"], record["implementation"]] = record
+    order = {"jaxgen": 0}
+    keys = sorted((k for k in latest if k[0] in families),
+                  key=lambda k: (families.index(k[0]), order.get(k[1], 1), k[1]))  # fmt: skip
+    return [latest[k] for k in keys]
+
+
+def summary_lines(records: list[dict]) -> list[str]:
+    """One line per family with a jaxgen and a ``pytorch`` record: how many metrics jaxgen
+    leads on, and the ones it does not."""
+    by_key = {(r["family"], r["implementation"]): r for r in records}
+    lines = []
+    for family in dict.fromkeys(r["family"] for r in records):
+        jaxgen, peer = by_key.get((family, "jaxgen")), by_key.get((family, "pytorch"))
+        if jaxgen is None or peer is None:
+            continue
+        ahead, behind = comparison(jaxgen, peer)
+        line = f"{family}: jaxgen ahead on {len(ahead)} of {len(ahead) + len(behind)}"
+        lines.append(line + (f"; behind or tied on {', '.join(behind)}" if behind else ""))
+    return lines
+
+
+def print_table(records: list[dict]) -> None:
+    first = records[0]
+    print(f"\n{first.get('hardware', 'unknown hardware')}; {first.get('num')} samples each "
+          f"against the first {first.get('num_ref')} Fashion-MNIST test images; each metric: "
+          "domain / contrastive features\n")  # fmt: skip
+    print(markdown_table(records))
+    print("\n" + "\n".join(summary_lines(records)))
+
+
 def _cell(record: dict, key: str) -> str:
-    values = [record.get(f"{key}_{x}") for x in ("domain", "contrastive")]
+    values = [record.get(f"{key}_{x}") for x in FEATURES]
     return " / ".join("-" if v is None else f"{v:.3g}" for v in values)
 
 
@@ -174,11 +242,25 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="peers' threads (0: all cores)")
     parser.add_argument("--peer-minutes", type=float, default=0.0, help="0: jaxgen's minutes")
     parser.add_argument("--out", default="", help="JSON lines (default <root>/quality_table.jsonl)")
+    parser.add_argument(
+        "--table-from", default="",
+        help="print the table of the newest records in this JSON lines file; run nothing",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     families = args.families.split(",")
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         parser.error(f"--families: unknown {unknown}; expected some of {list(FAMILIES)}")
+    if args.table_from:
+        if not os.path.isfile(args.table_from):
+            parser.error(f"--table-from: no file {args.table_from}")
+        records = newest_records(args.table_from, families)
+        if not records:
+            parser.error(
+                f"--table-from: no quality_table record of {families} in {args.table_from}"
+            )
+        print_table(records)
+        return 0
     root, py = os.path.abspath(args.root), sys.executable
     torch_python = args.torch_python or find_torch_python()
     scorer = Scorer(reference_images(args.num_ref), args.extractors.split(","), args.seed)
@@ -221,9 +303,7 @@ def main(argv=None) -> int:
                           **fields, **scorer.score(images), **info)  # fmt: skip
             write_record(record, args.out or os.path.join(root, "quality_table.jsonl"))
             records.append(record)
-    print(f"\n{info['hardware']}; {args.num} samples each against the first {args.num_ref} "
-          "Fashion-MNIST test images; each metric: domain / contrastive features\n")  # fmt: skip
-    print(markdown_table(records))
+    print_table(records)
     return 0
 
 
