@@ -34,7 +34,7 @@ def get_sweep(arg=None):
     vae = Run("vae_fashion_mnist", "configs/vae.py", args=dict(data="fashion_mnist"),
               description="VAE on Fashion-MNIST (also the transfer source)")  # fmt: skip
     ddpm = Run("ddpm_fashion_mnist", "configs/ddpm.py", args=dict(data="fashion_mnist"),
-               description="DDPM, linear schedule, epsilon prediction")  # fmt: skip
+               description="DDPM, linear schedule (cpu: v prediction, min-SNR)")  # fmt: skip
     meanflow = Run("meanflow_fashion_mnist", "configs/flow.py",
                    args=dict(data="fashion_mnist", objective="meanflow"),
                    description="MeanFlow, one network evaluation")  # fmt: skip
@@ -87,7 +87,7 @@ def get_sweep(arg=None):
             "gan_fashion_mnist",
             "configs/gan.py",
             args=dict(data="fashion_mnist"),
-            description="DCGAN, non-saturating loss, spectral norm",
+            description="DCGAN, non-saturating loss (cpu: batch norm in D)",
         ),  # fmt: skip
         Run(
             "pixelcnn_fashion_mnist",
