@@ -37,3 +37,15 @@ def test_vae_presets_load(preset):
 def test_edm_configs_leave_out_the_variational_bound(args):
     assert "likelihood" not in load_config(f"configs/ddpm.py:{args}").evals
     assert "likelihood" in load_config("configs/ddpm.py:" + args.replace("edm=true", "")).evals
+
+
+def test_cpu_vae_keeps_per_pixel_scales_on_sprites():
+    # A shared log scale collapsed the sprites VAE's posterior (every sample black).
+    assert load_config("configs/vae.py:preset=cpu").model.shared_scale
+    assert not load_config("configs/vae.py:preset=cpu,data=sprites").model.shared_scale
+
+
+@pytest.mark.parametrize("preset, guidance", [("cpu", 5.0), ("full", 3.0)])
+def test_text_guidance_defaults(preset, guidance):
+    assert load_config(f"configs/ddpm.py:preset={preset},cond=text").sample.guidance == guidance
+    assert load_config(f"configs/ddpm.py:preset={preset}").sample.guidance == 1.0
