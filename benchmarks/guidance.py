@@ -54,10 +54,15 @@ def main(argv=None) -> int:
     parser.add_argument("--evals", default="prompts", help="comma-separated config.evals keys")
     parser.add_argument("--out", default="", help="JSON-lines file to append to")
     args = parser.parse_args(argv)
+    from jaxgen.errors import UserError
+
     info = hardware()
     for guidance in args.guidance:
         for seed in args.seeds:
-            results = evaluate_at(args.workdir, guidance, seed, args.evals.split(","))
+            try:
+                results = evaluate_at(args.workdir, guidance, seed, args.evals.split(","))
+            except UserError as e:  # a workdir without a run, an evaluator it does not have
+                parser.error(str(e))
             record = dict(benchmark="guidance", workdir=args.workdir, guidance=guidance,
                           seed=seed, **results, **info)  # fmt: skip
             write_record(record, args.out or None)

@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 import jaxgen
 from benchmarks import guidance
 
@@ -45,3 +47,12 @@ def test_each_guidance_and_seed_is_evaluated_with_its_own_config(tmp_path, monke
     assert all(r["benchmark"] == "guidance" and r["hardware"] for r in records)
     # nothing was written into the run directory
     assert not os.path.exists(os.path.join(workdir, "eval"))
+
+
+def test_an_evaluator_the_run_lacks_is_a_one_line_error(tmp_path, capsys):
+    workdir = _ddpm_run_with_params_eval(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        guidance.main([f"--workdir={workdir}", "--guidance=2", "--evals=prompts"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "evals=['prompts']" in err[-1] and "Traceback" not in "\n".join(err)
