@@ -13,10 +13,13 @@ from test images after those (:func:`known_answer_sets`):
   blocky    the held-out images, every second one pixelated into 4x4-pixel blocks (each
             block its mean): the patch artefacts of an under-trained patch transformer
   oneclass  test images of one class only (trousers)
+  fragments a 10x10-pixel crop of each held-out image, in its place on black (what an
+            under-trained autoregressive model draws: pieces of a garment)
   noise     uniform noise
 
 For each set and extractor (``domain``, ``contrastive``): Fréchet distance, KID, precision,
-recall (k=3) and the broken share (realism < 1, :mod:`jaxgen.evaluate.realism`). Prints a
+recall (k=3), density, coverage (k=5) and the broken share (realism < 1,
+:mod:`jaxgen.evaluate.realism`). Prints a
 Markdown table and one JSON record per row (with the hardware, as the other benchmarks),
 appended to ``--out`` when given. ``tests/test_realism.py`` asserts the orderings.
 """
@@ -31,10 +34,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SET_NAMES = ("heldout", "blurred", "speckle", "blocky", "oneclass", "noise")
+SET_NAMES = ("heldout", "blurred", "speckle", "blocky", "oneclass", "fragments", "noise")
 ONE_CLASS = 1  # trouser
 SPECKLE_EVERY, SPECKLE_PIXELS, BLUR_SIGMA = 3, 0.25, 1.5
 BLOCKY_EVERY, BLOCK_PIXELS = 2, 4
+FRAGMENT_PIXELS = 10
 
 
 def speckle(images: np.ndarray, rng: np.random.Generator, every: int = SPECKLE_EVERY,
@@ -61,6 +65,18 @@ def pixelate(images: np.ndarray, every: int = BLOCKY_EVERY,
     out = images.copy()
     out[hit] = np.broadcast_to(means, blocks.shape).reshape(-1, h, w, c).astype(np.uint8)
     return out, hit
+
+
+def fragments(images: np.ndarray, rng: np.random.Generator,
+              size: int = FRAGMENT_PIXELS) -> np.ndarray:  # fmt: skip
+    """uint8 ``[N, H, W, C]``: of each image only a ``size x size`` crop at a random place,
+    kept where it was, the rest black."""
+    n, h, w, _ = images.shape
+    rows, cols = rng.integers(0, h - size + 1, n), rng.integers(0, w - size + 1, n)
+    out = np.zeros_like(images)
+    for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
+        out[i, r : r + size, c : c + size] = images[i, r : r + size, c : c + size]
+    return out
 
 
 def blur(images: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
@@ -94,6 +110,7 @@ def known_answer_sets(num: int = 500, num_ref: int = 1000, seed: int = 0):
         "blocky": blocky,
         "oneclass": rest[rest_labels == ONE_CLASS][:num],
         "noise": rng.integers(0, 256, heldout.shape, dtype=np.uint8),
+        "fragments": fragments(heldout, rng),
     }
     return reference, sets, {"speckle": speckle_hit, "blocky": blocky_hit}
 
@@ -101,17 +118,21 @@ def known_answer_sets(num: int = 500, num_ref: int = 1000, seed: int = 0):
 def set_metrics(
     real: np.ndarray, fake: np.ndarray, k: int = 3, kid_subsets: int = 20
 ) -> dict[str, float]:
-    """FD, KID (``kid_subsets`` subsets of up to 500), precision, recall (``k``) and broken
-    share (the evaluator's defaults) of features ``fake`` against ``real``."""
+    """FD, KID (``kid_subsets`` subsets of up to 500), precision, recall (``k``), density,
+    coverage and broken share (the evaluator's defaults) of features ``fake`` against
+    ``real``."""
     from jaxgen.evaluate import metrics, realism
 
     precision, recall = metrics.precision_recall(real, fake, k=k)
+    density, coverage = metrics.density_coverage(real, fake, k=realism.DENSITY_K)
     kid, _ = metrics.kernel_inception_distance(real, fake, num_subsets=kid_subsets, subset_size=500)
     return dict(
         fd=metrics.frechet_distance_from_features(real, fake),
         kid=kid,
         precision=precision,
         recall=recall,
+        density=density,
+        coverage=coverage,
         broken_share=realism.broken_share(real, fake),
     )
 
@@ -157,11 +178,12 @@ def main(argv=None) -> int:
     shares = ", ".join(f"{n} set {h.mean():.1%} altered" for n, h in altered.items())
     print(f"\n{info['hardware']}; {args.num} images per set against {args.num_ref} test images; "
           f"{shares}\n")  # fmt: skip
-    print("| set | extractor | FD | KID | precision | recall | broken share |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| set | extractor | FD | KID | precision | recall | density | coverage | broken share |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in sorted(rows, key=lambda r: (SET_NAMES.index(r["set"]), r["extractor"])):
         print(f"| {r['set']} | {r['extractor'].split('-')[0]} | {r['fd']:.4g} | {r['kid']:.4g} | "
-              f"{r['precision']:.3f} | {r['recall']:.3f} | {r['broken_share']:.1%} |")  # fmt: skip
+              f"{r['precision']:.3f} | {r['recall']:.3f} | {r['density']:.3f} | "
+              f"{r['coverage']:.3f} | {r['broken_share']:.1%} |")  # fmt: skip
     for r in rows:
         if r["set"] in altered:
             print(f"{r['extractor'].split('-')[0]}: broken among the altered images of the "

@@ -112,6 +112,32 @@ def test_precision_recall_chunking_does_not_change_the_answer():
     assert metrics.precision_recall(real, fake, chunk=7) == metrics.precision_recall(real, fake)
 
 
+def test_density_and_coverage_on_a_square_with_an_outlier():
+    # Corners of the unit square (2nd-NN radius 1) and an outlier at (10, 10) whose 2nd-NN
+    # radius is |(10, 10) - (1, 0)| = sqrt(181).
+    real = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [10.0, 10.0]])
+    # (0.5, 0) lies in the balls of (0, 0) and (1, 0); (3, 0), sqrt(149) from the outlier and
+    # 2 from (1, 0), in the outlier's ball alone: precision counts it fully, density as 1/k.
+    samples = np.array([[0.5, 0.0], [3.0, 0.0]])
+    density, coverage = metrics.density_coverage(real, samples, k=2)
+    assert density == pytest.approx((2 + 1) / (2 * 2))
+    assert coverage == pytest.approx(3 / 5)
+    assert metrics.precision_recall(real, np.concatenate([samples, samples]), k=2)[0] == 1.0
+    far = metrics.density_coverage(real, np.array([[100.0, 0.0], [0.0, 100.0]]), k=2)
+    assert far == (0.0, 0.0)
+    with pytest.raises(ValueError, match="k=5"):
+        metrics.density_coverage(real, samples, k=5)
+
+
+def test_density_is_about_one_for_samples_from_the_real_distribution():
+    rng = np.random.default_rng(5)
+    real, same, wide = (rng.standard_normal((2000, 4)) * s for s in (1.0, 1.0, 3.0))
+    density, coverage = metrics.density_coverage(real, same)
+    assert 0.9 < density < 1.1 and coverage > 0.9
+    assert metrics.density_coverage(real, wide)[0] < 0.2
+    assert metrics.density_coverage(real, same, chunk=37) == (density, coverage)
+
+
 # --- classifier score, coverage, entropy, diversity ------------------------------------
 
 

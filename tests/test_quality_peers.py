@@ -75,6 +75,7 @@ def test_score_samples_ranks_held_out_images_ahead_of_noise(tmp_path, capsys):
         assert real[f"broken_share_{x}"] < 0.2 < 0.8 < rand[f"broken_share_{x}"]
         assert real[f"c2st_accuracy_{x}"] < 0.7 < 0.95 < rand[f"c2st_accuracy_{x}"]
         assert real[f"precision_{x}"] > rand[f"precision_{x}"]
+        assert real[f"density_{x}"] > 0.7 > 0.5 > rand[f"density_{x}"]
 
 
 def test_score_samples_rejects_another_layout(tmp_path, capsys):
@@ -109,22 +110,23 @@ def test_training_minutes_add_up_the_logged_windows(tmp_path):
 
 def test_markdown_table_shows_both_feature_spaces():
     scores = {f"{m}_{x}": v for m, v in (("fd", 12.345), ("kid", 0.5), ("precision", 0.75),
-              ("recall", 0.25), ("c2st_accuracy", 0.875), ("broken_share", 0.125))
-              for x in ("domain", "contrastive")}  # fmt: skip
+              ("recall", 0.25), ("density", 1.0625), ("coverage", 0.5), ("c2st_accuracy", 0.875),
+              ("broken_share", 0.125)) for x in ("domain", "contrastive")}  # fmt: skip
     scores["fd_contrastive"] = 0.0123
     record = dict(family="vae", implementation="pytorch", minutes=9.98, steps=1234,
                   params=1688289, **scores)  # fmt: skip
     lines = quality_table.markdown_table([record]).splitlines()
-    assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|") == 12
+    assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|") == 14
     assert lines[2] == (
         "| vae | pytorch | 9.98 | 1234 | 1,688,289 | 12.3 / 0.0123 | 0.5 / 0.5 | 0.75 / 0.75 | "
-        "0.25 / 0.25 | 0.875 / 0.875 | 0.125 / 0.125 |"
+        "0.25 / 0.25 | 1.06 / 1.06 | 0.5 / 0.5 | 0.875 / 0.875 | 0.125 / 0.125 |"
     )
 
 
 def _record(family, implementation, **scores):
-    metrics = {f"{m}_{x}": 0.5 for m in ("fd", "kid", "precision", "recall", "c2st_accuracy",
-               "broken_share") for x in ("domain", "contrastive")}  # fmt: skip
+    names = ("fd", "kid", "precision", "recall", "density", "coverage", "c2st_accuracy",
+             "broken_share")  # fmt: skip
+    metrics = {f"{m}_{x}": 0.5 for m in names for x in ("domain", "contrastive")}
     metrics.update(scores)
     fields = dict(minutes=1.0, steps=10, params=100, num=16, num_ref=32, hardware="cpu")
     return dict(benchmark="quality_table", family=family, implementation=implementation,
@@ -134,12 +136,17 @@ def _record(family, implementation, **scores):
 def test_comparison_knows_which_direction_is_better():
     peer = _record("gan", "pytorch")
     jaxgen = _record("gan", "jaxgen", fd_domain=0.4, recall_domain=0.6, precision_contrastive=0.4,
+                     density_domain=0.6, coverage_contrastive=0.4,
                      broken_share_domain=0.7)  # fmt: skip
     ahead, behind = quality_table.comparison(jaxgen, peer)
-    assert ahead == ["fd_domain", "recall_domain"]
+    assert ahead == ["fd_domain", "recall_domain", "density_domain"]
     # a tie is not a lead
-    assert behind[:2] == ["fd_contrastive", "kid_domain"] and len(ahead) + len(behind) == 12
+    assert behind[:2] == ["fd_contrastive", "kid_domain"] and len(ahead) + len(behind) == 16
     assert "precision_contrastive" in behind and "broken_share_domain" in behind
+    assert "coverage_contrastive" in behind
+    # records from before a metric existed are compared on the metrics both have
+    del jaxgen["density_domain"], peer["density_domain"]
+    assert len(sum(quality_table.comparison(jaxgen, peer), [])) == 15
 
 
 def test_table_from_records_takes_the_newest_of_each_and_counts_the_leads(tmp_path, capsys):
@@ -157,11 +164,9 @@ def test_table_from_records_takes_the_newest_of_each_and_counts_the_leads(tmp_pa
     assert quality_table.main([f"--table-from={path}", "--families=gan"]) == 0
     out = capsys.readouterr().out
     assert "| gan | jaxgen |" in out and "| vae |" not in out
+    names = ("kid", "precision", "recall", "density", "coverage", "c2st_accuracy",
+             "broken_share")  # fmt: skip
     assert out.strip().splitlines()[-1] == (
-        "gan: jaxgen ahead on 2 of 12; behind or tied on "
-        + ", ".join(
-            f"{m}_{x}"
-            for m in ("kid", "precision", "recall", "c2st_accuracy", "broken_share")
-            for x in ("domain", "contrastive")
-        )  # fmt: skip
+        "gan: jaxgen ahead on 2 of 16; behind or tied on "
+        + ", ".join(f"{m}_{x}" for m in names for x in ("domain", "contrastive"))
     )

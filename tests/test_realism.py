@@ -3,7 +3,8 @@ the broken share on Fashion-MNIST sets whose ranking a person knows.
 
 The known-answer sets (``benchmarks/metric_sanity.py``): 500 held-out test images, the same
 blurred, the same with every third one speckled, the same with every second one pixelated into
-4x4 blocks, 500 trousers, and uniform noise, each against the first 1000 test images.
+4x4 blocks, 500 trousers, a 10x10 fragment of each held-out image on black, and uniform noise,
+each against the first 1000 test images.
 """
 
 from __future__ import annotations
@@ -140,6 +141,29 @@ def test_pixelated_images_are_flagged_more_than_clean_ones(table):
     assert flagged > 0.2 and flagged > 4 * clean
 
 
+def test_density_and_the_broken_share_see_fragments(table):
+    m = table[0]
+    assert m["fragments"]["broken_share"] > 0.9
+    assert m["fragments"]["density"] < 0.2 * m["heldout"]["density"]
+    assert m["heldout"]["density"] > m["speckle"]["density"] > m["fragments"]["density"]
+    assert m["fragments"]["coverage"] < 0.1 < 0.8 < m["heldout"]["coverage"]
+
+
+def test_domain_precision_calls_fragments_realistic_and_density_does_not(sets):
+    """A blind spot, measured: in the classifier's features, a few real images with huge
+    k-NN balls hold most garment fragments and most uniform noise, so precision scores
+    both above 0.5 (docs/fid.md); density counts those balls once each, not k times."""
+    reference, images, _ = sets
+    extract = get_extractor(ml_collections.ConfigDict(dict(features="domain")), "fashion_mnist")
+    real = extract(reference)["features"]
+    m = {n: set_metrics(real, extract(images[n])["features"], kid_subsets=2)
+         for n in ("heldout", "fragments", "noise")}  # fmt: skip
+    assert m["fragments"]["precision"] > 0.5 and m["noise"]["precision"] > 0.5
+    for broken in ("fragments", "noise"):
+        assert m[broken]["density"] < 0.5 * m["heldout"]["density"]
+        assert m[broken]["broken_share"] > 0.8 > 0.1 > m["heldout"]["broken_share"]
+
+
 # --- the quality evaluator with two extractors -------------------------------------------
 
 
@@ -167,13 +191,17 @@ def test_quality_reports_a_second_extractor_and_the_broken_share(
         type="quality", num_samples=200, num_real=500, features="domain",
         features2="contrastive", kid_subsets=5, kid_subset_size=200))  # fmt: skip
     out = get_evaluator("quality")(ctx, cfg)
-    for key in ("fd", "kid", "precision", "recall", "fd_contrastive", "kid_contrastive",
-                "precision_contrastive", "recall_contrastive", "broken_share"):  # fmt: skip
+    for key in ("fd", "kid", "precision", "recall", "density", "coverage", "fd_contrastive",
+                "kid_contrastive", "precision_contrastive", "recall_contrastive",
+                "density_contrastive", "coverage_contrastive", "broken_share"):  # fmt: skip
         assert key in out and np.isfinite(out[key]), key
     real, fake = features[0][:500], features[1]["speckle"][:200]  # outside the evaluator
     fd = metrics.frechet_distance_from_features(real, fake)
     assert out["fd_contrastive"] == pytest.approx(fd, rel=1e-3)
     assert out["broken_share"] == pytest.approx(realism.broken_share(real, fake), abs=0.011)
+    assert out["density_contrastive"] == pytest.approx(
+        metrics.density_coverage(real, fake)[0], rel=1e-2
+    )
     provenance = json.loads((tmp_path / "eval" / "evaluators.json").read_text())
     assert provenance["fd"]["extractor"] == "domain"
     assert provenance["fd_contrastive"]["extractor"] == "contrastive"

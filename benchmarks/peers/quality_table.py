@@ -54,7 +54,8 @@ FAMILIES = {
 }
 # Table columns: (label, metric key prefix); each cell shows domain / contrastive.
 COLUMNS = (("FD", "fd"), ("KID", "kid"), ("precision", "precision"), ("recall", "recall"),
-           ("C2ST acc.", "c2st_accuracy"), ("broken share", "broken_share"))  # fmt: skip
+           ("density", "density"), ("coverage", "coverage"), ("C2ST acc.", "c2st_accuracy"),
+           ("broken share", "broken_share"))  # fmt: skip
 
 
 def _rows(path: str) -> list[dict]:

@@ -10,9 +10,10 @@ same, plus ``train_minutes``, ``steps`` and ``params``, copied into the result).
 images (the evaluators' ``split=eval``) in each feature space of ``--extractors`` (default
 ``domain,contrastive``; ``<x>`` below):
 
-  fd_<x>, kid_<x>, precision_<x>, recall_<x>, broken_share_<x>
+  fd_<x>, kid_<x>, precision_<x>, recall_<x>, density_<x>, coverage_<x>, broken_share_<x>
       as ``benchmarks/metric_sanity.py`` computes them (:func:`metric_sanity.set_metrics`:
-      KID over 20 subsets of up to 500, k=3, the broken share with the realism defaults)
+      KID over 20 subsets of up to 500, k=3 for precision and recall, k=5 for density and
+      coverage, the broken share with the realism defaults)
   c2st_accuracy_<x>
       :func:`jaxgen.evaluate.c2st.classifier_two_sample_test` with ``--seed`` (0.5: the test
       cannot tell the samples from test images; 1.0: it always can)
@@ -33,7 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-METRICS = ("fd", "kid", "precision", "recall", "c2st_accuracy", "broken_share")
+METRICS = ("fd", "kid", "precision", "recall", "density", "coverage", "c2st_accuracy",
+           "broken_share")  # fmt: skip
 INFO_FIELDS = ("train_minutes", "target_minutes", "steps", "params", "sample_seconds", "threads",
                "torch_version")  # fmt: skip
 

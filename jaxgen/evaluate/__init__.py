@@ -93,7 +93,8 @@ def check_evaluators(
         options = tuple(
             str(cfg.get(k, ""))
             for k in ("features", "classifier_weights", "inception_weights", "features2",
-                      "feature_net_weights", "realism_k", "realism_keep", "type", "num_real")
+                      "feature_net_weights", "realism_k", "realism_keep", "density_k", "type",
+                      "num_real")
         )  # fmt: skip
         if (cfg.type in FEATURE_EVALUATORS or "features" in cfg) and options not in checked:
             try:

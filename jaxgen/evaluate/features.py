@@ -292,15 +292,17 @@ def check_weights(cfg, data_name: str) -> str:
     """Checks, without building the network, that the weight file of ``cfg``'s extractor
     exists, loads, and holds the names and shapes the network expects; returns its path
     ('' for ``pixels``). The ``quality`` evaluator's second extractor (``features2``) is
-    checked the same way, and its ``realism_k`` / ``realism_keep`` options.
+    checked the same way, and its ``realism_k`` / ``realism_keep`` / ``density_k`` options.
 
     Raises:
       UserError: naming the file and what is wrong with it, or the bad option.
     """
     if cfg.get("type", "") == "quality":
+        from jaxgen.evaluate.realism import density_k
         from jaxgen.evaluate.realism import options as realism_options
 
         realism_options(cfg)
+        density_k(cfg)
     if cfg.get("features2", ""):
         import ml_collections
 

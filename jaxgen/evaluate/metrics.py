@@ -168,6 +168,41 @@ def precision_recall(
     return precision, recall
 
 
+def density_coverage(
+    real: np.ndarray, generated: np.ndarray, k: int = 5, chunk: int = 1024
+) -> tuple[float, float]:
+    """Density and coverage (Naeem, Oh, Uh, Choi & Yoo, ICML 2020, k=5 in the paper).
+
+    Around each real point lies a ball whose radius is the distance to its k-th nearest
+    other real point. Density: the number of real balls that contain a generated point,
+    averaged over the generated points and divided by k (about 1 for samples distributed as
+    the real data; it can exceed 1). Coverage: share of real points whose ball contains at
+    least one generated point. Unlike precision, density is not fooled by a few isolated
+    real points with huge balls: a sample inside one of them alone scores 1/k, not 1.
+
+    Args:
+      real: ``[N, D]`` real features; generated: ``[M, D]`` generated features.
+      k: neighbourhood size of the real balls.
+      chunk: generated rows per block of the distance matrix (memory ``chunk * N``).
+
+    Returns:
+      ``(density, coverage)``: density >= 0, coverage in [0, 1].
+    """
+    real, generated = _as_2d(real, "real"), _as_2d(generated, "generated")
+    if len(real) <= k or len(generated) == 0:
+        raise ValueError(
+            f"density/coverage with k={k} needs more than {k} real points and a sample"
+        )
+    radii = _knn_radii(real, k, chunk)
+    balls_hit = 0
+    covered = np.zeros(len(real), dtype=bool)
+    for start in range(0, len(generated), chunk):
+        inside = _pairwise_sq_distances(generated[start : start + chunk], real) <= radii[None, :]
+        balls_hit += int(inside.sum())
+        covered |= inside.any(axis=0)
+    return balls_hit / (k * len(generated)), float(covered.mean())
+
+
 def classifier_score(
     probs: np.ndarray, num_splits: int = 1, eps: float = 1e-12
 ) -> tuple[float, float]:

@@ -28,6 +28,7 @@ from jaxgen.evaluate.metrics import _as_2d, _knn_radii, _pairwise_sq_distances
 
 BROKEN_K = 10  # neighbourhood size of the real balls for broken_share
 BROKEN_KEEP = 0.85  # share of real balls kept for broken_share, smallest radii first
+DENSITY_K = 5  # neighbourhood size of density and coverage (Naeem et al. 2020)
 
 
 def realism_scores(
@@ -88,3 +89,16 @@ def options(cfg) -> tuple[int, float]:
     if isinstance(keep, bool) or not isinstance(keep, int | float) or not 0.0 < keep <= 1.0:
         raise UserError(f"evals option realism_keep={keep!r}: expected 0 < realism_keep <= 1")
     return k, float(keep)
+
+
+def density_k(cfg) -> int:
+    """The ``density_k`` option of a ``quality`` evaluator config (default
+    :data:`DENSITY_K`): the neighbourhood size of :func:`.metrics.density_coverage`.
+
+    Raises:
+      UserError: not an integer >= 1.
+    """
+    k = cfg.get("density_k", DENSITY_K)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"evals option density_k={k!r}: expected an integer >= 1")
+    return k
