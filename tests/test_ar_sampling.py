@@ -12,13 +12,14 @@ from tests.test_pixelcnn import H, W, tiny
 
 
 @pytest.mark.parametrize(
-    "variant", ["pixelcnn", "gated", "gated_tall", "pixelcnn_pp", "pixelcnn_pp_scan"]
+    "variant", ["pixelcnn", "gated", "gated_tall", "gated_wide", "pixelcnn_pp", "pixelcnn_pp_scan"]
 )
 def test_incremental_outputs_match_the_full_pass(variant):
     scan = variant == "pixelcnn_pp_scan"
-    rows = 3 if variant == "gated_tall" else 2
-    name = variant.removesuffix("_scan").removesuffix("_tall")
-    method, params = tiny(name, channels=3, vertical_rows=rows)
+    rows = 3 if variant in ("gated_tall", "gated_wide") else 2
+    cols = 5 if variant == "gated_wide" else 3
+    name = variant.removesuffix("_scan").removesuffix("_tall").removesuffix("_wide")
+    method, params = tiny(name, channels=3, vertical_rows=rows, vertical_cols=cols)
     if variant.startswith("pixelcnn_pp"):  # three resolutions: 8x8, 4x4, 2x2
         method.config.model.num_levels = 3
         if scan:  # the caches of two stacked resnets per level

@@ -20,27 +20,30 @@ from tests.conftest import launch, load_config
 H = W = 8
 
 
-def tiny_model_config(variant: str, layers: int = 3, cond: str = "none", vertical_rows: int = 2):
+def tiny_model_config(
+    variant: str, layers: int = 3, cond: str = "none", vertical_rows: int = 2,
+    vertical_cols: int = 3,
+):  # fmt: skip
     config = load_config(f"configs/pixelcnn.py:preset=smoke,variant={variant},cond={cond}")
     m = config.model
     m.features, m.output_features, m.num_layers, m.kernel_size = 12, 12, layers, 5
-    m.vertical_rows = vertical_rows
+    m.vertical_rows, m.vertical_cols = vertical_rows, vertical_cols
     m.num_resnet, m.num_levels, m.num_mixtures, m.dropout = 1, 2, 2, 0.0
     return config
 
 
 def tiny(
     variant: str, channels: int = 3, layers: int = 3, num_classes: int = 0, cond: str = "",
-    vertical_rows: int = 2,
+    vertical_rows: int = 2, vertical_cols: int = 3,
 ):  # fmt: skip
     """(method, params) of a tiny network on ``8 x 8 x channels`` images.
 
     ``cond``: none | class | text (default: class when ``num_classes``, else none); text
-    uses the smoke preset's tiny jointly trained Transformer encoder. ``vertical_rows``:
-    the Gated PixelCNN's later vertical windows.
+    uses the smoke preset's tiny jointly trained Transformer encoder. ``vertical_rows``,
+    ``vertical_cols``: the Gated PixelCNN's later vertical windows.
     """
     cond = cond or ("class" if num_classes else "none")
-    config = tiny_model_config(variant, layers, cond, vertical_rows)
+    config = tiny_model_config(variant, layers, cond, vertical_rows, vertical_cols)
     method = PixelCNN(config, DataSpec((H, W, channels), num_classes, cond))
     batch = {
         "image": jnp.zeros((1, H, W, channels), jnp.uint8),
@@ -79,10 +82,14 @@ def raster_channel_order(channels: int) -> np.ndarray:
     return np.arange(H * W)[:, None] * channels + np.arange(channels)
 
 
-@pytest.mark.parametrize("variant", ["pixelcnn", "gated", "gated_tall", "pixelcnn_pp"])
+@pytest.mark.parametrize(
+    "variant", ["pixelcnn", "gated", "gated_tall", "gated_wide", "pixelcnn_pp"]
+)
 def test_output_never_depends_on_current_or_later_inputs(variant):
-    rows = 4 if variant == "gated_tall" else 2
-    method, params = tiny(variant.removesuffix("_tall"), channels=3, vertical_rows=rows)
+    rows = {"gated_tall": 4, "gated_wide": 3}.get(variant, 2)
+    cols = 5 if variant == "gated_wide" else 3
+    name = variant.removesuffix("_tall").removesuffix("_wide")
+    method, params = tiny(name, channels=3, vertical_rows=rows, vertical_cols=cols)
     jac = jacobian(method.model, params)
     order = raster_channel_order(3)
     later = order.reshape(H, W, 3)[None, None] >= order[:, :, None, None, None]
@@ -97,10 +104,12 @@ def test_output_never_depends_on_current_or_later_inputs(variant):
 
 
 def earlier_pixels_unseen(
-    variant: str, pixel: tuple[int, int], layers: int, vertical_rows: int = 2
-) -> set:
+    variant: str, pixel: tuple[int, int], layers: int, vertical_rows: int = 2,
+    vertical_cols: int = 3,
+) -> set:  # fmt: skip
     """The pixels before ``pixel`` in raster order that its distribution ignores."""
-    method, params = tiny(variant, channels=1, layers=layers, vertical_rows=vertical_rows)
+    method, params = tiny(variant, channels=1, layers=layers, vertical_rows=vertical_rows,
+                          vertical_cols=vertical_cols)  # fmt: skip
     jac = jacobian(method.model, params)[pixel[0] * W + pixel[1], 0, :, :, 0]
     return {(r, c) for r in range(H) for c in range(W) if (r, c) < pixel and jac[r, c] == 0}
 
@@ -119,12 +128,24 @@ def test_taller_vertical_windows_reach_further_up(vertical_rows, reach):
     assert unseen_rows == set(range(7 - reach))
 
 
+@pytest.mark.parametrize("vertical_cols,reach", [(3, 4), (5, 6)])
+def test_wider_vertical_windows_reach_further_to_the_side(vertical_cols, reach):
+    # The row above the left-most pixel: the 5x5 first layer reads columns 0..2, each of the
+    # 2 later layers adds (vertical_cols - 1) / 2 to the right.
+    unseen = earlier_pixels_unseen("gated", (7, 0), layers=3, vertical_cols=vertical_cols)
+    assert {c for c in range(W) if (6, c) in unseen} == set(range(reach + 1, W))
+
+
 def test_vertical_rows_below_two_is_a_user_error():
     from jaxgen.errors import UserError
 
     config = tiny_model_config("gated", vertical_rows=1)
     with pytest.raises(UserError, match="model.vertical_rows=1"):
         build_model(config.model, DataSpec((H, W, 1), 0, "none"), 0)
+    for cols in (2, 1):
+        config = tiny_model_config("gated", vertical_cols=cols)
+        with pytest.raises(UserError, match=f"model.vertical_cols={cols}"):
+            build_model(config.model, DataSpec((H, W, 1), 0, "none"), 0)
 
 
 def test_pixelcnn_has_a_blind_spot_above_right():

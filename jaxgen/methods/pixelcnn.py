@@ -84,10 +84,13 @@ def build_model(model_config, data: DataSpec, num_classes: int) -> ARModel:
     if variant == "pixelcnn":
         cls, extra = PixelCNNNet, {"num_blocks": m.num_layers}
     else:
-        rows = int(m.get("vertical_rows", 2))
+        rows, cols = int(m.get("vertical_rows", 2)), int(m.get("vertical_cols", 3))
         if rows < 2:
             raise UserError(f"config key model.vertical_rows={rows}: expected at least 2")
-        cls, extra = GatedPixelCNNNet, {"num_layers": m.num_layers, "vertical_rows": rows}
+        if cols < 3 or cols % 2 == 0:
+            raise UserError(f"config key model.vertical_cols={cols}: expected an odd number >= 3")
+        cls = GatedPixelCNNNet
+        extra = {"num_layers": m.num_layers, "vertical_rows": rows, "vertical_cols": cols}
     net = cls(
         channels=channels, num_outputs=categorical.num_outputs(channels), features=m.features,
         kernel_size=m.kernel_size, output_features=m.output_features,
@@ -230,8 +233,11 @@ class PixelCNN(Method):
         else:
             name = {"gated": "Gated PixelCNN", "pixelcnn": "PixelCNN"}.get(variant, str(variant))
             arch = f"{name}, {model.get('num_layers')} layers, {model.get('features')} features"
-            if variant == "gated" and int(model.get("vertical_rows") or 2) != 2:
-                arch += f", {model.get('vertical_rows')}-row vertical windows"
+            rows, cols = int(model.get("vertical_rows") or 2), int(model.get("vertical_cols") or 3)
+            if variant == "gated" and rows != 2:
+                arch += f", {rows}-row vertical windows"
+            if variant == "gated" and cols != 3:
+                arch += f", {cols} columns wide"
         generic = super().describe(config)
         return generic.replace(
             architecture=arch,

@@ -3,9 +3,10 @@
 Two stacks remove the blind spot of masked convolutions:
 
 * the *vertical* stack sees every pixel in the rows above (its first layer reads
-  rows ``r - k//2 ... r - 1``, later layers ``R x 3`` windows of the stack below,
-  ``R = vertical_rows``), so it grows a full triangle upwards, ``R - 1`` rows per
-  layer: ``k//2 + (L - 1)(R - 1)`` rows above the pixel after ``L`` layers;
+  rows ``r - k//2 ... r - 1``, later layers ``R x Q`` windows of the stack below,
+  ``R = vertical_rows``, ``Q = vertical_cols``), so it grows a full triangle upwards,
+  ``R - 1`` rows per layer: ``k//2 + (L - 1)(R - 1)`` rows above the pixel after ``L``
+  layers, and ``k//2 + (L - 1)(Q - 1)/2`` columns to either side;
 * the *horizontal* stack sees the current row to the left (``1 x (k//2 + 1)``
   then ``1 x 2`` windows ending at the pixel, mask ``A``/``B`` on the centre for
   the colour channels) and receives the vertical stack through a 1x1 link.
@@ -54,6 +55,8 @@ class GatedPixelCNNNet(nn.Module):
       vertical_rows: rows ``R`` of the later vertical layers' windows (2: the compact
         form, one row of context per layer; more rows widen the receptive field upwards at
         ``R / 2`` times the vertical convolutions' cost).
+      vertical_cols: columns ``Q`` (odd) of the later vertical layers' windows (3: the
+        paper's; 5 widens the reach to the sides by one more column a layer).
       output_features: width of the hidden 1x1 output layer.
       num_classes: > 0 for class-conditional models.
       cond_dim: width of the conditioning vector.
@@ -65,6 +68,7 @@ class GatedPixelCNNNet(nn.Module):
     num_layers: int = 15
     kernel_size: int = 7
     vertical_rows: int = 2
+    vertical_cols: int = 3
     output_features: int = 1024
     num_classes: int = 0
     cond_dim: int = 64
@@ -90,8 +94,8 @@ class GatedPixelCNNNet(nn.Module):
                 if i == 0:
                     vconv = WindowConv(2 * f, k // 2, k, k // 2, k // 2, full_input=True, name="v0")
                 else:
-                    r = self.vertical_rows
-                    vconv = WindowConv(2 * f, r, 3, r - 1, 1, name=f"v{i}")
+                    r, q = self.vertical_rows, self.vertical_cols
+                    vconv = WindowConv(2 * f, r, q, r - 1, q // 2, name=f"v{i}")
                 v_pre = vconv(v, step) + ConditionBias(2 * f, name=f"v{i}_cond")(cond)
                 link = nn.Dense(2 * f, name=f"link{i}")(v_pre)
                 v = gate(v_pre)
