@@ -42,7 +42,11 @@ logging.basicConfig(level=logging.INFO, format="%(message)s")
 from jaxgen.preemption import StopRequest
 with StopRequest():
     print("ready", flush=True)
-    time.sleep(600)  # far longer than the test on a loaded machine: only a signal ends it
+    # Short sleeps, as a training loop runs Python between steps: the kernel may deliver a
+    # signal to one of JAX's threads, and the main thread then runs the Python handler only
+    # when it next runs bytecode, which one long sleep would put off for its whole length.
+    for _ in range(6000):  # 600 s, far longer than the test: only a signal ends it
+        time.sleep(0.1)
 print("slept through", flush=True)
 """
 
