@@ -84,7 +84,7 @@ def get_config(arg: str | None = None):
 
     if preset == "cpu":
         # Gated PixelCNN, unconditional: 6 layers of 32 features, 6x5 vertical windows (see
-        # below); ~0.26 s per step of 16 images, so 2200 steps (0.59 epochs) take ~9.5 min on
+        # below); ~0.24 s per step of 16 images, so 2200 steps (0.59 epochs) take ~9 min on
         # the 2-core CPU, ~35 s more for the likelihood of the 10,000 test images and ~2 s for
         # 36 samples (fast sampler).
         m.features = 32
