@@ -237,5 +237,8 @@ def test_bad_second_extractor_fails_before_training():
         check(features="pixels", features2="contrastive", feature_net_weights="/nonexistent.npz")
     with pytest.raises(UserError, match="realism_keep=0.0"):
         check(features="pixels", realism_keep=0.0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(UserError, match=f"density_k={bad!r}"):
+            check(features="pixels", density_k=bad)
     with pytest.raises(UserError, match="num_real=0"):
         check(features="pixels", features2="contrastive", num_real=0, reference_stats="x.npz")
