@@ -58,19 +58,25 @@ COLUMNS = (("FD", "fd"), ("KID", "kid"), ("precision", "precision"), ("recall", 
            ("broken share", "broken_share"))  # fmt: skip
 
 
-def _rows(path: str) -> list[dict]:
+def _json_objects(path: str) -> list[dict]:
+    """The JSON objects of the lines of ``path`` ([] when absent); a line that is not one
+    (the torn last line of a killed writer) is skipped."""
     if not os.path.isfile(path):
         return []
-    rows = []
+    objects = []
     with open(path) as f:
         for line in f:
             try:
-                row = json.loads(line)
+                obj = json.loads(line)
             except ValueError:
-                continue  # a torn last line of a killed run
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                rows.append(row)
-    return rows
+                continue
+            if isinstance(obj, dict):
+                objects.append(obj)
+    return objects
+
+
+def _rows(path: str) -> list[dict]:
+    return [row for row in _json_objects(path) if isinstance(row.get("step"), int)]
 
 
 def _positive(value) -> bool:
@@ -168,14 +174,9 @@ def newest_records(path: str, families: list[str]) -> list[dict]:
     """The last ``quality_table`` record of each (family, implementation) in the JSON lines
     file ``path``, ordered as ``families`` and then jaxgen before its peer."""
     latest = {}
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("benchmark") == "quality_table":
-                latest[record["family"], record["implementation"]] = record
+    for record in _json_objects(path):
+        if record.get("benchmark") == "quality_table":
+            latest[record["family"], record["implementation"]] = record
     order = {"jaxgen": 0}
     keys = sorted((k for k in latest if k[0] in families),
                   key=lambda k: (families.index(k[0]), order.get(k[1], 1), k[1]))  # fmt: skip
