@@ -138,15 +138,44 @@ def test_comparison_knows_which_direction_is_better():
     jaxgen = _record("gan", "jaxgen", fd_domain=0.4, recall_domain=0.6, precision_contrastive=0.4,
                      density_domain=0.6, coverage_contrastive=0.4,
                      broken_share_domain=0.7)  # fmt: skip
-    ahead, behind = quality_table.comparison(jaxgen, peer)
+    ahead, level, behind = quality_table.comparison(jaxgen, peer)
     assert ahead == ["fd_domain", "recall_domain", "density_domain"]
-    # a tie is not a lead
-    assert behind[:2] == ["fd_contrastive", "kid_domain"] and len(ahead) + len(behind) == 16
-    assert "precision_contrastive" in behind and "broken_share_domain" in behind
-    assert "coverage_contrastive" in behind
+    assert behind == ["precision_contrastive", "coverage_contrastive", "broken_share_domain"]
+    # single draws have no spread: only an exact tie is level
+    assert level[:2] == ["fd_contrastive", "kid_domain"] and len(level) == 10
     # records from before a metric existed are compared on the metrics both have
     del jaxgen["density_domain"], peer["density_domain"]
     assert len(sum(quality_table.comparison(jaxgen, peer), [])) == 15
+
+
+def test_summarize_draws_gives_mean_and_sample_std():
+    scores = [{"fd_domain": v, "recall_domain": 1.0 - v / 10} for v in (1.0, 2.0, 6.0)]
+    record = quality_table.summarize_draws(scores)
+    assert record["draws"] == 3 and record["draw_scores"] == scores
+    assert record["fd_domain"] == pytest.approx(3.0)
+    assert record["fd_domain_std"] == pytest.approx(np.sqrt(((2**2) + 1 + 9) / 2))
+    assert record["recall_domain_std"] == pytest.approx(record["fd_domain_std"] / 10)
+    single = quality_table.summarize_draws(scores[:1])
+    assert single["fd_domain"] == 1.0 and "fd_domain_std" not in single
+
+
+def test_comparison_counts_only_leads_beyond_the_draws_noise():
+    """A lead of 0.01 is clear against a spread of 0.004 over 4 draws (standard error of the
+    difference 0.0028), level against a spread of 0.01 (0.0071); a deficit likewise."""
+    offsets = np.array([-1.5, -0.5, 0.5, 1.5])
+    offsets /= offsets.std(ddof=1)
+
+    def summarized(recall, std):
+        return quality_table.summarize_draws([{"recall_domain": recall + std * d} for d in offsets])
+
+    clear = summarized(0.81, 0.004), summarized(0.80, 0.004)
+    assert quality_table.comparison(*clear) == (["recall_domain"], [], [])
+    assert quality_table.comparison(*clear[::-1]) == ([], [], ["recall_domain"])
+    noisy = summarized(0.81, 0.01), summarized(0.80, 0.01)
+    assert quality_table.comparison(*noisy) == ([], ["recall_domain"], [])
+    assert quality_table.comparison(*noisy[::-1]) == ([], ["recall_domain"], [])
+    row = dict(family="ddpm", implementation="jaxgen", minutes=1.0, steps=3, params=None)
+    assert "| 0.81±0.004 / - |" in quality_table.markdown_table([{**row, **clear[0]}])
 
 
 def test_table_from_records_takes_the_newest_of_each_and_counts_the_leads(tmp_path, capsys):
@@ -167,6 +196,6 @@ def test_table_from_records_takes_the_newest_of_each_and_counts_the_leads(tmp_pa
     names = ("kid", "precision", "recall", "density", "coverage", "c2st_accuracy",
              "broken_share")  # fmt: skip
     assert out.strip().splitlines()[-1] == (
-        "gan: jaxgen ahead on 2 of 16; behind or tied on "
+        "gan: jaxgen ahead on 2 of 16; level (within 2 standard errors) on "
         + ", ".join(f"{m}_{x}" for m in names for x in ("domain", "contrastive"))
     )

@@ -10,19 +10,24 @@ For each family of ``--families``:
    are there; an unfinished one resumes). Its training minutes are the sum over the rows of
    ``metrics.jsonl`` of (steps since the previous row) / ``steps_per_sec``: the wall clock of
    the training loop, compilation, checkpoints and sample grids included, the final evaluation
-   not. ``launch.py --mode=sample --config.sample.num=<--num>`` then writes
-   ``samples/samples_<step>.npz`` (skipped when it holds ``--num`` images already).
+   not. ``launch.py --mode=sample --config.sample.num=<N>`` then writes
+   ``samples/samples_<step>.npz`` (skipped when it holds ``N`` images already), where
+   ``N = --num * --draws``.
 2. The PyTorch peer ``benchmarks/peers/quality/<peer>.py`` (vae, dcgan, ddpm, pixelcnn) trains
    for the same minutes (``--peer-minutes`` instead when given) under ``--torch-python``
-   (default: the first ``python3``/``python`` on PATH that imports torch) and writes
-   ``<root>/peers/<family>.npz`` (skipped when it exists for these minutes and ``--num``).
-3. Both sample sets are scored by :class:`score_samples.Scorer`: the same ``--num`` samples
-   each, the same first ``--num-ref`` test images, the same ``--seed``.
+   (default: the first ``python3``/``python`` on PATH that imports torch) and writes ``N``
+   samples to ``<root>/peers/<family>.npz`` (skipped when it exists for these minutes and
+   holds ``N``).
+3. Each model's ``N`` samples are ``--draws`` independent draws of ``--num``: consecutive
+   slices of the file. Every draw is scored by :class:`score_samples.Scorer` against the same
+   first ``--num-ref`` test images with the same ``--seed``; a record holds the mean over draws
+   of each metric and its standard deviation (``<metric>_std``).
 
 Prints one JSON record per family and implementation (with the hardware, appended to ``--out``,
 default ``<root>/quality_table.jsonl``), then a Markdown table and, per family, the metrics on
-which jaxgen is ahead of its peer. The logs of every launch are in ``<root>/logs``. Train on an
-otherwise idle machine: the minutes are wall clock.
+which jaxgen is ahead of its peer by more than twice the standard error of the difference
+(:func:`comparison`), level with it, or behind. The logs of every launch are in
+``<root>/logs``. Train on an otherwise idle machine: the minutes are wall clock.
 
   python benchmarks/peers/quality_table.py --table-from=benchmarks/results/quality_peers_cpu.jsonl
 
@@ -153,21 +158,57 @@ def _run(cmd: list[str], log_path: str) -> None:
 # Metric key prefixes where a lower value is better; higher is better for the others.
 LOWER_IS_BETTER = frozenset({"fd", "kid", "c2st_accuracy", "broken_share"})
 FEATURES = ("domain", "contrastive")
+# A lead counts when the difference of the means exceeds this many standard errors of it.
+CLEAR_LEAD_SE = 2.0
 
 
-def comparison(jaxgen: dict, peer: dict) -> tuple[list[str], list[str]]:
-    """``(ahead, behind)``: the ``<metric>_<features>`` keys of :data:`COLUMNS` where jaxgen's
-    record is better than the peer's, and those where it is not (ties count as behind)."""
-    ahead, behind = [], []
-    for _, metric in COLUMNS:
-        for features in FEATURES:
-            key = f"{metric}_{features}"
-            if key not in jaxgen or key not in peer:
-                continue
-            lower = metric in LOWER_IS_BETTER
-            better = jaxgen[key] < peer[key] if lower else jaxgen[key] > peer[key]
-            (ahead if better else behind).append(key)
-    return ahead, behind
+def metric_keys() -> list[str]:
+    """``<metric>_<features>`` of every column of :data:`COLUMNS`, in table order."""
+    return [f"{metric}_{features}" for _, metric in COLUMNS for features in FEATURES]
+
+
+def summarize_draws(scores: list[dict[str, float]]) -> dict:
+    """One record's metric fields from the scores of its draws (independent sample sets of
+    equal size): ``<key>`` the mean over draws, ``<key>_std`` their sample standard deviation
+    (``ddof=1``; only with two draws or more), ``draws`` the count and ``draw_scores`` the
+    scores themselves."""
+    out: dict = {"draws": len(scores), "draw_scores": scores}
+    for key in scores[0]:
+        values = np.asarray([s[key] for s in scores], np.float64)
+        out[key] = float(values.mean())
+        if len(values) > 1:
+            out[f"{key}_std"] = float(values.std(ddof=1))
+    return out
+
+
+def _standard_error(record: dict, key: str) -> float:
+    """Standard error of ``record``'s mean of ``key`` (0 for a single draw)."""
+    std = record.get(f"{key}_std")
+    return 0.0 if std is None else std / np.sqrt(record.get("draws") or 1)
+
+
+def comparison(jaxgen: dict, peer: dict) -> tuple[list[str], list[str], list[str]]:
+    """``(ahead, level, behind)``: the ``<metric>_<features>`` keys of :data:`COLUMNS` both
+    records have, split by whether jaxgen's mean is better than the peer's by more than
+    :data:`CLEAR_LEAD_SE` standard errors of the difference, within that, or worse by more.
+    Records of a single draw have no spread: there any difference decides and only an exact
+    tie is level."""
+    ahead, level, behind = [], [], []
+    for key in metric_keys():
+        if key not in jaxgen or key not in peer:
+            continue
+        gain = jaxgen[key] - peer[key]
+        if key.rsplit("_", 1)[0] in LOWER_IS_BETTER:
+            gain = -gain
+        margin = CLEAR_LEAD_SE * float(np.hypot(_standard_error(jaxgen, key),
+                                                _standard_error(peer, key)))  # fmt: skip
+        if gain > margin:
+            ahead.append(key)
+        elif gain < -margin:
+            behind.append(key)
+        else:
+            level.append(key)
+    return ahead, level, behind
 
 
 def newest_records(path: str, families: list[str]) -> list[dict]:
@@ -185,36 +226,48 @@ def newest_records(path: str, families: list[str]) -> list[dict]:
 
 def summary_lines(records: list[dict]) -> list[str]:
     """One line per family with a jaxgen and a ``pytorch`` record: how many metrics jaxgen
-    leads on, and the ones it does not."""
+    leads on clearly (:func:`comparison`), and the ones where it is level or behind."""
     by_key = {(r["family"], r["implementation"]): r for r in records}
     lines = []
     for family in dict.fromkeys(r["family"] for r in records):
         jaxgen, peer = by_key.get((family, "jaxgen")), by_key.get((family, "pytorch"))
         if jaxgen is None or peer is None:
             continue
-        ahead, behind = comparison(jaxgen, peer)
-        line = f"{family}: jaxgen ahead on {len(ahead)} of {len(ahead) + len(behind)}"
-        lines.append(line + (f"; behind or tied on {', '.join(behind)}" if behind else ""))
+        ahead, level, behind = comparison(jaxgen, peer)
+        total = len(ahead) + len(level) + len(behind)
+        line = f"{family}: jaxgen ahead on {len(ahead)} of {total}"
+        if level:
+            line += f"; level (within {CLEAR_LEAD_SE:g} standard errors) on {', '.join(level)}"
+        lines.append(line + (f"; behind on {', '.join(behind)}" if behind else ""))
     return lines
 
 
 def print_table(records: list[dict]) -> None:
     first = records[0]
-    print(f"\n{first.get('hardware', 'unknown hardware')}; {first.get('num')} samples each "
+    draws = max(int(r.get("draws") or 1) for r in records)
+    spread = (f"; each cell the mean over {draws} independent draws ± their standard deviation"
+              if draws > 1 else "")  # fmt: skip
+    print(f"\n{first.get('hardware', 'unknown hardware')}; {first.get('num')} samples per draw "
           f"against the first {first.get('num_ref')} Fashion-MNIST test images; each metric: "
-          "domain / contrastive features\n")  # fmt: skip
+          f"domain / contrastive features{spread}\n")  # fmt: skip
     print(markdown_table(records))
     print("\n" + "\n".join(summary_lines(records)))
 
 
+def _value(record: dict, key: str) -> str:
+    value, std = record.get(key), record.get(f"{key}_std")
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if std is None else f"{value:.3g}±{std:.1g}"
+
+
 def _cell(record: dict, key: str) -> str:
-    values = [record.get(f"{key}_{x}") for x in FEATURES]
-    return " / ".join("-" if v is None else f"{v:.3g}" for v in values)
+    return " / ".join(_value(record, f"{key}_{x}") for x in FEATURES)
 
 
 def markdown_table(records: list[dict]) -> str:
     """One row per record: family, implementation, minutes, steps, params, and each metric of
-    :data:`COLUMNS` as ``domain / contrastive``."""
+    :data:`COLUMNS` as ``domain / contrastive`` (``mean±std`` over draws when it has several)."""
     head = ["family", "implementation", "minutes", "steps", "params"] + [c[0] for c in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in records:
@@ -236,7 +289,8 @@ def main(argv=None) -> int:
         "--launch-arg", action="append", default=[],
         help="an extra argument of jaxgen's launches (repeatable): --launch-arg=--config.seed=1",
     )  # fmt: skip
-    parser.add_argument("--num", type=int, default=2000, help="samples scored per model")
+    parser.add_argument("--num", type=int, default=2000, help="samples per draw")
+    parser.add_argument("--draws", type=int, default=3, help="independent draws per model")
     parser.add_argument("--num-ref", type=int, default=2000, help="test images of reference")
     parser.add_argument("--seed", type=int, default=0, help="peers' seed and the C2ST's")
     parser.add_argument("--extractors", default="domain,contrastive")
@@ -250,6 +304,8 @@ def main(argv=None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     families = args.families.split(",")
+    if args.draws < 1 or args.num < 1:
+        parser.error(f"--num={args.num} and --draws={args.draws}: expected both >= 1")
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         parser.error(f"--families: unknown {unknown}; expected some of {list(FAMILIES)}")
@@ -266,7 +322,7 @@ def main(argv=None) -> int:
     root, py = os.path.abspath(args.root), sys.executable
     torch_python = args.torch_python or find_torch_python()
     scorer = Scorer(reference_images(args.num_ref), args.extractors.split(","), args.seed)
-    info, records = hardware(), []
+    info, records, total = hardware(), [], args.num * args.draws
     for family in families:
         config, script = FAMILIES[family]
         workdir, logs = os.path.join(root, family), os.path.join(root, "logs")
@@ -276,20 +332,20 @@ def main(argv=None) -> int:
                  os.path.join(logs, f"{family}_train.log"))  # fmt: skip
         minutes, step = training_minutes(workdir)
         samples = os.path.join(workdir, "samples", f"samples_{step}.npz")
-        if num_images(samples) < args.num:
+        if num_images(samples) < total:
             _run([py, "launch.py", config_arg, f"--workdir={workdir}", *args.launch_arg,
-                  "--mode=sample", f"--config.sample.num={args.num}"],
+                  "--mode=sample", f"--config.sample.num={total}"],
                  os.path.join(logs, f"{family}_sample.log"))  # fmt: skip
         peer_minutes = round(args.peer_minutes or minutes, 3)
         peer_out = os.path.join(root, "peers", f"{family}.npz")
-        done = num_images(peer_out) >= args.num and read_samples(peer_out)[1].get(
+        done = num_images(peer_out) >= total and read_samples(peer_out)[1].get(
             "target_minutes") == peer_minutes  # fmt: skip
         if not done:
             _run([torch_python, os.path.join("benchmarks", "peers", "quality", script),
-                  f"--minutes={peer_minutes}", f"--num={args.num}", f"--out={peer_out}",
+                  f"--minutes={peer_minutes}", f"--num={total}", f"--out={peer_out}",
                   f"--seed={args.seed}", f"--threads={args.threads}"],
                  os.path.join(logs, f"{family}_peer.log"))  # fmt: skip
-        peer = read_samples(peer_out, args.num)[1]
+        peer = read_samples(peer_out, total)[1]
         runs = [
             ("jaxgen", samples, dict(minutes=minutes, steps=step,
                                      params=jaxgen_params(workdir, step), config=config_arg)),
@@ -299,10 +355,12 @@ def main(argv=None) -> int:
                                        threads=peer.get("threads"))),
         ]  # fmt: skip
         for implementation, path, fields in runs:
-            images = read_samples(path, args.num)[0]
+            images = read_samples(path, total)[0]
+            scores = [scorer.score(images[d * args.num : (d + 1) * args.num])
+                      for d in range(args.draws)]  # fmt: skip
             record = dict(benchmark="quality_table", family=family, implementation=implementation,
-                          file=path, num=len(images), num_ref=args.num_ref, seed=args.seed,
-                          **fields, **scorer.score(images), **info)  # fmt: skip
+                          file=path, num=args.num, num_ref=args.num_ref, seed=args.seed,
+                          **fields, **summarize_draws(scores), **info)  # fmt: skip
             write_record(record, args.out or os.path.join(root, "quality_table.jsonl"))
             records.append(record)
     print_table(records)
