@@ -199,3 +199,42 @@ def test_table_from_records_takes_the_newest_of_each_and_counts_the_leads(tmp_pa
         "gan: jaxgen ahead on 2 of 16; level (within 2 standard errors) on "
         + ", ".join(f"{m}_{x}" for m in names for x in ("domain", "contrastive"))
     )
+
+
+def test_table_scores_each_draw_of_finished_runs_without_launching(tmp_path, capsys):
+    """A finished jaxgen run and a peer file for its minutes are scored as they are: each
+    holds two draws of 40 (held-out test images, then uniform noise), and the record keeps
+    both draws' scores, their mean and their spread."""
+    from jaxgen.data.sources import fashion_mnist
+
+    held_out = np.asarray(fashion_mnist("test").images)[200:240]
+    noise = np.random.default_rng(0).integers(0, 256, held_out.shape, dtype=np.uint8)
+    draws = np.concatenate([held_out, noise])
+    run = tmp_path / "vae"
+    (run / "eval").mkdir(parents=True)
+    (run / "samples").mkdir()
+    config = {"train": {"num_steps": 300}, "evals": {"params": {"type": "params"}}}
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 300, "steps_per_sec": 5.0}) + "\n")
+    (run / "eval" / "step_300.json").write_text(json.dumps({"params": 1234}))
+    np.savez(run / "samples" / "samples_300.npz", images=draws)
+    (tmp_path / "peers").mkdir()
+    np.savez(tmp_path / "peers" / "vae.npz", images=draws[::-1], train_minutes=1.0,
+             target_minutes=1.0, steps=7, params=99)  # fmt: skip
+    out = tmp_path / "records.jsonl"
+    argv = ["--families=vae", f"--root={tmp_path}", "--num=40", "--draws=2", "--num-ref=200",
+            "--torch-python=/nonexistent/python", f"--out={out}"]  # fmt: skip
+    assert quality_table.main(argv) == 0
+    jaxgen, peer = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (jaxgen["implementation"], jaxgen["draws"], jaxgen["num"]) == ("jaxgen", 2, 40)
+    assert (jaxgen["minutes"], jaxgen["steps"], jaxgen["params"]) == (1.0, 300, 1234)
+    real, rand = jaxgen["draw_scores"]
+    assert real["fd_domain"] < rand["fd_domain"] / 10
+    assert jaxgen["fd_domain"] == pytest.approx((real["fd_domain"] + rand["fd_domain"]) / 2)
+    assert jaxgen["fd_domain_std"] == pytest.approx(
+        abs(real["fd_domain"] - rand["fd_domain"]) / 2**0.5
+    )
+    # the peer's file holds the same draws in the other order
+    assert peer["draw_scores"][0]["fd_domain"] > peer["draw_scores"][1]["fd_domain"]
+    assert peer["steps"] == 7 and peer["fd_domain"] == pytest.approx(jaxgen["fd_domain"], rel=0.05)
+    assert "mean over 2 independent draws" in capsys.readouterr().out
