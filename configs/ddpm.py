@@ -129,12 +129,12 @@ def get_config(arg: str | None = None):
         # half of the timesteps (SNR < 0.1), where the best answer is a blurred mean garment.
         # Same width and 5000 steps (2000 samples, domain features, DPM-Solver++ 20): FD
         # 19.5 -> 12.4, recall 0.62 -> 0.78, broken 25.8% -> 20.8%; bits/dim 4.65 -> 5.25,
-        # since the low-noise terms that dominate the bound now weigh less. Gamma 2 / 10 at
-        # 5500 steps: recall 0.75 / 0.81, domain FD 12.1 / 11.5 (gamma 5: 0.79, 10.9, three
-        # draws); batch 64 and the cosine schedule were no better (benchmarks/README.md,
-        # "Quality at equal minutes"). 5500 steps fill the 19 minutes the plain PyTorch peer
-        # is given (same file); the text preset's larger network (cross-attention) keeps the
-        # 5000 it was measured with.
+        # since the low-noise terms that dominate the bound now weigh less. Gamma 2 at 5500
+        # steps: recall 0.75, domain FD 12.1 (one draw); gamma 10: 0.78, 11.4 (three draws;
+        # gamma 5: 0.79, 10.9); batch 64 and the cosine schedule were no better
+        # (benchmarks/README.md, "Quality at equal minutes"). 5500 steps fill the 19 minutes
+        # the plain PyTorch peer is given (same file); the text preset's larger network
+        # (cross-attention) keeps the 5000 it was measured with.
         c.train.num_steps = 5000 if args["cond"] == "text" else 5500
         c.train.batch_size = 32
         c.train.ema_decay = 0.998
