@@ -95,10 +95,10 @@ def get_config(arg: str | None = None):
         # the recall gap: 10,000 steps, FD 28.9 -> 23.7, recall 0.58 -> 0.74, 6.5 minutes;
         # 14,000 steps (8.8 minutes) FD 19.7 / 0.016 and precision 0.737 / 0.866 (2000
         # samples, domain / contrastive; benchmarks/README.md). It is still behind the peer on
-        # contrastive precision and density; a discriminator rate of 1e-4 or 4e-4, a
-        # discriminator of width 48 and the peer's batch of 128 did not close that (same
-        # file). The conditional presets keep spectral norm and 10,000 steps: batch norm is
-        # unmeasured with their projection discriminators.
+        # contrastive precision and density; a discriminator rate of 1e-4 or 4e-4, a generator
+        # rate of 1e-4, a discriminator of width 48 and the peer's batch of 128 did not close
+        # that (same file). The conditional presets keep spectral norm and 10,000 steps:
+        # batch norm is unmeasured with their projection discriminators.
         c.model.arch = "dcgan"
         c.model.z_dim = 64
         c.model.g_width = 32
