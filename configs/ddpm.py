@@ -131,10 +131,12 @@ def get_config(arg: str | None = None):
         # 19.5 -> 12.4, recall 0.62 -> 0.78, broken 25.8% -> 20.8%; bits/dim 4.65 -> 5.25,
         # since the low-noise terms that dominate the bound now weigh less. Gamma 2 at 5500
         # steps: recall 0.75, domain FD 12.1 (one draw); gamma 10: 0.78, 11.4 (three draws;
-        # gamma 5: 0.79, 10.9); batch 64 and the cosine schedule were no better
-        # (benchmarks/README.md, "Quality at equal minutes"). 5500 steps fill the 19 minutes
-        # the plain PyTorch peer is given (same file); the text preset's larger network
-        # (cross-attention) keeps the 5000 it was measured with.
+        # gamma 5: 0.79, 10.9); batch 64, the cosine noise schedule, a constant learning rate
+        # with an EMA of 0.999 (0.775) and the peer's widths 32-64-64 at the 3200 steps that
+        # fit the minutes (0.76) were no better (benchmarks/README.md, "Quality at equal
+        # minutes"). 5500 steps fill the 19 minutes the plain PyTorch peer is given
+        # (same file); the text preset's larger network (cross-attention) keeps the 5000 it
+        # was measured with.
         c.train.num_steps = 5000 if args["cond"] == "text" else 5500
         c.train.batch_size = 32
         c.train.ema_decay = 0.998
