@@ -94,15 +94,17 @@ def get_config(arg: str | None = None):
         # 0.59). Batch norm in the discriminator, as in DCGAN and the peer, is what closed
         # the recall gap: 10,000 steps, FD 28.9 -> 23.7, recall 0.58 -> 0.74, 6.5 minutes;
         # 14,000 steps (8.8 minutes) FD 19.7 / 0.016 and precision 0.737 / 0.866 (2000
-        # samples, domain / contrastive; benchmarks/README.md). It is still behind the peer on
-        # contrastive precision and density; a discriminator rate of 1e-4 or 4e-4, a generator
-        # rate of 1e-4, a discriminator of width 48 and the peer's batch of 128 did not close
-        # that (same file). With batch norm in D the linear decay to 0 no longer pays: constant
-        # rates (as the peer's), same 14,000 steps, three draws of 2000: FD 19.9 -> 15.1 / 0.019
-        # -> 0.017, recall 0.711 -> 0.786 / 0.835 -> 0.861, density 0.617 -> 0.634 / 0.829 ->
-        # 0.848, contrastive precision 0.864 -> 0.855 (level); an EMA of 0.9995 on top changed
-        # nothing. The conditional presets keep spectral norm, 10,000 steps and the linear
-        # decay: batch norm is unmeasured with their projection discriminators.
+        # samples, domain / contrastive; benchmarks/README.md). That was still behind the peer
+        # on contrastive precision and density; a discriminator rate of 1e-4 or 4e-4, a
+        # generator rate of 1e-4, a discriminator of width 48 and the peer's batch of 128 did
+        # not close it (same file). With batch norm in D the linear decay to 0 no longer pays:
+        # constant rates (as the peer's), same 14,000 steps, three draws of 2000: FD 19.9 ->
+        # 15.1 / 0.019 -> 0.017, recall 0.711 -> 0.786 / 0.835 -> 0.861, density 0.617 ->
+        # 0.634 / 0.829 -> 0.848 (now level with the peer), contrastive precision 0.864 ->
+        # 0.855 (still behind the peer's 0.888; an EMA of 0.9995, z_dim 100 or a discriminator
+        # rate of 1e-4 on top did not close that gap). The conditional presets keep spectral norm,
+        # 10,000 steps and the linear decay: batch norm is unmeasured with their projection
+        # discriminators.
         c.model.arch = "dcgan"
         c.model.z_dim = 64
         c.model.g_width = 32
