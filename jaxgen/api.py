@@ -136,6 +136,7 @@ class Run:
         steps: int | None = None,
         guidance: float | None = None,
         eta: float | None = None,
+        final_snr: float | None = None,
     ) -> np.ndarray:
         """``n`` samples, uint8 ``[n, H, W, C]``.
 
@@ -145,15 +146,15 @@ class Run:
             ``--mode=sample`` writes for ``sample.num = n``.
           label: a class (int) or one per sample; None: the classes in turn (class runs).
           prompt: a prompt (str) or one per sample; None: training-style captions (text runs).
-          sampler, steps, guidance, eta: :class:`~jaxgen.sampling.SampleOptions` for this call
-            in place of the run's ``config.sample`` ones (None: the run's own); see
-            docs/contract.md for each family's samplers.
+          sampler, steps, guidance, eta, final_snr: :class:`~jaxgen.sampling.SampleOptions`
+            for this call in place of the run's ``config.sample`` ones (None: the run's own);
+            see docs/contract.md for each family's samplers.
         """
         if n < 1:
             raise UserError(f"n={n}: expected at least one sample")
         exp = self._exp
         options = SampleOptions.from_config(self.config.sample).replace(
-            sampler=sampler, steps=steps, guidance=guidance, eta=eta
+            sampler=sampler, steps=steps, guidance=guidance, eta=eta, final_snr=final_snr
         )
         options = exp.method.resolve_sample_options(options)
         conditioning = self._conditioning(exp, n, label, prompt)

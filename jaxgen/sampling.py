@@ -1,10 +1,10 @@
 """How a family draws its images: the sampling options, one typed, hashable value.
 
-:class:`SampleOptions` holds the ``sample.sampler``, ``steps``, ``guidance``, ``eta`` and
-``spacing`` of a config. A family's ``Method.resolve_sample_options`` checks it once, before
-anything compiles, and fills in the family's defaults; ``Method.sample(..., options=)`` then
-draws with it. Being frozen and hashable, it can be a static argument of ``jax.jit``: each
-distinct value compiles its own sampler.
+:class:`SampleOptions` holds the ``sample.sampler``, ``steps``, ``guidance``, ``eta``,
+``spacing`` and ``final_snr`` of a config. A family's ``Method.resolve_sample_options`` checks
+it once, before anything compiles, and fills in the family's defaults;
+``Method.sample(..., options=)`` then draws with it. Being frozen and hashable, it can be a
+static argument of ``jax.jit``: each distinct value compiles its own sampler.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class SampleOptions:
         sharper samples).
       eta: DDIM's stochasticity in [0, 1] (0: deterministic, 1: ancestral).
       spacing: the diffusion grid's spacing (``uniform``, ``logsnr`` or ``karras``).
+      final_snr: the signal-to-noise ratio ``alpha^2 / sigma^2`` of the diffusion grid's last
+        noisy level, from which the sampler returns the denoiser's estimate of the image (0:
+        the process's least noisy level; :mod:`jaxgen.diffusion.process`).
     """
 
     sampler: str = ""
@@ -36,6 +39,7 @@ class SampleOptions:
     guidance: float = 0.0
     eta: float = 0.0
     spacing: str = ""
+    final_snr: float = 0.0
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

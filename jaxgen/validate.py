@@ -47,6 +47,7 @@ _RANGES = (
     ("sample.batch_size", ">= 1", " (images per sampler call over all devices)"),
     ("sample.steps", ">= 0", " (0: the sampler's default)"),
     ("sample.guidance", ">= 0", " (0: unconditional, 1: conditional)"),
+    ("sample.final_snr", ">= 0", " (0: the process's least noisy level)"),
     ("sample.timing_repeats", ">= 0", " (0: no timing)"),
     ("data.prefetch", ">= 0", ""),
 )

@@ -107,6 +107,7 @@ def test_load_options_and_errors(example):
         (lambda: ema.sample(2, sampler="ddim"), "sample.sampler='ddim': expected one of"),
         (lambda: ema.sample(2, sampler="gmm"), "this one has cond=text"),
         (lambda: ema.sample(2, steps=3), "does not use it"),
+        (lambda: ema.sample(2, final_snr=20.0), "sample.final_snr=20.0: family 'vae' does not"),
         (lambda: ema.likelihood(a[..., 0]), "expected uint8 [N, 28, 28, 1]"),
         (lambda: ema.likelihood(a), "give one per image"),
         (lambda: ema.evaluate(["fid"]), "evals=['fid']"),

@@ -149,3 +149,59 @@ def test_edm_grid_endpoints():
     sig = np.asarray(grid.sigma)
     assert sig[0] == pytest.approx(80.0, rel=1e-5) and sig[-2] == pytest.approx(0.002, rel=1e-4)
     assert sig[-1] == 0.0 and np.all(np.asarray(grid.alpha) == 1.0)
+
+
+def _posterior_mean_cov(snr: float) -> np.ndarray:
+    """Covariance of ``E[x_0 | x_t]`` at the VP level of signal-to-noise ratio ``snr``:
+    ``V diag(l * a^2 l / (a^2 l + s^2)) V^T``."""
+    alpha2 = snr / (1.0 + snr)
+    sigma2 = 1.0 - alpha2
+    shrink = alpha2 * _EIGVALS / (alpha2 * _EIGVALS + sigma2)
+    return (_EIGVECS * (_EIGVALS * shrink)) @ _EIGVECS.T
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "logsnr", "karras"])
+def test_final_snr_ends_the_vp_grid_at_that_level(spacing):
+    proc = vp_process()
+    grid = proc.grid(30, spacing, final_snr=20.0)
+    a, s = np.asarray(grid.alpha[:-1], np.float64), np.asarray(grid.sigma[:-1], np.float64)
+    snr = a**2 / s**2
+    rel = 0.05 if spacing == "uniform" else 1e-3  # uniform: the nearest integer timestep
+    assert snr[-1] == pytest.approx(20.0, rel=rel) and np.all(np.diff(snr) > 0)
+    assert float(grid.t[0]) == pytest.approx(999, abs=1e-3) and float(grid.sigma[-1]) == 0.0
+    assert 55 < float(grid.t[-1]) < 75  # the linear schedule reaches SNR 20 near t = 65
+    assert float(proc.grid(30, spacing).t[-1]) == pytest.approx(0.0, abs=1e-3)  # the default
+
+
+def test_final_snr_sampler_returns_the_posterior_mean_at_that_level():
+    """With the exact denoiser, the ODE carries the data to the level of SNR 20 exactly; the
+    last step returns ``E[x_0 | x_t]`` there, whose covariance is known in closed form and
+    smaller than the data's (the check can fail: it does for ``final_snr=0``)."""
+    proc, spec = vp_process(), get_sampler("dpm_solver_pp")
+    grid = proc.grid(40, spec.spacing, final_snr=20.0)
+    x = initial_noise(jax.random.PRNGKey(0), (NUM, 3), grid)
+    out = np.asarray(spec.fn(gaussian_denoiser, x, grid, jax.random.PRNGKey(1)), np.float64)
+    np.testing.assert_allclose(out.mean(0), MEAN, atol=0.03)
+    cov = np.cov(out, rowvar=False)
+    expected = _posterior_mean_cov(20.0)
+    assert np.linalg.norm(cov - expected) / np.linalg.norm(expected) < 0.06
+    assert np.linalg.norm(cov - COV) / np.linalg.norm(COV) > 0.1
+
+
+def test_final_snr_outside_the_process_range_is_a_config_error():
+    proc = vp_process()
+    snrs = proc.schedule.alphas**2 / proc.schedule.sigmas**2
+    for bad in (float(snrs[0]) * 2, float(snrs[-1]) / 2, -1.0):
+        with pytest.raises(UserError, match=r"sample\.final_snr"):
+            proc.grid(30, "logsnr", final_snr=bad)
+    with pytest.raises(UserError, match=r"sample\.final_snr"):
+        EDMProcess().grid(18, "karras", final_snr=1e9)  # sigma below sigma_min
+    with pytest.raises(UserError, match="at most"):
+        proc.grid(999, "uniform", final_snr=20.0)
+
+
+def test_final_snr_ends_the_edm_grid_at_that_sigma():
+    grid = EDMProcess().grid(18, "karras", final_snr=25.0)
+    sig = np.asarray(grid.sigma)
+    assert sig[0] == pytest.approx(80.0, rel=1e-5) and sig[-2] == pytest.approx(0.2, rel=1e-5)
+    assert sig[-1] == 0.0

@@ -9,6 +9,7 @@ from jaxgen import validate
 from jaxgen.data import sources
 from jaxgen.errors import UserError
 from jaxgen.experiment import Experiment
+from jaxgen.sampling import SampleOptions
 from jaxgen.text.conditioning import load_prompts_file
 from tests.conftest import load_config
 
@@ -266,3 +267,15 @@ def test_batch_must_split_over_devices_processes_and_micro_batches():
     validate.check_batch_size(_config(**{"train.batch_size": 16}), 8, 2, 1437)
     config = _config(**{"train.grad_accum_steps": 3})  # batch 8
     assert "train.grad_accum_steps=3" in _error(validate.check_batch_size, config, 1, 1, 1437)
+
+
+def test_final_snr_is_checked_before_training_and_refused_where_unused(tmp_path):
+    ddpm = "configs/ddpm.py:preset=smoke"
+    text = _refused(_config(ddpm, **{"sample.final_snr": 1e9}), tmp_path)
+    assert text.startswith("config key sample.final_snr=1000000000.0: expected 0 (the least")
+    text = _refused(_config(ddpm, **{"sample.final_snr": -1.0}), tmp_path)
+    assert text.startswith("config key sample.final_snr=-1.0: expected >= 0")
+    Experiment(_config(ddpm, **{"sample.final_snr": 20.0}), str(tmp_path / "ok"))
+    vae = Experiment(_config(), str(tmp_path / "vae"))
+    text = _error(vae.method.resolve_sample_options, SampleOptions(final_snr=20.0))
+    assert text.startswith("config key sample.final_snr=20.0: family 'vae' does not use it")

@@ -18,6 +18,12 @@ Grid spacings (``Process.grid(steps, spacing)``):
 * ``logsnr``: uniform in ``log(alpha / sigma)`` (DPM-Solver's ``logSNR`` spacing).
 * ``karras``: EDM's ``sigma_i = (s_max^(1/rho) + i/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho``
   with ``rho = 7``, in the scaled noise level ``sigma / alpha``.
+
+``final_snr > 0`` (the VP and EDM grids) ends the noisy levels where the signal-to-noise ratio
+``alpha^2 / sigma^2`` reaches ``final_snr`` instead of at the process's least noisy level; the
+sampler's last step then goes from there to the denoiser's ``x_0`` estimate. A network trained
+with little weight above some SNR (min-SNR-gamma weighting gives the levels above ``gamma``
+weights falling as ``gamma / SNR``) is not asked to denoise where it never learned to.
 """
 
 from __future__ import annotations
@@ -50,6 +56,22 @@ def _check_steps(steps: int, spacing: str) -> None:
         raise UserError(f"sampler spacing {spacing!r}: expected one of {SPACINGS}")
 
 
+def _final_log_ratio(final_snr: float, least: float, most: float) -> float:
+    """``log(sigma / alpha)`` of the grid's last noisy level: ``least`` (the process's least
+    noisy level's) for ``final_snr = 0``, else that of ``final_snr``, which must lie strictly
+    between the process's noisiest level ``most`` and ``least``."""
+    if final_snr == 0:
+        return least
+    target = -0.5 * np.log(final_snr) if final_snr > 0 else np.nan
+    if not least < target < most:
+        lo, hi = np.exp(-2.0 * most), np.exp(-2.0 * least)
+        raise UserError(
+            f"config key sample.final_snr={final_snr!r}: expected 0 (the least noisy level) or "
+            f"an SNR between this process's {lo:.3g} and {hi:.3g}"
+        )
+    return float(target)
+
+
 @dataclasses.dataclass(frozen=True)
 class VPProcess:
     """DDPM's discrete variance-preserving process over ``schedule.timesteps`` steps."""
@@ -72,20 +94,23 @@ class VPProcess:
         alpha, sigma = self.coefficients(t)
         return t.astype(jnp.float32), alpha, sigma
 
-    def grid(self, steps: int, spacing: str = "uniform") -> Grid:
-        """``steps`` noisy levels between timestep ``T - 1`` and ``0``, then the clean level."""
+    def grid(self, steps: int, spacing: str = "uniform", final_snr: float = 0.0) -> Grid:
+        """``steps`` noisy levels between timestep ``T - 1`` and ``0`` (or the level of SNR
+        ``final_snr``, see the module docstring), then the clean level."""
         _check_steps(steps, spacing)
         sched, num = self.schedule, self.timesteps
-        if spacing == "uniform":
-            if steps > num:
-                raise UserError(
-                    f"config key sample.steps={steps}: at most {num} for the uniform spacing"
-                )
-            t = np.round(np.linspace(num - 1, 0, steps)).astype(np.float64)
-            return make_grid(t, sched.alphas[t.astype(int)], sched.sigmas[t.astype(int)])
         # Work in log(sigma / alpha) = -lambda / 2, increasing in t; interpolate t between indices.
         log_ratio = -0.5 * sched.log_snr()
-        lo, hi = log_ratio[0], log_ratio[-1]
+        lo, hi = _final_log_ratio(final_snr, log_ratio[0], log_ratio[-1]), log_ratio[-1]
+        if spacing == "uniform":
+            last = int(np.round(np.interp(lo, log_ratio, np.arange(num))))
+            if steps > num - last:
+                raise UserError(
+                    f"config key sample.steps={steps}: at most {num - last} for the uniform "
+                    "spacing" + (f" ending at sample.final_snr={final_snr}" if final_snr else "")
+                )
+            t = np.round(np.linspace(num - 1, last, steps)).astype(np.float64)
+            return make_grid(t, sched.alphas[t.astype(int)], sched.sigmas[t.astype(int)])
         if spacing == "logsnr":
             targets = np.linspace(hi, lo, steps)
         else:
@@ -116,12 +141,18 @@ class EDMProcess:
         sigma = jnp.exp(self.p_mean + self.p_std * jax.random.normal(rng, (batch,)))
         return self.model_time(sigma), jnp.ones_like(sigma), sigma
 
-    def grid(self, steps: int, spacing: str = "karras") -> Grid:
+    def grid(self, steps: int, spacing: str = "karras", final_snr: float = 0.0) -> Grid:
+        """``steps`` noise levels from ``sigma_max`` down to ``sigma_min`` (or to ``sigma`` of
+        SNR ``1 / sigma^2 = final_snr``), then the clean level."""
         _check_steps(steps, spacing)
+        least, most = np.log(self.sigma_min), np.log(self.sigma_max)
+        sigma_min = self.sigma_min
+        if final_snr:
+            sigma_min = float(np.exp(_final_log_ratio(final_snr, least, most)))
         if spacing == "karras":
-            sigmas = karras_sigmas(self.sigma_min, self.sigma_max, steps, self.rho)
+            sigmas = karras_sigmas(sigma_min, self.sigma_max, steps, self.rho)
         else:  # uniform in the network's time and in log-SNR are both uniform in log sigma
-            sigmas = np.exp(np.linspace(np.log(self.sigma_max), np.log(self.sigma_min), steps))
+            sigmas = np.exp(np.linspace(np.log(self.sigma_max), np.log(sigma_min), steps))
         return make_grid(EDM_TIME_SCALE * np.log(sigmas), np.ones(steps), sigmas)
 
 

@@ -298,16 +298,20 @@ class Diffusion(Method):
 
     def _resolve_sample_options(self, options: SampleOptions) -> SampleOptions:
         """Sampler (default ``ddpm``), steps (default: the sampler's, else every timestep) and
-        spacing (default: the sampler's) filled in; ``eta`` in [0, 1]."""
+        spacing (default: the sampler's) filled in; ``eta`` in [0, 1]; ``final_snr`` 0 or
+        within the process's range of SNRs."""
         name = options.sampler or "ddpm"
         spec = get_sampler(name)
         steps = int(options.steps) or spec.default_steps or self.dcfg.timesteps
         spacing = options.spacing or spec.spacing
+        final_snr = float(options.final_snr)
         with jax.ensure_compile_time_eval():  # a check only: nothing is staged under jit
-            self.process.grid(steps, spacing)  # a known spacing, steps that fit it
+            self.process.grid(steps, spacing, final_snr)  # a known spacing, steps that fit it
         if not 0.0 <= options.eta <= 1.0:
             raise UserError(f"config key sample.eta={options.eta!r}: expected in [0, 1]")
-        return SampleOptions(name, steps, float(options.guidance), float(options.eta), spacing)
+        return SampleOptions(
+            name, steps, float(options.guidance), float(options.eta), spacing, final_snr
+        )
 
     def sampler_plan(self, options: SampleOptions | None = None):
         """``(spec, grid, kwargs)``: the :class:`~jaxgen.samplers.SamplerSpec`, the noise-level
@@ -320,7 +324,7 @@ class Diffusion(Method):
             kwargs["eta"] = options.eta
         elif options.sampler == "ddpm":
             kwargs["variance"] = self.dcfg.variance
-        grid = self.process.grid(options.steps, options.spacing)
+        grid = self.process.grid(options.steps, options.spacing, options.final_snr)
         return get_sampler(options.sampler), grid, kwargs
 
     def sample(self, params, rng, num, conditioning=None, options=None):

@@ -200,7 +200,7 @@ class PixelCNN(Method):
                 f"config key sample.sampler={name!r}: expected one of {sorted(SAMPLERS)}"
             )
         check_unused_sample_options(
-            self.config.family, options, ("steps", "guidance", "eta", "spacing")
+            self.config.family, options, ("steps", "guidance", "eta", "spacing", "final_snr")
         )
         return options.replace(sampler=name)
 

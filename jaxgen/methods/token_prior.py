@@ -206,7 +206,8 @@ class TokenPrior(Method):
         name = options.sampler or "fast"
         if name not in SAMPLERS:
             raise UserError(f"config key sample.sampler={name!r}: expected one of {SAMPLERS}")
-        check_unused_sample_options(self.config.family, options, ("steps", "eta", "spacing"))
+        unused = ("steps", "eta", "spacing", "final_snr")
+        check_unused_sample_options(self.config.family, options, unused)
         conditional = self.num_classes or self.text is not None
         if not conditional and options.guidance not in (0, 1):
             raise UserError(

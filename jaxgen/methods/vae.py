@@ -237,7 +237,7 @@ class VAE(Method):
                 f"this one has cond={self.data.cond} (use sample.sampler=prior)"
             )
         check_unused_sample_options(
-            self.config.family, options, ("steps", "guidance", "eta", "spacing")
+            self.config.family, options, ("steps", "guidance", "eta", "spacing", "final_snr")
         )
         return options.replace(sampler=name)
 
