@@ -201,16 +201,15 @@ def test_table_from_records_takes_the_newest_of_each_and_counts_the_leads(tmp_pa
     )
 
 
-def test_table_scores_each_draw_of_finished_runs_without_launching(tmp_path, capsys):
-    """A finished jaxgen run and a peer file for its minutes are scored as they are: each
-    holds two draws of 40 (held-out test images, then uniform noise), and the record keeps
-    both draws' scores, their mean and their spread."""
+def _finished_vae_run(root) -> np.ndarray:
+    """A finished run in ``root/vae`` (300 steps in one minute, 1234 parameters) whose samples
+    file holds two draws of 40: held-out test images, then uniform noise; returns them."""
     from jaxgen.data.sources import fashion_mnist
 
     held_out = np.asarray(fashion_mnist("test").images)[200:240]
     noise = np.random.default_rng(0).integers(0, 256, held_out.shape, dtype=np.uint8)
     draws = np.concatenate([held_out, noise])
-    run = tmp_path / "vae"
+    run = root / "vae"
     (run / "eval").mkdir(parents=True)
     (run / "samples").mkdir()
     config = {"train": {"num_steps": 300}, "evals": {"params": {"type": "params"}}}
@@ -218,6 +217,14 @@ def test_table_scores_each_draw_of_finished_runs_without_launching(tmp_path, cap
     (run / "metrics.jsonl").write_text(json.dumps({"step": 300, "steps_per_sec": 5.0}) + "\n")
     (run / "eval" / "step_300.json").write_text(json.dumps({"params": 1234}))
     np.savez(run / "samples" / "samples_300.npz", images=draws)
+    return draws
+
+
+def test_table_scores_each_draw_of_finished_runs_without_launching(tmp_path, capsys):
+    """A finished jaxgen run and a peer file for its minutes are scored as they are: each
+    holds two draws of 40 (held-out test images, then uniform noise), and the record keeps
+    both draws' scores, their mean and their spread."""
+    draws = _finished_vae_run(tmp_path)
     (tmp_path / "peers").mkdir()
     np.savez(tmp_path / "peers" / "vae.npz", images=draws[::-1], train_minutes=1.0,
              target_minutes=1.0, steps=7, params=99)  # fmt: skip
@@ -238,3 +245,33 @@ def test_table_scores_each_draw_of_finished_runs_without_launching(tmp_path, cap
     assert peer["draw_scores"][0]["fd_domain"] > peer["draw_scores"][1]["fd_domain"]
     assert peer["steps"] == 7 and peer["fd_domain"] == pytest.approx(jaxgen["fd_domain"], rel=0.05)
     assert "mean over 2 independent draws" in capsys.readouterr().out
+
+
+def test_peer_records_score_jaxgen_only_and_check_the_peer_was_scored_alike(tmp_path, capsys):
+    """With --peer-records the peer is the newest saved record of the family: nothing trains
+    or scores it (no torch), only jaxgen's record is written, and a peer scored with other
+    settings, or given fewer minutes than jaxgen, is refused."""
+    _finished_vae_run(tmp_path)
+    saved = tmp_path / "saved.jsonl"
+    peer = dict(_record("vae", "pytorch"), num=40, draws=2, num_ref=200, seed=0, minutes=1.0)
+    older = dict(peer, fd_domain=99.0)
+    saved.write_text("\n".join(json.dumps(r) for r in (older, peer)) + "\n")
+    out = tmp_path / "records.jsonl"
+    argv = ["--families=vae", f"--root={tmp_path}", "--num=40", "--draws=2", "--num-ref=200",
+            "--torch-python=/nonexistent/python", f"--out={out}",
+            f"--peer-records={saved}"]  # fmt: skip
+    assert quality_table.main(argv) == 0
+    (jaxgen,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert jaxgen["implementation"] == "jaxgen" and jaxgen["draws"] == 2
+    assert jaxgen["peer_hardware"] == "cpu"  # the saved peer's, not this machine's
+    captured = capsys.readouterr()
+    assert "measured on cpu" in captured.err and "not an equal budget" in captured.err
+    table = captured.out
+    assert "| vae | pytorch | 1.00 | 10 | 100 | 0.5 / 0.5 |" in table  # the newest saved peer
+    assert table.strip().splitlines()[-1].startswith("vae: jaxgen ")
+    with pytest.raises(SystemExit, match="scored with"):
+        quality_table.main([*argv[:2], "--num=40", "--draws=3", *argv[4:]])
+    saved.write_text(json.dumps(dict(peer, minutes=0.9)) + "\n")
+    with pytest.raises(SystemExit, match="retrain the peer"):
+        quality_table.main(argv)
+    assert len(out.read_text().splitlines()) == 1  # refused runs wrote nothing

@@ -33,6 +33,16 @@ which jaxgen is ahead of its peer by more than twice the standard error of the d
 
 prints the same table from records already written (the newest of each family and
 implementation), training and scoring nothing.
+
+  python benchmarks/peers/quality_table.py --families=ddpm \
+      --peer-records=benchmarks/results/quality_peers_cpu.jsonl
+
+trains and scores jaxgen's side only, and compares it with the newest PyTorch record of each
+family in that file (scored with the same ``--num``, ``--draws``, ``--num-ref`` and ``--seed``;
+anything else is an error). Its minutes are the peer's, not jaxgen's: the table says both, and
+a peer given less than 99% of jaxgen's minutes is an error, since the comparison would then
+favour jaxgen. A peer measured on other hardware gets a warning, and jaxgen's record its
+``peer_hardware``. Only the jaxgen record is written.
 """
 
 from __future__ import annotations
@@ -247,7 +257,10 @@ def print_table(records: list[dict]) -> None:
     draws = max(int(r.get("draws") or 1) for r in records)
     spread = (f"; each cell the mean over {draws} independent draws ± their standard deviation"
               if draws > 1 else "")  # fmt: skip
-    print(f"\n{first.get('hardware', 'unknown hardware')}; {first.get('num')} samples per draw "
+    machines = list(dict.fromkeys(r.get("hardware", "unknown hardware") for r in records))
+    where = machines[0] if len(machines) == 1 else (
+        " and ".join(machines) + " (each record's hardware says which)")  # fmt: skip
+    print(f"\n{where}; {first.get('num')} samples per draw "
           f"against the first {first.get('num_ref')} Fashion-MNIST test images; each metric: "
           f"domain / contrastive features{spread}\n")  # fmt: skip
     print(markdown_table(records))
@@ -277,6 +290,51 @@ def markdown_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def peer_run(
+    family: str, minutes: float, args: argparse.Namespace, root: str, torch_python: str
+) -> tuple[str, str, dict]:
+    """``("pytorch", samples file, record fields)`` of ``family``'s peer, trained for
+    ``--peer-minutes`` (default ``minutes``) unless its file already holds that run."""
+    from benchmarks.peers.score_samples import read_samples
+
+    total, script = args.num * args.draws, FAMILIES[family][1]
+    peer_minutes = round(args.peer_minutes or minutes, 3)
+    peer_out = os.path.join(root, "peers", f"{family}.npz")
+    done = num_images(peer_out) >= total and read_samples(peer_out)[1].get(
+        "target_minutes") == peer_minutes  # fmt: skip
+    if not done:
+        _run([torch_python, os.path.join("benchmarks", "peers", "quality", script),
+              f"--minutes={peer_minutes}", f"--num={total}", f"--out={peer_out}",
+              f"--seed={args.seed}", f"--threads={args.threads}"],
+             os.path.join(root, "logs", f"{family}_peer.log"))  # fmt: skip
+    peer = read_samples(peer_out, total)[1]
+    return ("pytorch", peer_out, dict(minutes=peer["train_minutes"], steps=peer["steps"],
+                                      params=peer["params"], script=script,
+                                      torch_version=peer.get("torch_version"),
+                                      threads=peer.get("threads")))  # fmt: skip
+
+
+def saved_peer_record(path: str, family: str, args: argparse.Namespace, minutes: float) -> dict:
+    """The newest PyTorch record of ``family`` in ``path``, checked to have been scored as this
+    run scores jaxgen (``num``, ``draws``, ``num_ref``, ``seed``) and trained for at least 99%
+    of jaxgen's ``minutes``. Raises SystemExit with a one-line reason otherwise."""
+    peers = [r for r in newest_records(path, [family]) if r["implementation"] == "pytorch"]
+    if not peers:
+        raise SystemExit(f"--peer-records={path}: no pytorch record of {family}")
+    peer = peers[0]
+    wanted = dict(num=args.num, draws=args.draws, num_ref=args.num_ref, seed=args.seed)
+    found = {k: peer.get(k) for k in wanted}
+    if found != wanted:
+        raise SystemExit(f"--peer-records={path}: the {family} peer was scored with {found}, "
+                         f"this run scores {wanted}")  # fmt: skip
+    if peer["minutes"] < 0.99 * minutes:
+        raise SystemExit(
+            f"--peer-records={path}: the {family} peer trained {peer['minutes']:.2f} minutes, "
+            f"jaxgen {minutes:.2f}; retrain the peer for equal minutes"
+        )
+    return peer
+
+
 def main(argv=None) -> int:
     from benchmarks.common import hardware, write_record
     from benchmarks.peers.score_samples import Scorer, read_samples, reference_images
@@ -297,6 +355,11 @@ def main(argv=None) -> int:
     parser.add_argument("--torch-python", default="", help="python with torch for the peers")
     parser.add_argument("--threads", type=int, default=0, help="peers' threads (0: all cores)")
     parser.add_argument("--peer-minutes", type=float, default=0.0, help="0: jaxgen's minutes")
+    parser.add_argument(
+        "--peer-records", default="",
+        help="compare with the newest peer record of each family in this JSON lines file "
+             "instead of training and scoring the peer",
+    )  # fmt: skip
     parser.add_argument("--out", default="", help="JSON lines (default <root>/quality_table.jsonl)")
     parser.add_argument(
         "--table-from", default="",
@@ -319,10 +382,14 @@ def main(argv=None) -> int:
             )
         print_table(records)
         return 0
+    if args.peer_records and not os.path.isfile(args.peer_records):
+        parser.error(f"--peer-records: no file {args.peer_records}")
     root, py = os.path.abspath(args.root), sys.executable
-    torch_python = args.torch_python or find_torch_python()
+    torch_python = "" if args.peer_records else args.torch_python or find_torch_python()
     scorer = Scorer(reference_images(args.num_ref), args.extractors.split(","), args.seed)
     info, records, total = hardware(), [], args.num * args.draws
+    for family in families if args.peer_records else ():  # bad peer records fail before training
+        saved_peer_record(args.peer_records, family, args, minutes=0.0)
     for family in families:
         config, script = FAMILIES[family]
         workdir, logs = os.path.join(root, family), os.path.join(root, "logs")
@@ -336,24 +403,19 @@ def main(argv=None) -> int:
             _run([py, "launch.py", config_arg, f"--workdir={workdir}", *args.launch_arg,
                   "--mode=sample", f"--config.sample.num={total}"],
                  os.path.join(logs, f"{family}_sample.log"))  # fmt: skip
-        peer_minutes = round(args.peer_minutes or minutes, 3)
-        peer_out = os.path.join(root, "peers", f"{family}.npz")
-        done = num_images(peer_out) >= total and read_samples(peer_out)[1].get(
-            "target_minutes") == peer_minutes  # fmt: skip
-        if not done:
-            _run([torch_python, os.path.join("benchmarks", "peers", "quality", script),
-                  f"--minutes={peer_minutes}", f"--num={total}", f"--out={peer_out}",
-                  f"--seed={args.seed}", f"--threads={args.threads}"],
-                 os.path.join(logs, f"{family}_peer.log"))  # fmt: skip
-        peer = read_samples(peer_out, total)[1]
-        runs = [
-            ("jaxgen", samples, dict(minutes=minutes, steps=step,
-                                     params=jaxgen_params(workdir, step), config=config_arg)),
-            ("pytorch", peer_out, dict(minutes=peer["train_minutes"], steps=peer["steps"],
-                                       params=peer["params"], script=script,
-                                       torch_version=peer.get("torch_version"),
-                                       threads=peer.get("threads"))),
-        ]  # fmt: skip
+        jaxgen_run = ("jaxgen", samples, dict(minutes=minutes, steps=step,
+                      params=jaxgen_params(workdir, step), config=config_arg))  # fmt: skip
+        if args.peer_records:
+            saved = saved_peer_record(args.peer_records, family, args, minutes)
+            if saved.get("hardware") != info["hardware"]:
+                # Minutes on another machine are not the same budget: say so, in the record too.
+                jaxgen_run[2]["peer_hardware"] = saved.get("hardware")
+                print(f"warning: the saved {family} peer was measured on {saved.get('hardware')}, "
+                      f"jaxgen on {info['hardware']}: equal minutes are not an equal budget",
+                      file=sys.stderr)  # fmt: skip
+            runs = [jaxgen_run]
+        else:
+            runs, saved = [jaxgen_run, peer_run(family, minutes, args, root, torch_python)], None
         for implementation, path, fields in runs:
             images = read_samples(path, total)[0]
             scores = [scorer.score(images[d * args.num : (d + 1) * args.num])
@@ -363,6 +425,8 @@ def main(argv=None) -> int:
                           **fields, **summarize_draws(scores), **info)  # fmt: skip
             write_record(record, args.out or os.path.join(root, "quality_table.jsonl"))
             records.append(record)
+        if saved is not None:
+            records.append(saved)
     print_table(records)
     return 0
 
