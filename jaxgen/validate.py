@@ -124,6 +124,14 @@ def check_unused_sample_options(family: str, options: SampleOptions, keys: Itera
             )
 
 
+def check_sample_options_used(family: str, options: SampleOptions, used: Iterable[str]) -> None:
+    """:func:`check_unused_sample_options` for every option outside ``used``: a family names
+    the options it reads, so an option added later is refused by it until it reads it too."""
+    used = set(used)
+    unused = [name for name in SampleOptions.names() if name not in used]
+    check_unused_sample_options(family, options, unused)
+
+
 def check_sampling_inputs(config: ml_collections.ConfigDict, method, spec) -> SampleOptions:
     """The sampler options of ``method``'s family, ``sample.label`` and the prompts.
 

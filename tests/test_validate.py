@@ -276,6 +276,8 @@ def test_final_snr_is_checked_before_training_and_refused_where_unused(tmp_path)
     text = _refused(_config(ddpm, **{"sample.final_snr": -1.0}), tmp_path)
     assert text.startswith("config key sample.final_snr=-1.0: expected >= 0")
     Experiment(_config(ddpm, **{"sample.final_snr": 20.0}), str(tmp_path / "ok"))
-    vae = Experiment(_config(), str(tmp_path / "vae"))
-    text = _error(vae.method.resolve_sample_options, SampleOptions(final_snr=20.0))
-    assert text.startswith("config key sample.final_snr=20.0: family 'vae' does not use it")
+    for family, spec in [("vae", VAE), ("flow", "configs/flow.py:preset=smoke"),
+                         ("pixelcnn", "configs/pixelcnn.py:preset=smoke")]:  # fmt: skip
+        exp = Experiment(_config(spec), str(tmp_path / family))
+        text = _error(exp.method.resolve_sample_options, SampleOptions(final_snr=20.0))
+        assert text.startswith(f"config key sample.final_snr=20.0: family {family!r} does not")

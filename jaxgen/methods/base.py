@@ -151,9 +151,9 @@ class Method:
 
         Default: the family has one sampler and no guidance, so every option must stay unset.
         """
-        from jaxgen.validate import check_unused_sample_options
+        from jaxgen.validate import check_sample_options_used
 
-        check_unused_sample_options(self.config.family, options, SampleOptions.names())
+        check_sample_options_used(self.config.family, options, used=())
         return options
 
     # --- what a single-optimizer family implements -------------------------

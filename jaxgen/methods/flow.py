@@ -236,9 +236,10 @@ class FlowMatching(Diffusion):
                 "config key sample.spacing='uniform': the heun sampler divides by alpha = 1 - t, "
                 "0 at the uniform grid's first level; use sampler=flow_heun or spacing=karras"
             )
-        from jaxgen.validate import check_unused_sample_options
+        from jaxgen.validate import check_sample_options_used
 
-        check_unused_sample_options(self.config.family, options, ("final_snr",))
+        used = ("sampler", "steps", "guidance", "eta", "spacing")
+        check_sample_options_used(self.config.family, options, used)
         with jax.ensure_compile_time_eval():  # a check only: nothing is staged under jit
             self.process.grid(steps, spacing)
         if not 0.0 <= options.eta <= 1.0:

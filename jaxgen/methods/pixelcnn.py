@@ -45,7 +45,7 @@ from jaxgen.pixelcnn import categorical, logistic_mixture
 from jaxgen.pixelcnn.sampling import SAMPLERS, ARModel
 from jaxgen.sampling import SampleOptions
 from jaxgen.text.conditioner import PARAMS_KEY
-from jaxgen.validate import check_unused_sample_options
+from jaxgen.validate import check_sample_options_used
 
 VARIANTS = ("pixelcnn", "gated", "pixelcnn_pp")
 
@@ -199,9 +199,7 @@ class PixelCNN(Method):
             raise UserError(
                 f"config key sample.sampler={name!r}: expected one of {sorted(SAMPLERS)}"
             )
-        check_unused_sample_options(
-            self.config.family, options, ("steps", "guidance", "eta", "spacing", "final_snr")
-        )
+        check_sample_options_used(self.config.family, options, ("sampler",))
         return options.replace(sampler=name)
 
     def sample(self, params, rng, num, conditioning=None, options=None):

@@ -54,7 +54,7 @@ from jaxgen.models.token_transformer import (
 )
 from jaxgen.sampling import SampleOptions
 from jaxgen.text.conditioner import PARAMS_KEY, drop_text
-from jaxgen.validate import check_unused_sample_options
+from jaxgen.validate import check_sample_options_used
 
 SAMPLERS = ("fast", "plain")
 
@@ -206,8 +206,7 @@ class TokenPrior(Method):
         name = options.sampler or "fast"
         if name not in SAMPLERS:
             raise UserError(f"config key sample.sampler={name!r}: expected one of {SAMPLERS}")
-        unused = ("steps", "eta", "spacing", "final_snr")
-        check_unused_sample_options(self.config.family, options, unused)
+        check_sample_options_used(self.config.family, options, ("sampler", "guidance"))
         conditional = self.num_classes or self.text is not None
         if not conditional and options.guidance not in (0, 1):
             raise UserError(

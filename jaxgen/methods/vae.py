@@ -226,7 +226,7 @@ class VAE(Method):
     def _resolve_sample_options(self, options: SampleOptions) -> SampleOptions:
         """``sampler`` is ``prior`` (the default) or ``gmm`` (unconditional models only); no
         other option applies."""
-        from jaxgen.validate import check_unused_sample_options
+        from jaxgen.validate import check_sample_options_used
 
         name = options.sampler or "prior"
         if name not in SAMPLERS:
@@ -236,9 +236,7 @@ class VAE(Method):
                 f"config key sample.sampler='gmm': fits one mixture for an unconditional VAE; "
                 f"this one has cond={self.data.cond} (use sample.sampler=prior)"
             )
-        check_unused_sample_options(
-            self.config.family, options, ("steps", "guidance", "eta", "spacing", "final_snr")
-        )
+        check_sample_options_used(self.config.family, options, ("sampler",))
         return options.replace(sampler=name)
 
     @functools.cached_property
