@@ -269,9 +269,11 @@ def test_peer_records_score_jaxgen_only_and_check_the_peer_was_scored_alike(tmp_
     table = captured.out
     assert "| vae | pytorch | 1.00 | 10 | 100 | 0.5 / 0.5 |" in table  # the newest saved peer
     assert table.strip().splitlines()[-1].startswith("vae: jaxgen ")
-    with pytest.raises(SystemExit, match="scored with"):
+    with pytest.raises(SystemExit) as refused:
         quality_table.main([*argv[:2], "--num=40", "--draws=3", *argv[4:]])
+    assert refused.value.code == 2 and "scored with" in capsys.readouterr().err
     saved.write_text(json.dumps(dict(peer, minutes=0.9)) + "\n")
-    with pytest.raises(SystemExit, match="retrain the peer"):
+    with pytest.raises(SystemExit) as refused:
         quality_table.main(argv)
+    assert refused.value.code == 2 and "retrain the peer" in capsys.readouterr().err
     assert len(out.read_text().splitlines()) == 1  # refused runs wrote nothing

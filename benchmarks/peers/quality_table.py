@@ -317,18 +317,18 @@ def peer_run(
 def saved_peer_record(path: str, family: str, args: argparse.Namespace, minutes: float) -> dict:
     """The newest PyTorch record of ``family`` in ``path``, checked to have been scored as this
     run scores jaxgen (``num``, ``draws``, ``num_ref``, ``seed``) and trained for at least 99%
-    of jaxgen's ``minutes``. Raises SystemExit with a one-line reason otherwise."""
+    of jaxgen's ``minutes``. Raises ValueError with a one-line reason otherwise."""
     peers = [r for r in newest_records(path, [family]) if r["implementation"] == "pytorch"]
     if not peers:
-        raise SystemExit(f"--peer-records={path}: no pytorch record of {family}")
+        raise ValueError(f"--peer-records={path}: no pytorch record of {family}")
     peer = peers[0]
     wanted = dict(num=args.num, draws=args.draws, num_ref=args.num_ref, seed=args.seed)
     found = {k: peer.get(k) for k in wanted}
     if found != wanted:
-        raise SystemExit(f"--peer-records={path}: the {family} peer was scored with {found}, "
+        raise ValueError(f"--peer-records={path}: the {family} peer was scored with {found}, "
                          f"this run scores {wanted}")  # fmt: skip
     if peer["minutes"] < 0.99 * minutes:
-        raise SystemExit(
+        raise ValueError(
             f"--peer-records={path}: the {family} peer trained {peer['minutes']:.2f} minutes, "
             f"jaxgen {minutes:.2f}; retrain the peer for equal minutes"
         )
@@ -388,8 +388,15 @@ def main(argv=None) -> int:
     torch_python = "" if args.peer_records else args.torch_python or find_torch_python()
     scorer = Scorer(reference_images(args.num_ref), args.extractors.split(","), args.seed)
     info, records, total = hardware(), [], args.num * args.draws
+
+    def peer_record(family: str, minutes: float) -> dict:
+        try:
+            return saved_peer_record(args.peer_records, family, args, minutes)
+        except ValueError as e:
+            parser.error(str(e))  # one line, exit 2
+
     for family in families if args.peer_records else ():  # bad peer records fail before training
-        saved_peer_record(args.peer_records, family, args, minutes=0.0)
+        peer_record(family, minutes=0.0)
     for family in families:
         config, script = FAMILIES[family]
         workdir, logs = os.path.join(root, family), os.path.join(root, "logs")
@@ -406,7 +413,7 @@ def main(argv=None) -> int:
         jaxgen_run = ("jaxgen", samples, dict(minutes=minutes, steps=step,
                       params=jaxgen_params(workdir, step), config=config_arg))  # fmt: skip
         if args.peer_records:
-            saved = saved_peer_record(args.peer_records, family, args, minutes)
+            saved = peer_record(family, minutes)
             if saved.get("hardware") != info["hardware"]:
                 # Minutes on another machine are not the same budget: say so, in the record too.
                 jaxgen_run[2]["peer_hardware"] = saved.get("hardware")
