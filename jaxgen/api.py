@@ -137,6 +137,7 @@ class Run:
         guidance: float | None = None,
         eta: float | None = None,
         final_snr: float | None = None,
+        drs_percentile: float | None = None,
     ) -> np.ndarray:
         """``n`` samples, uint8 ``[n, H, W, C]``.
 
@@ -146,7 +147,8 @@ class Run:
             ``--mode=sample`` writes for ``sample.num = n``.
           label: a class (int) or one per sample; None: the classes in turn (class runs).
           prompt: a prompt (str) or one per sample; None: training-style captions (text runs).
-          sampler, steps, guidance, eta, final_snr: :class:`~jaxgen.sampling.SampleOptions`
+          sampler, steps, guidance, eta, final_snr, drs_percentile:
+            :class:`~jaxgen.sampling.SampleOptions`
             for this call in place of the run's ``config.sample`` ones (None: the run's own);
             see docs/contract.md for each family's samplers.
         """
@@ -154,7 +156,12 @@ class Run:
             raise UserError(f"n={n}: expected at least one sample")
         exp = self._exp
         options = SampleOptions.from_config(self.config.sample).replace(
-            sampler=sampler, steps=steps, guidance=guidance, eta=eta, final_snr=final_snr
+            sampler=sampler,
+            steps=steps,
+            guidance=guidance,
+            eta=eta,
+            final_snr=final_snr,
+            drs_percentile=drs_percentile,
         )
         options = exp.method.resolve_sample_options(options)
         conditioning = self._conditioning(exp, n, label, prompt)

@@ -209,7 +209,7 @@ class Experiment:
         Logs progress lines (``what``: count, images/s, ETA) and stops at a stop request.
         """
         options = self.sample_options if options is None else options
-        params = self._prepared_params(self.method.sampling_params(state), options)
+        params = self._prepared_params(self.method.sampling_params(state, options), options)
         chunk = self.sample_batch_size
         devices = self.mesh.size
         progress = None
@@ -249,7 +249,7 @@ class Experiment:
 
     # --- evaluation -----------------------------------------------------
     def evaluate(self, state: TrainState, step: int, final: bool) -> dict[str, float]:
-        params = self.method.sampling_params(state)
+        params = self.method.sampling_params(state, self.sample_options)
         ctx = EvalContext(
             config=self.config,
             params=params,

@@ -1,10 +1,11 @@
 """How a family draws its images: the sampling options, one typed, hashable value.
 
 :class:`SampleOptions` holds the ``sample.sampler``, ``steps``, ``guidance``, ``eta``,
-``spacing`` and ``final_snr`` of a config. A family's ``Method.resolve_sample_options`` checks
-it once, before anything compiles, and fills in the family's defaults;
-``Method.sample(..., options=)`` then draws with it. Being frozen and hashable, it can be a
-static argument of ``jax.jit``: each distinct value compiles its own sampler.
+``spacing``, ``final_snr`` and ``drs_percentile`` of a config. A family's
+``Method.resolve_sample_options`` checks it once, before anything compiles, and fills in the
+family's defaults; ``Method.sample(..., options=)`` then draws with it. Being frozen and
+hashable, it can be a static argument of ``jax.jit``: each distinct value compiles its own
+sampler.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class SampleOptions:
       final_snr: the signal-to-noise ratio ``alpha^2 / sigma^2`` of the diffusion grid's last
         noisy level, from which the sampler returns the denoiser's estimate of the image (0:
         the process's least noisy level; :mod:`jaxgen.diffusion.process`).
+      drs_percentile: GAN discriminator rejection sampling (``sampler="drs"``): the
+        percentile, in [0, 100), of the burn-in draws' acceptance scores at which a draw is
+        kept with probability 1/2; higher keeps fewer, more real-looking draws (0: 95;
+        :mod:`jaxgen.gan.rejection`).
     """
 
     sampler: str = ""
@@ -40,6 +45,7 @@ class SampleOptions:
     eta: float = 0.0
     spacing: str = ""
     final_snr: float = 0.0
+    drs_percentile: float = 0.0
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -48,6 +48,7 @@ _RANGES = (
     ("sample.steps", ">= 0", " (0: the sampler's default)"),
     ("sample.guidance", ">= 0", " (0: unconditional, 1: conditional)"),
     ("sample.final_snr", ">= 0", " (0: the process's least noisy level)"),
+    ("sample.drs_percentile", "[0, 100)", " (0: 95)"),
     ("sample.timing_repeats", ">= 0", " (0: no timing)"),
     ("data.prefetch", ">= 0", ""),
 )

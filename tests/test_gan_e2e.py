@@ -58,3 +58,22 @@ def test_sample_mode_writes_labelled_deterministic_samples(trained):
         np.testing.assert_array_equal(saved["labels"], np.arange(8) % 10)
         np.testing.assert_array_equal(saved["images"], first["images"])
     np.testing.assert_array_equal(run(config, workdir, "sample")["images"], first["images"])
+
+
+def test_drs_through_sample_and_eval_modes(trained, tmp_path):
+    """``sample.sampler=drs`` on the trained run: labelled, deterministic samples, and the
+    ``params`` evaluator counts the discriminator that scores every draw."""
+    _, workdir, state = trained
+    drs_dir = str(tmp_path / "drs")
+    shutil.copytree(workdir, drs_dir)
+    plain = run(load_config("configs/gan.py:preset=smoke,cond=class"), drs_dir, "sample")
+    config = load_config("configs/gan.py:preset=smoke,cond=class")
+    config.sample.sampler = "drs"
+    first = run(config, drs_dir, "sample")
+    assert first["images"].shape == (8, 28, 28, 1)
+    np.testing.assert_array_equal(first["labels"], np.arange(8) % 10)
+    assert not np.array_equal(first["images"], plain["images"])
+    np.testing.assert_array_equal(run(config, drs_dir, "sample")["images"], first["images"])
+    run(config, drs_dir, "eval")
+    evals = json.load(open(os.path.join(drs_dir, "eval", "step_4.json")))
+    assert evals["params"] == sum(np.size(x) for x in jax.tree.leaves(state.params))

@@ -226,10 +226,18 @@ def test_pixelcnn_sampler_name_and_steps_are_checked_before_training(tmp_path):
     Experiment(_config(spec, **{"sample.sampler": "plain"}), str(tmp_path / "ok"))
 
 
-@pytest.mark.parametrize("key,value", [("sample.sampler", "ddim"), ("sample.guidance", 2.0)])
-def test_sampler_options_of_a_family_without_them_are_refused(tmp_path, key, value):
-    text = _refused(_config("configs/gan.py:preset=smoke", **{key: value}), tmp_path)
-    assert text.startswith(f"config key {key}={value!r}: family 'gan' does not use it")
+@pytest.mark.parametrize(
+    "overrides, start",
+    [
+        ({"sample.guidance": 2.0}, "config key sample.guidance=2.0: family 'gan' does not use it"),
+        ({"sample.drs_percentile": 90.0}, "config key sample.drs_percentile=90.0: family 'gan'"),
+        ({"sample.sampler": "ddim"}, "config key sample.sampler='ddim': expected one of"),
+        ({"sample.sampler": "drs", "sample.drs_percentile": 100.0}, "config key sample.drs_pe"),
+    ],
+)
+def test_gan_sample_options_are_checked_before_training(tmp_path, overrides, start):
+    text = _refused(_config("configs/gan.py:preset=smoke", **overrides), tmp_path)
+    assert text.startswith(start)
 
 
 def test_vae_sampler_name_is_checked_before_training(tmp_path):

@@ -78,6 +78,12 @@ def evaluate(ctx, cfg) -> dict[str, float]:
 
 
 def count_params(ctx, cfg) -> dict[str, float]:
-    """Number of parameters used to generate (the generator's, for a GAN)."""
+    """Number of parameters used to generate: the sampling parameters, or the tree that the
+    family's ``ctx.functions["generating_params"]()`` returns when it has one (a GAN: its
+    generator's, with its discriminator's for ``sample.sampler=drs``, which scores every
+    draw; not the spectral-norm vectors or the calibration the sampler also reads)."""
     del cfg
-    return {"params": int(sum(np.size(x) for x in jax.tree.leaves(ctx.params)))}
+    tree = ctx.params
+    if "generating_params" in ctx.functions:
+        tree = ctx.functions["generating_params"]()
+    return {"params": int(sum(np.size(x) for x in jax.tree.leaves(tree)))}

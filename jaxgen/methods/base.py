@@ -236,8 +236,10 @@ class Method:
         :attr:`extras_use_test_images`, else None."""
         del params, real, rng, out_dir, step
 
-    def sampling_params(self, state: TrainState) -> PyTree:
-        """The parameters used for sampling and evaluation (EMA by default)."""
+    def sampling_params(self, state: TrainState, options: SampleOptions | None = None) -> PyTree:
+        """The parameters used for sampling and evaluation (EMA by default); ``options``
+        (None: the config's) is the sampler they are for, should it read more of ``state``."""
+        del options
         return state.ema_params
 
     def prepare_sampling(self, params: PyTree, options: SampleOptions, source) -> PyTree:

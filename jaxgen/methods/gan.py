@@ -28,6 +28,11 @@ discriminator's and the generator's losses (``d_loss + g_loss``, both logged too
 Sampling uses the EMA generator. Its batch norm takes the statistics of a
 reference batch of ``gan.g_batch_size`` random latents (uniform labels) drawn
 with the sample key, so an image does not depend on what else is requested.
+``sample.sampler=drs`` (discriminator rejection sampling, :mod:`jaxgen.gan.rejection`)
+keeps, per requested image, the first of ``DRS_CANDIDATES`` draws with its condition that
+the live discriminator accepts, calibrated on ``DRS_BURN_IN`` draws; the discriminator scores
+them in chunks of its training micro-batch, whose draws share a reference batch, so an
+image depends on the other requests of its chunk (4 images at batch 64), not on later ones.
 
 Text conditioning (``cond=text``, :mod:`jaxgen.text.conditioner`): the
 generator maps the pooled text embedding ``[B, D]`` through a learned projection
@@ -64,6 +69,7 @@ import optax
 
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
+from jaxgen.gan import rejection
 from jaxgen.gan.losses import get_loss
 from jaxgen.gan.step import Objective, Players, two_player_step
 from jaxgen.methods.base import (
@@ -78,9 +84,15 @@ from jaxgen.methods.gradients import cast_floating
 from jaxgen.models.dcgan import D_NORMS, DCGANDiscriminator, DCGANGenerator
 from jaxgen.models.resnet_gan import ResNetDiscriminator, ResNetGenerator
 from jaxgen.models.spectral_norm import COLLECTION
+from jaxgen.sampling import SampleOptions
 from jaxgen.text.conditioner import PARAMS_KEY
+from jaxgen.validate import check_sample_options_used
 
 ARCHS = ("dcgan", "resnet")
+SAMPLERS = ("generator", "drs")
+DRS_CANDIDATES = 16  # draws per kept image; at 26% acceptance 0.8% of images keep the best one
+DRS_BURN_IN = 10_000  # draws that calibrate the acceptance (the max logit and the shift)
+DRS_BURN_IN_STREAM = 0x5D45  # folded into the PRNGKey of config.seed for the burn-in draws
 
 
 class TwoPlayerOptimizer(NamedTuple):
@@ -319,8 +331,38 @@ class GAN(Method):
         return new_state, metrics
 
     # --- sampling --------------------------------------------------------------
-    def sampling_params(self, state: TrainState):
-        return {"generator": state.ema_params["generator"]}
+    def sampling_params(self, state: TrainState, options: SampleOptions | None = None):
+        """The generator (its EMA), and for ``sample.sampler=drs`` the discriminator
+        (``discriminator``) with its spectral-norm state (``discriminator_state``)."""
+        params = {"generator": state.ema_params["generator"]}
+        if self.resolve_sample_options(options).sampler == "drs":
+            params["discriminator"] = state.params["discriminator"]
+            params["discriminator_state"] = state.model_state
+        return params
+
+    def eval_functions(self, params):
+        """``generating_params``: ``() ->`` the networks among ``params`` (``generator``, and
+        ``discriminator`` for DRS), which the ``params`` evaluator counts."""
+        networks = {k: v for k, v in params.items() if k in ("generator", "discriminator")}
+        return {"generating_params": lambda: networks}
+
+    def _resolve_sample_options(self, options: SampleOptions) -> SampleOptions:
+        """``sampler`` is ``generator`` (the default) or ``drs`` (not text-conditioned), which
+        alone reads ``drs_percentile`` (0: ``DEFAULT_PERCENTILE``)."""
+        name = options.sampler or "generator"
+        if name not in SAMPLERS:
+            raise UserError(f"config key sample.sampler={name!r}: expected one of {list(SAMPLERS)}")
+        if name == "drs" and self.text is not None:
+            raise UserError(
+                "config key sample.sampler='drs': for unconditional and class-conditioned GANs; "
+                "this one is text-conditioned (use sample.sampler=generator)"
+            )
+        used = ("sampler", "drs_percentile") if name == "drs" else ("sampler",)
+        check_sample_options_used(self.config.family, options, used)
+        if name == "drs":
+            percentile = options.drs_percentile or rejection.DEFAULT_PERCENTILE
+            options = options.replace(drs_percentile=percentile)
+        return options.replace(sampler=name)
 
     def reference_batch_size(self) -> int:
         return self.objective.g_batch_size or self.config.train.batch_size // self.objective.d_steps
@@ -357,10 +399,16 @@ class GAN(Method):
         """float32 ``[num, H, W, C]`` in ``[0, 1]`` from the generator ``params["generator"]``.
 
         ``conditioning``: ``label`` int32 ``[num]`` (class; default: the classes in turn)
-        or the prompts' text fields ``[num, ...]`` (text). ``options``: none apply (only the
-        defaults pass :meth:`resolve_sample_options`).
+        or the prompts' text fields ``[num, ...]`` (text). ``options.sampler``: ``generator``
+        (the default) draws ``z ~ N(0, I)``; ``drs`` keeps one of ``DRS_CANDIDATES`` draws per
+        image by discriminator rejection sampling (:meth:`prepare_sampling` adds what it reads).
         """
-        del options
+        if self.resolve_sample_options(options).sampler == "drs":
+            return self._sample_drs(params, rng, num, conditioning)
+        return self._draw(params, rng, num, conditioning)
+
+    def _draw(self, params, rng, num, conditioning):
+        """``num`` draws of the generator, float32 ``[num, H, W, C]`` in ``[0, 1]``."""
         ref_rng, z_rng = jax.random.split(rng)
         n_ref = self.reference_batch_size()
         z_ref = jax.random.normal(ref_rng, (n_ref, self.config.model.z_dim))
@@ -380,6 +428,78 @@ class GAN(Method):
         mask = jnp.concatenate([jnp.ones((n_ref,)), jnp.zeros((num,))])
         x = self._generate(params["generator"], jnp.concatenate([z_ref, z]), labels, mask)
         return jnp.clip((x[n_ref:] + 1.0) / 2.0, 0.0, 1.0)
+
+    def _scored_draws(self, params, rng, num, labels):
+        """``(images float32 [M, H, W, C] in [0, 1], discriminator logits [M])`` of ``M``
+        draws, ``num`` rounded up to whole chunks of :meth:`reference_batch_size` rows.
+
+        The discriminator normalises with its batch's statistics (``d_norm=batch``), so it
+        scores chunks of the size it was trained on, one generator call each (with its own
+        reference batch). ``labels``: int32 ``[M]`` (class-conditioned) or None.
+        """
+        chunk = self.reference_batch_size()
+        chunks = -(-num // chunk)
+        keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(chunks))
+        chunk_labels = None if labels is None else labels.reshape(chunks, chunk)
+
+        def one(args):
+            key, y = args
+            x = self._draw(params, key, chunk, None if y is None else {"label": y})
+            d_params, d_state = params["discriminator"], params["discriminator_state"]
+            logits, _ = self._discriminate(d_params, d_state, x * 2.0 - 1.0, y, False)
+            return x, logits
+
+        images, logits = jax.lax.map(one, (keys, chunk_labels))
+        return images.reshape(-1, *images.shape[2:]), logits.reshape(-1)
+
+    def _candidate_labels(self, slots, count):
+        """int32 ``[count]``: each slot's label ``DRS_CANDIDATES`` times in a row, the
+        sequence repeated to ``count``; None when unconditional."""
+        if not self.num_classes:
+            return None
+        return jnp.resize(jnp.repeat(jnp.asarray(slots, jnp.int32), DRS_CANDIDATES), (count,))
+
+    def _sample_drs(self, params, rng, num, conditioning):
+        """Discriminator rejection sampling: per requested image, the first accepted of
+        ``DRS_CANDIDATES`` draws with its condition (:func:`jaxgen.gan.rejection.choose`)."""
+        if "drs" not in params:
+            raise UserError("sample.sampler='drs': the parameters lack its calibration")
+        chunk = self.reference_batch_size()
+        total = num * DRS_CANDIDATES
+        padded = -(-total // chunk) * chunk
+        slots = None
+        if self.num_classes:
+            if conditioning is not None and "label" in conditioning:
+                slots = conditioning["label"]
+            else:
+                slots = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+        draw_rng, accept_rng = jax.random.split(rng)
+        labels = self._candidate_labels(slots, padded)
+        images, logits = self._scored_draws(params, draw_rng, padded, labels)
+        probability = rejection.acceptance_probability(logits[:total], params["drs"])
+        probability = probability.reshape(num, DRS_CANDIDATES)
+        uniform = jax.random.uniform(accept_rng, probability.shape)
+        index, _ = rejection.choose(probability, uniform)
+        images = images[:total].reshape(num, DRS_CANDIDATES, *images.shape[1:])
+        return images[jnp.arange(num), index]
+
+    def prepare_sampling(self, params, options, source):
+        """Sampler ``drs``: ``params`` plus ``"drs"``, the calibration
+        (:func:`jaxgen.gan.rejection.calibrate`) from ``DRS_BURN_IN`` draws of the generator
+        keyed by ``config.seed`` (labels in turn when class-conditioned)."""
+        del source
+        options = self.resolve_sample_options(options)
+        if options.sampler != "drs":
+            return params
+        chunk = self.reference_batch_size()
+        count = -(-DRS_BURN_IN // chunk) * chunk
+        labels = None
+        if self.num_classes:
+            labels = jnp.arange(count, dtype=jnp.int32) % self.num_classes
+        rng = jax.random.fold_in(jax.random.PRNGKey(int(self.config.seed)), DRS_BURN_IN_STREAM)
+        scored = jax.jit(self._scored_draws, static_argnums=2)
+        _, logits = scored(params, rng, count, labels)
+        return dict(params, drs=rejection.calibrate(logits, options.drs_percentile))
 
     @classmethod
     def describe(cls, config):
