@@ -59,6 +59,7 @@ bfloat16 as well and returns float32 images.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -452,6 +453,11 @@ class GAN(Method):
         images, logits = jax.lax.map(one, (keys, chunk_labels))
         return images.reshape(-1, *images.shape[2:]), logits.reshape(-1)
 
+    @functools.cached_property
+    def _jitted_scored_draws(self):
+        """:meth:`_scored_draws` compiled once per method (``num`` static) for the burn-in."""
+        return jax.jit(self._scored_draws, static_argnums=2)
+
     def _candidate_labels(self, slots, count):
         """int32 ``[count]``: each slot's label ``DRS_CANDIDATES`` times in a row, the
         sequence repeated to ``count``; None when unconditional."""
@@ -497,8 +503,7 @@ class GAN(Method):
         if self.num_classes:
             labels = jnp.arange(count, dtype=jnp.int32) % self.num_classes
         rng = jax.random.fold_in(jax.random.PRNGKey(int(self.config.seed)), DRS_BURN_IN_STREAM)
-        scored = jax.jit(self._scored_draws, static_argnums=2)
-        _, logits = scored(params, rng, count, labels)
+        _, logits = self._jitted_scored_draws(params, rng, count, labels)
         return dict(params, drs=rejection.calibrate(logits, options.drs_percentile))
 
     @classmethod
