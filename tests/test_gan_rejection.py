@@ -11,7 +11,8 @@ import pytest
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.gan import rejection
-from jaxgen.methods.gan import DRS_CANDIDATES, GAN
+from jaxgen.gan.rejection_sampler import CANDIDATES
+from jaxgen.methods.gan import GAN
 from jaxgen.sampling import SampleOptions
 from tests.conftest import jitted_init, load_config
 
@@ -21,7 +22,7 @@ def test_zero_shift_is_exact_rejection_sampling_of_the_data_density():
     log 2x, its maximum log 2. With gamma = 0 a draw is kept with probability x, so the kept
     draws have density 2x: mean 2/3, a quarter of them below 1/2 (U(0, 1): 1/2, 1/2)."""
     slots = 20_000
-    x = jax.random.uniform(jax.random.PRNGKey(0), (slots, DRS_CANDIDATES), minval=1e-6)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (slots, CANDIDATES), minval=1e-6)
     calibration = {"max_logit": jnp.float32(math.log(2.0)), "gamma": jnp.float32(0.0)}
     probability = rejection.acceptance_probability(jnp.log(2.0 * x), calibration)
     np.testing.assert_allclose(probability, x, rtol=1e-4, atol=1e-5)
@@ -75,9 +76,7 @@ def _drs(method, state, percentile):
 
 
 def _logits(method, params, images, labels):
-    x = jnp.asarray(images) * 2.0 - 1.0
-    d_params, d_state = params["discriminator"], params["discriminator_state"]
-    return method._discriminate(d_params, d_state, x, labels, False)[0]
+    return method._score(params, jnp.asarray(images) * 2.0 - 1.0, labels)
 
 
 def test_drs_keeps_each_slot_one_of_its_draws_as_the_acceptance_rule_says(gan):
@@ -87,7 +86,7 @@ def test_drs_keeps_each_slot_one_of_its_draws_as_the_acceptance_rule_says(gan):
     method, state = gan
     num, rng = 1024, jax.random.PRNGKey(3)
     slots = jnp.arange(num, dtype=jnp.int32) % 10
-    total = num * DRS_CANDIDATES
+    total = num * CANDIDATES
     expected_means = []
     for percentile in (50.0, 99.0):
         options, params = _drs(method, state, percentile)
@@ -96,9 +95,11 @@ def test_drs_keeps_each_slot_one_of_its_draws_as_the_acceptance_rule_says(gan):
         )
         assert kept.shape == (num, 8, 8, 1)
         draw_rng, _ = jax.random.split(rng)
-        labels = method._candidate_labels(slots, total)
-        _, logits = method._scored_draws(params, draw_rng, total, labels)
-        logits = logits.reshape(num, DRS_CANDIDATES)
+        sampler = method.rejection_sampler
+        _, logits = sampler.scored_draws(
+            params, draw_rng, total, sampler.candidate_labels(slots, total)
+        )
+        logits = logits.reshape(num, CANDIDATES)
         kept_logits = _logits(method, params, kept, slots)
         gaps = jnp.min(jnp.abs(logits - kept_logits[:, None]), axis=1)
         assert float(gaps.max()) < 1e-5  # the kept image is one of its slot's draws

@@ -28,11 +28,10 @@ discriminator's and the generator's losses (``d_loss + g_loss``, both logged too
 Sampling uses the EMA generator. Its batch norm takes the statistics of a
 reference batch of ``gan.g_batch_size`` random latents (uniform labels) drawn
 with the sample key, so an image does not depend on what else is requested.
-``sample.sampler=drs`` (discriminator rejection sampling, :mod:`jaxgen.gan.rejection`)
-keeps, per requested image, the first of ``DRS_CANDIDATES`` draws with its condition that
-the live discriminator accepts, calibrated on ``DRS_BURN_IN`` draws; the discriminator scores
-them in chunks of its training micro-batch, whose draws share a reference batch, so an
-image depends on the other requests of its chunk (4 images at batch 64), not on later ones.
+``sample.sampler=drs`` (discriminator rejection sampling, :mod:`jaxgen.gan.rejection_sampler`)
+keeps, per requested image, the first of 16 draws with its condition that the live
+discriminator accepts; an image then depends on the other requests of its discriminator chunk
+(4 images at batch 64), not on later ones.
 
 Text conditioning (``cond=text``, :mod:`jaxgen.text.conditioner`): the
 generator maps the pooled text embedding ``[B, D]`` through a learned projection
@@ -59,19 +58,17 @@ bfloat16 as well and returns float32 images.
 
 from __future__ import annotations
 
-import functools
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.gan import rejection
 from jaxgen.gan.losses import get_loss
+from jaxgen.gan.optimizers import TwoPlayerOptimizer, player_optimizer
+from jaxgen.gan.rejection_sampler import RejectionSampler
 from jaxgen.gan.step import Objective, Players, two_player_step
 from jaxgen.methods.base import (
     Method,
@@ -91,48 +88,6 @@ from jaxgen.validate import check_sample_options_used
 
 ARCHS = ("dcgan", "resnet")
 SAMPLERS = ("generator", "drs")
-DRS_CANDIDATES = 16  # draws per kept image; at 26% acceptance 0.8% of images keep the best one
-DRS_BURN_IN = 10_000  # draws that calibrate the acceptance (the max logit and the shift)
-DRS_BURN_IN_STREAM = 0x5D45  # folded into the PRNGKey of config.seed for the burn-in draws
-
-
-class TwoPlayerOptimizer(NamedTuple):
-    """One optax transformation per player.
-
-    ``init``/``update`` act on ``{"generator", "discriminator"}`` trees, each
-    player through its own transformation, so the pair can stand where the
-    trainer expects one optimizer (e.g. re-initialising for ``init_from``).
-    """
-
-    generator: optax.GradientTransformation
-    discriminator: optax.GradientTransformation
-
-    def init(self, params):
-        return {name: getattr(self, name).init(params[name]) for name in params}
-
-    def update(self, grads, state, params=None):
-        out = {
-            name: getattr(self, name).update(
-                grads[name], state[name], None if params is None else params[name]
-            )
-            for name in grads
-        }
-        return {k: v[0] for k, v in out.items()}, {k: v[1] for k, v in out.items()}
-
-
-def player_optimizer(
-    cfg: ml_collections.ConfigDict, learning_rate: float, num_updates: int
-) -> optax.GradientTransformation:
-    """``cfg`` (the ``optimizer`` section) at ``learning_rate``; adds the ``linear`` schedule."""
-    from jaxgen.optim import build_optimizer
-
-    cfg = ml_collections.ConfigDict(cfg.to_dict())
-    cfg.learning_rate = float(learning_rate)
-    if cfg.schedule != "linear":
-        return build_optimizer(cfg, num_updates)
-    cfg.schedule = "constant"
-    decay = optax.linear_schedule(1.0, 0.0, max(num_updates, 1))
-    return optax.chain(build_optimizer(cfg, num_updates), optax.scale_by_schedule(decay))
 
 
 class GAN(Method):
@@ -193,6 +148,9 @@ class GAN(Method):
             mode_seeking=float(g.get("mode_seeking", 0.0)),
         )
         self.players = Players(self._generate, self._discriminate, m.z_dim, self.num_classes)
+        self.rejection_sampler = RejectionSampler(
+            self._draw, self._score, self.reference_batch_size(), self.num_classes, int(config.seed)
+        )
 
     # --- the networks as pure functions --------------------------------------
     def _split(self, player_params, cond):
@@ -235,6 +193,12 @@ class GAN(Method):
             return out.astype(jnp.float32), dict(new_state)
         out = self.discriminator.apply(variables, x, labels, False, text)
         return out.astype(jnp.float32), d_state
+
+    def _score(self, params, x, labels):
+        """Logits ``[N]`` of the sampling discriminator (``params["discriminator"]`` and
+        ``params["discriminator_state"]``) for images ``x`` in [-1, 1]."""
+        d_params, d_state = params["discriminator"], params["discriminator_state"]
+        return self._discriminate(d_params, d_state, x, labels, False)[0]
 
     def _batch_condition(self, batch):
         """The conditions of a batch: labels ``[B]``, the text fields, or None."""
@@ -401,11 +365,11 @@ class GAN(Method):
 
         ``conditioning``: ``label`` int32 ``[num]`` (class; default: the classes in turn)
         or the prompts' text fields ``[num, ...]`` (text). ``options.sampler``: ``generator``
-        (the default) draws ``z ~ N(0, I)``; ``drs`` keeps one of ``DRS_CANDIDATES`` draws per
-        image by discriminator rejection sampling (:meth:`prepare_sampling` adds what it reads).
+        (the default) draws ``z ~ N(0, I)``; ``drs`` keeps one of several draws per image by
+        discriminator rejection sampling (:meth:`prepare_sampling` adds what it reads).
         """
         if self.resolve_sample_options(options).sampler == "drs":
-            return self._sample_drs(params, rng, num, conditioning)
+            return self.rejection_sampler.sample(params, rng, num, conditioning)
         return self._draw(params, rng, num, conditioning)
 
     def _draw(self, params, rng, num, conditioning):
@@ -430,81 +394,14 @@ class GAN(Method):
         x = self._generate(params["generator"], jnp.concatenate([z_ref, z]), labels, mask)
         return jnp.clip((x[n_ref:] + 1.0) / 2.0, 0.0, 1.0)
 
-    def _scored_draws(self, params, rng, num, labels):
-        """``(images float32 [M, H, W, C] in [0, 1], discriminator logits [M])`` of ``M``
-        draws, ``num`` rounded up to whole chunks of :meth:`reference_batch_size` rows.
-
-        The discriminator normalises with its batch's statistics (``d_norm=batch``), so it
-        scores chunks of the size it was trained on, one generator call each (with its own
-        reference batch). ``labels``: int32 ``[M]`` (class-conditioned) or None.
-        """
-        chunk = self.reference_batch_size()
-        chunks = -(-num // chunk)
-        keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(chunks))
-        chunk_labels = None if labels is None else labels.reshape(chunks, chunk)
-
-        def one(args):
-            key, y = args
-            x = self._draw(params, key, chunk, None if y is None else {"label": y})
-            d_params, d_state = params["discriminator"], params["discriminator_state"]
-            logits, _ = self._discriminate(d_params, d_state, x * 2.0 - 1.0, y, False)
-            return x, logits
-
-        images, logits = jax.lax.map(one, (keys, chunk_labels))
-        return images.reshape(-1, *images.shape[2:]), logits.reshape(-1)
-
-    @functools.cached_property
-    def _jitted_scored_draws(self):
-        """:meth:`_scored_draws` compiled once per method (``num`` static) for the burn-in."""
-        return jax.jit(self._scored_draws, static_argnums=2)
-
-    def _candidate_labels(self, slots, count):
-        """int32 ``[count]``: each slot's label ``DRS_CANDIDATES`` times in a row, the
-        sequence repeated to ``count``; None when unconditional."""
-        if not self.num_classes:
-            return None
-        return jnp.resize(jnp.repeat(jnp.asarray(slots, jnp.int32), DRS_CANDIDATES), (count,))
-
-    def _sample_drs(self, params, rng, num, conditioning):
-        """Discriminator rejection sampling: per requested image, the first accepted of
-        ``DRS_CANDIDATES`` draws with its condition (:func:`jaxgen.gan.rejection.choose`)."""
-        if "drs" not in params:
-            raise UserError("sample.sampler='drs': the parameters lack its calibration")
-        chunk = self.reference_batch_size()
-        total = num * DRS_CANDIDATES
-        padded = -(-total // chunk) * chunk
-        slots = None
-        if self.num_classes:
-            if conditioning is not None and "label" in conditioning:
-                slots = conditioning["label"]
-            else:
-                slots = jnp.arange(num, dtype=jnp.int32) % self.num_classes
-        draw_rng, accept_rng = jax.random.split(rng)
-        labels = self._candidate_labels(slots, padded)
-        images, logits = self._scored_draws(params, draw_rng, padded, labels)
-        probability = rejection.acceptance_probability(logits[:total], params["drs"])
-        probability = probability.reshape(num, DRS_CANDIDATES)
-        uniform = jax.random.uniform(accept_rng, probability.shape)
-        index, _ = rejection.choose(probability, uniform)
-        images = images[:total].reshape(num, DRS_CANDIDATES, *images.shape[1:])
-        return images[jnp.arange(num), index]
-
     def prepare_sampling(self, params, options, source):
-        """Sampler ``drs``: ``params`` plus ``"drs"``, the calibration
-        (:func:`jaxgen.gan.rejection.calibrate`) from ``DRS_BURN_IN`` draws of the generator
-        keyed by ``config.seed`` (labels in turn when class-conditioned)."""
+        """Sampler ``drs``: ``params`` plus ``"drs"``, its calibration
+        (:meth:`jaxgen.gan.rejection_sampler.RejectionSampler.calibrate`)."""
         del source
         options = self.resolve_sample_options(options)
         if options.sampler != "drs":
             return params
-        chunk = self.reference_batch_size()
-        count = -(-DRS_BURN_IN // chunk) * chunk
-        labels = None
-        if self.num_classes:
-            labels = jnp.arange(count, dtype=jnp.int32) % self.num_classes
-        rng = jax.random.fold_in(jax.random.PRNGKey(int(self.config.seed)), DRS_BURN_IN_STREAM)
-        _, logits = self._jitted_scored_draws(params, rng, count, labels)
-        return dict(params, drs=rejection.calibrate(logits, options.drs_percentile))
+        return self.rejection_sampler.calibrate(params, options.drs_percentile)
 
     @classmethod
     def describe(cls, config):
