@@ -2,8 +2,9 @@
 
 Per requested image it draws ``CANDIDATES`` images with the image's condition and keeps the
 first that the discriminator accepts (:mod:`jaxgen.gan.rejection` holds the acceptance rule),
-else the likeliest. The rule is calibrated once per sampling call
-(:meth:`RejectionSampler.calibrate`) on ``BURN_IN`` draws keyed by the run's seed.
+else the likeliest. The rule is calibrated before sampling, once per parameters and options
+(:meth:`RejectionSampler.calibrate`, from the method's ``prepare_sampling``), on ``BURN_IN``
+draws keyed by the run's seed.
 
 The discriminator may normalise with its batch's statistics (``d_norm=batch``), so it scores
 chunks of the size it was trained on (``chunk`` rows), one generator call each with its own
