@@ -29,9 +29,9 @@ Sampling uses the EMA generator. Its batch norm takes the statistics of a
 reference batch of ``gan.g_batch_size`` random latents (uniform labels) drawn
 with the sample key, so an image does not depend on what else is requested.
 ``sample.sampler=drs`` (discriminator rejection sampling, :mod:`jaxgen.gan.rejection_sampler`)
-keeps, per requested image, the first of 16 draws with its condition that the live
-discriminator accepts; an image then depends on the other requests of its discriminator chunk
-(4 images at batch 64), not on later ones.
+keeps, per requested image, the first of ``rejection_sampler.CANDIDATES`` draws with its
+condition that the live discriminator accepts; an image then depends on the other requests of
+its discriminator chunk (the micro-batch over ``CANDIDATES`` images), not on later ones.
 
 Text conditioning (``cond=text``, :mod:`jaxgen.text.conditioner`): the
 generator maps the pooled text embedding ``[B, D]`` through a learned projection
