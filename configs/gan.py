@@ -53,8 +53,9 @@ def get_config(arg: str | None = None):
     c.model.text_dim = 128  # cond=text: width of the generator's projected text embedding
 
     c.gan = dict(
-        loss="hinge", gp_weight=0.0, r1_gamma=0.0, r1_every=1, g_batch_size=0, mode_seeking=0.0
-    )
+        loss="hinge", gp_weight=0.0, r1_gamma=0.0, r1_every=1, g_batch_size=0, mode_seeking=0.0,
+        top_k=0.0, top_k_gamma=0.99, top_k_every=1000,
+    )  # fmt: skip
 
     c.train.num_steps = 50_000  # generator updates
     c.train.d_steps = 5

@@ -18,6 +18,8 @@ from jaxgen.gan.step import (
     Players,
     generator_update,
     mode_seeking_ratio,
+    top_k_gradients,
+    top_k_share,
     two_player_step,
 )
 from jaxgen.methods.gan import GAN
@@ -216,6 +218,9 @@ def test_sample_does_not_depend_on_the_other_requested_samples(conditional_gan):
         ({"train.d_steps": 3}, "train.d_steps"),
         ({"model.arch": "vit"}, "model.arch"),
         ({"gan.loss": "lsgan"}, "gan.loss"),
+        ({"gan.top_k": 1.5}, "gan.top_k="),
+        ({"gan.top_k": 0.5, "gan.top_k_gamma": 0.0}, "gan.top_k_gamma"),
+        ({"gan.top_k": 0.5, "gan.top_k_every": 0}, "gan.top_k_every"),
     ],
 )
 def test_bad_gan_config_is_a_user_error(overrides, key):
@@ -311,3 +316,22 @@ def test_mode_seeking_pairs_share_conditions_and_penalise_ignoring_z():
             assert float(metrics["g_loss"]) > 0.9e5
         else:
             assert "mode_seeking" not in metrics and float(metrics["g_loss"]) < 100
+
+
+def test_top_k_share_decays_to_its_floor():
+    objective = Objective(top_k=0.5, top_k_gamma=0.9, top_k_every=10)
+    shares = [float(top_k_share(objective, step)) for step in (0, 9, 10, 25, 10_000)]
+    np.testing.assert_allclose(shares, [1.0, 1.0, 0.9, 0.81, 0.5], rtol=1e-6)
+
+
+def test_top_k_gradients_are_those_of_the_best_rated_images_alone():
+    out = jnp.array([0.3, -1.0, 2.0, 0.5, -0.2, 1.1])
+    best = jnp.array([2, 5, 3])  # the three largest outputs
+    for g_loss in (losses.nonsaturating_g, losses.hinge_g):
+        value = g_loss(top_k_gradients(out, jnp.float32(0.5)))
+        np.testing.assert_allclose(float(value), float(g_loss(out)), rtol=1e-6)
+        grad = jax.grad(lambda o, f=g_loss: f(top_k_gradients(o, jnp.float32(0.5))))(out)
+        expected = jax.grad(lambda o, f=g_loss: f(o[best]))(out)
+        np.testing.assert_allclose(np.asarray(grad), np.asarray(expected), rtol=1e-6, atol=1e-7)
+    full = jax.grad(lambda o: losses.hinge_g(top_k_gradients(o, jnp.float32(1.0))))(out)
+    np.testing.assert_allclose(np.asarray(full), np.full(6, -1 / 6), rtol=1e-6)

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgen.errors import UserError
 from jaxgen.gan.losses import decision_threshold, get_loss
 from jaxgen.gan.regularizers import gradient_penalty, r1_penalty
 
@@ -78,6 +79,10 @@ class Objective:
     ``mode_seeking``: weight of Mao et al.'s (2019) mode-seeking term in the generator's
     loss (0: off), against conditional generators that ignore ``z`` (see
     :func:`mode_seeking_ratio`; pairs of rows share their conditions).
+    ``top_k``: top-k generator updates (Sinha et al., 2020; 0: off): the generator's loss
+    takes only the share of its images the discriminator rates most real, a share that
+    starts at 1 and shrinks by ``top_k_gamma`` every ``top_k_every`` generator updates
+    down to ``top_k`` (see :func:`top_k_share`).
     """
 
     loss: str = "hinge"
@@ -87,6 +92,17 @@ class Objective:
     r1_every: int = 1
     gp_weight: float = 0.0
     mode_seeking: float = 0.0  # weight of the mode-seeking term (0: off)
+    top_k: float = 0.0  # the smallest share of generated images the generator learns from
+    top_k_gamma: float = 0.99
+    top_k_every: int = 1000
+
+    def __post_init__(self):
+        if not 0.0 <= self.top_k <= 1.0:
+            raise UserError(f"config key gan.top_k={self.top_k}: expected in [0, 1] (0: off)")
+        if not 0.0 < self.top_k_gamma <= 1.0:
+            raise UserError(f"config key gan.top_k_gamma={self.top_k_gamma}: expected in (0, 1]")
+        if self.top_k_every < 1:
+            raise UserError(f"config key gan.top_k_every={self.top_k_every}: expected >= 1")
 
 
 def _rows(tree: PyTree, index: jax.Array) -> PyTree:
@@ -193,11 +209,13 @@ def generator_update(
     batch_size: int,
     rng: jax.Array,
     cond_pool: PyTree | None = None,
+    step: jax.Array | int = 0,
 ) -> tuple[PyTree, PyTree, dict[str, jax.Array]]:
     """One generator update against the current discriminator (left unchanged).
 
     ``cond_pool``: real conditions ``[M, ...]`` to draw the generated images' from (see
-    :func:`_latents`). Returns ``(generator params, opt_state, metrics)``.
+    :func:`_latents`); ``step``: generator updates so far (for ``objective.top_k``).
+    Returns ``(generator params, opt_state, metrics)``.
     """
     z, labels = _latents(players, rng, batch_size, cond_pool)
     half = batch_size // 2
@@ -209,7 +227,12 @@ def generator_update(
     def loss_fn(g_params):
         fake = players.generate(g_params, z, labels)
         out, _ = players.discriminate(params["discriminator"], d_state, fake, labels, False)
-        loss, extra = g_loss_fn(out), {}
+        extra = {}
+        if objective.top_k > 0:
+            share = top_k_share(objective, step)
+            out = top_k_gradients(out, share)
+            extra["top_k_share"] = share
+        loss = g_loss_fn(out)
         if seek:
             extra["mode_seeking"] = mode_seeking_ratio(fake[:half], fake[half : 2 * half],
                                                        z[:half], z[half : 2 * half])  # fmt: skip
@@ -221,6 +244,26 @@ def generator_update(
     g_params = optax.apply_updates(params["generator"], updates)
     metrics = dict(extra, g_loss=loss, g_grad_norm=optax.tree.norm(grads))
     return g_params, opt_state, metrics
+
+
+def top_k_share(objective: Objective, step: jax.Array | int) -> jax.Array:
+    """``max(top_k, top_k_gamma ** (step // top_k_every))``: float32 scalar in ``(0, 1]``."""
+    decays = jnp.asarray(step, jnp.float32) // objective.top_k_every
+    return jnp.maximum(jnp.float32(objective.top_k), jnp.float32(objective.top_k_gamma) ** decays)
+
+
+def top_k_gradients(out: jax.Array, share: jax.Array) -> jax.Array:
+    """``out`` ``[B]`` with gradients only through its ``ceil(share * B)`` largest entries.
+
+    The values are unchanged; the kept rows' gradients are scaled by ``B / k``, so that a
+    batch-mean loss of the result has the gradient of the mean over the kept rows alone.
+    """
+    n = out.shape[0]
+    k = jnp.clip(jnp.ceil(share * n), 1, n)
+    rank = jnp.argsort(jnp.argsort(-jax.lax.stop_gradient(out)))
+    weight = jnp.where(rank < k, n / k, 0.0).astype(out.dtype)
+    frozen = jax.lax.stop_gradient(out)
+    return frozen + (out - frozen) * weight
 
 
 def mode_seeking_ratio(x1: jax.Array, x2: jax.Array, z1: jax.Array, z2: jax.Array) -> jax.Array:
@@ -300,6 +343,7 @@ def two_player_step(
         g_batch,
         g_rng,
         None if players.num_classes else real_labels,
+        step,
     )
     metrics = {name: jnp.mean(v) for name, v in d_metrics.items()}
     metrics.update(g_metrics)

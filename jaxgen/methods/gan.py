@@ -9,7 +9,9 @@ Config (besides the shared keys):
 * ``gan.loss``: ``nonsaturating`` | ``hinge`` | ``wasserstein``;
   ``gan.gp_weight`` (WGAN-GP); ``gan.r1_gamma`` and ``gan.r1_every`` (lazy R1);
   ``gan.g_batch_size`` (0: the discriminator's micro-batch size); ``gan.mode_seeking``
-  (weight of the mode-seeking term, Mao et al. 2019; 0: off).
+  (weight of the mode-seeking term, Mao et al. 2019; 0: off); ``gan.top_k``,
+  ``gan.top_k_gamma``, ``gan.top_k_every`` (top-k generator updates, Sinha et al. 2020;
+  ``top_k`` 0: off; see :class:`jaxgen.gan.step.Objective`).
 * ``train.d_steps``: discriminator updates per generator update; each takes
   ``train.batch_size / d_steps`` real images of the step's batch.
 * ``optimizer.*`` builds both optimizers; ``optimizer.learning_rate`` is the
@@ -146,6 +148,9 @@ class GAN(Method):
             r1_every=int(g.r1_every),
             gp_weight=float(g.gp_weight),
             mode_seeking=float(g.get("mode_seeking", 0.0)),
+            top_k=float(g.get("top_k", 0.0)),
+            top_k_gamma=float(g.get("top_k_gamma", 0.99)),
+            top_k_every=int(g.get("top_k_every", 1000)),
         )
         self.players = Players(self._generate, self._discriminate, m.z_dim, self.num_classes)
         self.rejection_sampler = RejectionSampler(
