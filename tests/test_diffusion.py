@@ -385,3 +385,37 @@ def test_min_snr_training_loss_reweights_the_same_draws():
     # min-SNR weights min(1, gamma / SNR) are at most 1, and below 1 on the low-noise steps.
     np.testing.assert_allclose(float(aux["mse"]), float(plain), rtol=1e-5)
     assert float(weighted) < float(plain)
+
+
+def test_importance_levels_keep_the_min_snr_objective():
+    from jaxgen.methods.diffusion import importance_levels
+
+    weights = np.random.default_rng(0).uniform(0.0, 5.0, 50)
+    per_step_mse = np.random.default_rng(1).uniform(0.0, 1.0, 50)
+    log_probs, loss_weight = importance_levels(weights)
+    np.testing.assert_allclose(np.exp(log_probs).sum(), 1.0, rtol=1e-6)
+    expected = np.sum(np.exp(log_probs) * loss_weight * per_step_mse)
+    np.testing.assert_allclose(expected, np.mean(weights * per_step_mse), rtol=1e-6)
+
+
+def test_importance_sampled_levels_give_the_same_loss_with_less_variance():
+    def losses(level_sampling):
+        config = load_config("configs/ddpm.py:preset=smoke,weighting=min_snr")
+        config.model.diffusion.level_sampling = level_sampling
+        method = Diffusion(config, SPEC)
+        params, batch = _random_params(method), _batch(8)
+        keys = jax.random.split(jax.random.PRNGKey(5), 2048)
+        return np.asarray(jax.jit(jax.vmap(lambda k: method.loss(params, batch, k)[0]))(keys))
+
+    uniform, importance = losses("uniform"), losses("importance")
+    standard_error = np.std(uniform) / np.sqrt(uniform.size)
+    assert abs(importance.mean() - uniform.mean()) < 4 * standard_error
+    assert np.std(importance) < 0.7 * np.std(uniform)
+
+
+@pytest.mark.parametrize("arg", ["weighting=uniform", "edm=true"])
+def test_importance_levels_need_min_snr_on_the_vp_process(arg):
+    config = load_config(f"configs/ddpm.py:preset=smoke,{arg}")
+    config.model.diffusion.level_sampling = "importance"
+    with pytest.raises(UserError, match="model.diffusion.level_sampling='importance': needs"):
+        Diffusion(config, SPEC)

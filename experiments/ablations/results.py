@@ -33,8 +33,10 @@ def get_sweep(arg=None):
     del arg
     vae = Run("vae_fashion_mnist", "configs/vae.py", args=dict(data="fashion_mnist"),
               description="VAE on Fashion-MNIST (also the transfer source)")  # fmt: skip
-    ddpm = Run("ddpm_fashion_mnist", "configs/ddpm.py", args=dict(data="fashion_mnist"),
-               description="DDPM, linear schedule (cpu: v prediction, min-SNR)")  # fmt: skip
+    ddpm = Run(
+        "ddpm_fashion_mnist", "configs/ddpm.py", args=dict(data="fashion_mnist"),
+        description="DDPM (cpu: v prediction, min-SNR weights, timesteps drawn by weight)",
+    )  # fmt: skip
     meanflow = Run("meanflow_fashion_mnist", "configs/flow.py",
                    args=dict(data="fashion_mnist", objective="meanflow"),
                    description="MeanFlow, one network evaluation")  # fmt: skip

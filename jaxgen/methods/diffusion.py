@@ -53,6 +53,7 @@ from jaxgen.text.encoder import TextEmbedding
 
 PROCESSES = ("vp", "edm")
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
+LEVEL_SAMPLINGS = ("uniform", "importance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,10 @@ class DiffusionConfig:
     sampler and the bound, ``small`` (beta~) or ``large`` (beta). ``loss_weighting``:
     ``uniform`` (the plain MSE on the network's output) or ``min_snr`` (Hang et al. 2023: each
     image's MSE weighted so that its error in x_0 counts ``min(SNR, min_snr_gamma)`` times,
-    :func:`~jaxgen.diffusion.objectives.min_snr_weight`).
+    :func:`~jaxgen.diffusion.objectives.min_snr_weight`). ``level_sampling`` (VP process with
+    ``min_snr`` only): ``uniform`` timesteps, or ``importance``: timesteps drawn in proportion to
+    their min-SNR weight, each image's MSE then weighted by the mean weight, the same expected
+    loss with lower-variance gradients (:func:`importance_levels`).
     """
 
     process: str = "vp"
@@ -82,6 +86,7 @@ class DiffusionConfig:
     p_std: float = 1.2
     loss_weighting: str = "uniform"
     min_snr_gamma: float = 5.0
+    level_sampling: str = "uniform"
 
     @classmethod
     def from_config(cls, cfg) -> DiffusionConfig:
@@ -105,7 +110,30 @@ class DiffusionConfig:
             raise UserError(
                 f"config key model.diffusion.min_snr_gamma={result.min_snr_gamma}: expected > 0"
             )
+        if result.level_sampling not in LEVEL_SAMPLINGS:
+            raise UserError(
+                f"config key model.diffusion.level_sampling={result.level_sampling!r}: "
+                f"expected one of {LEVEL_SAMPLINGS}"
+            )
+        if result.level_sampling == "importance" and (
+            result.process != "vp" or result.loss_weighting != "min_snr"
+        ):
+            raise UserError(
+                "config key model.diffusion.level_sampling='importance': needs process='vp' and "
+                f"loss_weighting='min_snr' (got {result.process!r}, {result.loss_weighting!r})"
+            )
         return result
+
+
+def importance_levels(weights: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(log_probs [T], loss_weight)`` for drawing timesteps in proportion to ``weights [T]``.
+
+    A uniform timestep's loss ``mean_t w_t * mse_t`` is, in expectation, that of timesteps
+    drawn with probability ``w_t / sum(w)`` and weighted by ``mean(w)`` each: the same
+    objective, without the timesteps whose tiny weights make them near-empty samples.
+    """
+    weights = np.asarray(weights, np.float64)
+    return np.log(weights / weights.sum()).astype(np.float32), float(weights.mean())
 
 
 def _batch_size(cond) -> int:
@@ -169,6 +197,11 @@ class Diffusion(Method):
             self.process = VPProcess(schedule)
             self.precond = Preconditioning(self.dcfg.prediction)
             self.bound = VariationalBound(schedule, self.dcfg.variance)
+            if self.dcfg.level_sampling == "importance":
+                weights = min_snr_weight(
+                    self.precond, schedule.alphas, schedule.sigmas, self.dcfg.min_snr_gamma
+                )
+                self._level_log_probs, self._level_weight = importance_levels(np.asarray(weights))
 
     # --- data <-> diffusion space ------------------------------------------
     def _encode(self, batch, rng) -> jax.Array:
@@ -275,6 +308,16 @@ class Diffusion(Method):
             params.update(self.text.init_params(text_rng))
         return params
 
+    def _train_levels(self, rng, batch: int):
+        """``(t_model, alpha, sigma)``, float32 ``[batch]`` each: the process's own draw, or
+        timesteps drawn in proportion to their min-SNR weight (``level_sampling``)."""
+        if self.dcfg.level_sampling != "importance":
+            return self.process.sample_train_levels(rng, batch)
+        log_probs = jnp.asarray(self._level_log_probs)
+        steps = jax.random.categorical(rng, log_probs, shape=(batch,))
+        alpha, sigma = self.process.coefficients(steps)
+        return steps.astype(jnp.float32), alpha, sigma
+
     def loss(self, params, batch, rng):
         data_rng, drop_rng, level_rng, noise_rng, dropout_rng = jax.random.split(rng, 5)
         x0 = self._encode(batch, data_rng)
@@ -285,11 +328,13 @@ class Diffusion(Method):
             cond = drop_text(self.text.embed(params, batch), drop)
         elif self.num_classes:
             cond = jnp.where(drop | (batch["label"] < 0), self.num_classes, batch["label"])
-        t, alpha, sigma = self.process.sample_train_levels(level_rng, b)
+        t, alpha, sigma = self._train_levels(level_rng, b)
         x_t = q_sample(x0, jax.random.normal(noise_rng, x0.shape), alpha, sigma)
         out = self._output(params, x_t, t, alpha, sigma, cond, train=True, rng=dropout_rng)
         target = self.precond.target(x0, x_t, alpha, sigma)
         mse = jnp.mean((out - target) ** 2, axis=tuple(range(1, out.ndim)))  # [B]
+        if self.dcfg.level_sampling == "importance":
+            return self._level_weight * jnp.mean(mse), {"mse": jnp.mean(mse)}
         if self.dcfg.loss_weighting == "min_snr":
             weight = min_snr_weight(self.precond, alpha, sigma, self.dcfg.min_snr_gamma)
             return jnp.mean(weight * mse), {"mse": jnp.mean(mse)}
