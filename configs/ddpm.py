@@ -135,9 +135,9 @@ def get_config(arg: str | None = None):
         # gamma 5: 0.79, 10.9); batch 64, the cosine noise schedule, a constant learning rate
         # with an EMA of 0.999 (0.775) and the peer's widths 32-64-64 at the 3200 steps that
         # fit the minutes (0.76) were no better (benchmarks/README.md, "Quality at equal
-        # minutes"). 5500 steps fill the 19 minutes the plain PyTorch peer is given
-        # (same file); the text preset's larger network (cross-attention) keeps the 5000 it
-        # was measured with.
+        # minutes"). 5500 steps took 16.75 to 20.35 minutes on the 2-core Xeon, as fast as
+        # the VM ran that day (same file); the text preset's larger network (cross-attention)
+        # keeps the 5000 it was measured with.
         c.train.num_steps = 5000 if args["cond"] == "text" else 5500
         # The 1000 timesteps drawn in proportion to their min-SNR-5 weight instead of
         # uniformly (the same objective, model.diffusion.level_sampling): under uniform draws
