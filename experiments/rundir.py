@@ -1,8 +1,9 @@
 """Reading run directories (the workdir layout of docs/contract.md) without importing JAX.
 
 A run directory holds ``config.json``, ``checkpoints/<step>/``, ``metrics.jsonl``,
-``eval/step_<N>.json`` (and ``eval/evaluators.json``), ``samples/*.png`` and, when a sweep
-made it, ``sweep.json`` (the sweep's record of the run: name, launch commands, shared run).
+``eval/step_<N>.json`` (and ``eval/evaluators.json``), ``samples/*.png``, ``launches.jsonl``
+(one line per launch, with its mode and resolved config) and, when a sweep made it,
+``sweep.json`` (the sweep's record of the run: name, launch commands, shared run).
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ class RunRecord:
     Attributes:
       name: path relative to the runs root (``vae/beta_4``), or the directory name.
       path: absolute path of the directory.
-      config: ``config.json``.
+      config: ``config.json`` (the config the run was trained with), except its ``sample``
+        section: that of the newest ``train`` or ``eval`` launch in ``launches.jsonl``, the
+        one that wrote the newest eval file, so that the sampler a table reports is the one
+        its samples were drawn with when a finished run was evaluated again with another.
       eval: the newest ``eval/step_<N>.json`` (metric name -> number); ``{}`` when none.
       eval_step: its ``N``, or None.
       evaluators: ``eval/evaluators.json`` (metric -> extractor, split, ...) or ``{}``.
@@ -159,10 +163,26 @@ class RunRecord:
         return sorted(out)
 
 
+def evaluating_sample_config(path: str) -> dict | None:
+    """The ``sample`` section of the newest ``train`` or ``eval`` launch recorded in
+    ``<path>/launches.jsonl``, or None (no such file or launch; a torn line is skipped)."""
+    newest = None
+    for row in read_jsonl(os.path.join(path, "launches.jsonl")):
+        if not isinstance(row, dict) or row.get("mode") not in ("train", "eval"):
+            continue
+        sample = (row.get("config") or {}).get("sample")
+        if isinstance(sample, dict):
+            newest = sample
+    return newest
+
+
 def load_run(path: str, name: str) -> RunRecord:
     config = read_json(os.path.join(path, "config.json"))
     if not isinstance(config, dict):
         raise UserError(f"{os.path.join(path, 'config.json')}: expected a JSON object")
+    sample = evaluating_sample_config(path)
+    if sample is not None:
+        config = {**config, "sample": sample}
     steps = eval_steps(path)
     eval_step = steps[-1] if steps else None
     results = read_json(eval_path(path, eval_step)) if eval_step is not None else {}

@@ -378,6 +378,28 @@ def test_cell_formatting():
     assert tables.csv_cell(None, "float") == "" and tables.csv_cell(0.1, "float") == "0.1"
 
 
+def test_sampler_columns_follow_the_launch_that_evaluated(tmp_path):
+    """A finished run evaluated again with another sampler reports that sampler: the sample
+    section comes from the newest train or eval launch, not from config.json."""
+    path = make_run(str(tmp_path), "ddpm", make_config("ddpm", sample={"sampler": "ddim",
+                    "steps": 30}), {10: {"fd": 1.0}})  # fmt: skip
+
+    def launch(mode, steps):
+        config = make_config("ddpm", sample={"sampler": "ddim", "steps": steps})
+        with open(os.path.join(path, "launches.jsonl"), "a") as f:
+            f.write(json.dumps({"mode": mode, "config": config}) + "\n")
+
+    assert rundir.load_run(path, "ddpm").cfg("sample.steps") == 30  # no launches.jsonl
+    launch("train", 30)
+    launch("eval", 50)
+    launch("sample", 80)  # drew the timing samples, not the eval file's
+    with open(os.path.join(path, "launches.jsonl"), "a") as f:
+        f.write('{"mode": "eval", "conf')  # torn by a killed writer
+    run = rundir.load_run(path, "ddpm")
+    assert run.cfg("sample.steps") == 50
+    assert run.cfg("train.num_steps") == 10  # the rest is config.json's
+
+
 def test_tables_runs_as_a_script_and_reports_bad_paths(fixture_runs, tmp_path):
     root, _ = fixture_runs
     out = tmp_path / "script_out"
