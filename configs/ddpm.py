@@ -69,6 +69,7 @@ def get_config(arg: str | None = None):
         prediction=args["prediction"], variance="large",
         sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, p_mean=-1.2, p_std=1.2,
         loss_weighting=args["weighting"], min_snr_gamma=5.0, level_sampling="uniform",
+        input_perturbation=0.0,
     )  # fmt: skip
     c.model.cond_drop_prob = 0.1 if args["cond"] in ("class", "text") else 0.0
     c.model.clip_denoised = True

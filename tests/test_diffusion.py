@@ -413,6 +413,46 @@ def test_importance_sampled_levels_give_the_same_loss_with_less_variance():
     assert np.std(importance) < 0.7 * np.std(uniform)
 
 
+def test_input_perturbation_noises_the_network_input_and_keeps_the_target():
+    batch, rng = _batch(32), jax.random.PRNGKey(4)
+    seen = {}
+    for gamma in (0.0, 0.1):
+        config = load_config("configs/ddpm.py:preset=smoke,prediction=v")
+        config.model.diffusion.input_perturbation = gamma
+        method = Diffusion(config, SPEC)
+        precond = method.precond
+
+        class RecordingTarget:
+            def __getattr__(self, name, precond=precond):
+                return getattr(precond, name)
+
+            def target(self, x0, x_t, alpha, sigma, gamma=gamma, precond=precond):
+                seen[gamma, "clean"] = x_t
+                seen[gamma, "target"] = precond.target(x0, x_t, alpha, sigma)
+                return seen[gamma, "target"]
+
+        def network(params, x_t, t, alpha, sigma, *args, gamma=gamma, **kwargs):
+            seen[gamma, "input"], seen[gamma, "sigma"] = x_t, sigma
+            return jnp.zeros_like(x_t)
+
+        method.precond, method._output = RecordingTarget(), network
+        method.loss(_random_params(method), batch, rng)
+    # The same draw: the target is the unperturbed one, and so is the input when gamma is 0.
+    np.testing.assert_array_equal(seen[0.1, "target"], seen[0.0, "target"])
+    np.testing.assert_array_equal(seen[0.0, "input"], seen[0.0, "clean"])
+    # With gamma, the input carries sigma * gamma * xi more noise, xi standard normal.
+    extra = (seen[0.1, "input"] - seen[0.1, "clean"]) / seen[0.1, "sigma"][:, None, None, None]
+    assert 0.09 < float(jnp.std(extra)) < 0.11
+    assert abs(float(jnp.mean(extra))) < 0.01
+
+
+def test_input_perturbation_out_of_range_is_a_config_error():
+    config = load_config("configs/ddpm.py:preset=smoke")
+    config.model.diffusion.input_perturbation = -0.1
+    with pytest.raises(UserError, match=r"model.diffusion.input_perturbation=-0.1: expected in"):
+        Diffusion(config, SPEC)
+
+
 @pytest.mark.parametrize("arg", ["weighting=uniform", "edm=true"])
 def test_importance_levels_need_min_snr_on_the_vp_process(arg):
     config = load_config(f"configs/ddpm.py:preset=smoke,{arg}")

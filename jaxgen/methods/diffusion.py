@@ -69,7 +69,11 @@ class DiffusionConfig:
     :func:`~jaxgen.diffusion.objectives.min_snr_weight`). ``level_sampling`` (VP process with
     ``min_snr`` only): ``uniform`` timesteps, or ``importance``: timesteps drawn in proportion to
     their min-SNR weight, each image's MSE then weighted by the mean weight, the same expected
-    loss with lower-variance gradients (:func:`importance_levels`).
+    loss with lower-variance gradients (:func:`importance_levels`). ``input_perturbation``
+    (``gamma``, 0: off; Ning et al. 2023, DDPM-IP): the network's training input is noised with
+    ``eps + gamma * xi`` (``xi`` a second standard normal draw) while its target stays that of
+    ``eps``, so it learns to denoise inputs slightly off the forward process, as its own
+    sampling trajectory is (the paper's ``gamma``: 0.1).
     """
 
     process: str = "vp"
@@ -87,6 +91,7 @@ class DiffusionConfig:
     loss_weighting: str = "uniform"
     min_snr_gamma: float = 5.0
     level_sampling: str = "uniform"
+    input_perturbation: float = 0.0
 
     @classmethod
     def from_config(cls, cfg) -> DiffusionConfig:
@@ -109,6 +114,11 @@ class DiffusionConfig:
         if result.min_snr_gamma <= 0:
             raise UserError(
                 f"config key model.diffusion.min_snr_gamma={result.min_snr_gamma}: expected > 0"
+            )
+        if not 0.0 <= result.input_perturbation <= 1.0:
+            raise UserError(
+                "config key model.diffusion.input_perturbation="
+                f"{result.input_perturbation}: expected in [0, 1]"
             )
         if result.level_sampling not in LEVEL_SAMPLINGS:
             raise UserError(
@@ -329,9 +339,13 @@ class Diffusion(Method):
         elif self.num_classes:
             cond = jnp.where(drop | (batch["label"] < 0), self.num_classes, batch["label"])
         t, alpha, sigma = self._train_levels(level_rng, b)
-        x_t = q_sample(x0, jax.random.normal(noise_rng, x0.shape), alpha, sigma)
-        out = self._output(params, x_t, t, alpha, sigma, cond, train=True, rng=dropout_rng)
+        eps = jax.random.normal(noise_rng, x0.shape)
+        x_t = q_sample(x0, eps, alpha, sigma)
         target = self.precond.target(x0, x_t, alpha, sigma)
+        if self.dcfg.input_perturbation:
+            xi = jax.random.normal(jax.random.fold_in(noise_rng, 1), x0.shape)
+            x_t = q_sample(x0, eps + self.dcfg.input_perturbation * xi, alpha, sigma)
+        out = self._output(params, x_t, t, alpha, sigma, cond, train=True, rng=dropout_rng)
         mse = jnp.mean((out - target) ** 2, axis=tuple(range(1, out.ndim)))  # [B]
         if self.dcfg.level_sampling == "importance":
             return self._level_weight * jnp.mean(mse), {"mse": jnp.mean(mse)}
