@@ -174,6 +174,8 @@ def get_config(arg: str | None = None):
             # training loss ends 2.3% lower. b2 0.99 alone: FD 7.87, recall 0.822. A rate of
             # 3e-3 was worse in the runs' own evaluations (1000 samples, domain FD 7.34 against
             # 6.51, precision 0.845 against 0.861; benchmarks/README.md).
+            # Input perturbation (model.diffusion.input_perturbation=0.1, DDPM-IP) moved no
+            # figure beyond the spread of another training seed's (same file); it stays off.
             c.optimizer.learning_rate = 2e-3
             c.optimizer.b2 = 0.99
         c.sample.sampler = args["sampler"] or "dpm_solver_pp"
