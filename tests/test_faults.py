@@ -566,7 +566,9 @@ def test_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(trained, tmp
     checkpoints = tree_digest(os.path.join(workdir, "checkpoints"))
     slow_bound = ["--config.model.iwae_k=4000", "--config.evals.likelihood.num_examples=64"]
     run = Launcher(*LONG, *slow_bound, "--mode=eval", f"--workdir={workdir}")
-    run.wait_for("evaluation")
+    # Inside the bound, whose batches take seconds: the evaluators before it poll for the
+    # stop so often that the first signal alone could end the run before the second came.
+    run.wait_for("likelihood on")
     run.signal(signal.SIGINT)
     time.sleep(0.05)  # pressed twice
     sent = time.time()
