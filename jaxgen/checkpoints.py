@@ -1,9 +1,12 @@
-"""Orbax checkpoints of a run: ``<workdir>/checkpoints/<step>/{state,data}``.
+"""Orbax checkpoints of a run: ``<workdir>/checkpoints/<step>/{state,data,config}``.
 
 ``state`` is the :class:`~jaxgen.methods.base.TrainState` (params, optimizer
 state, EMA, model state, step, RNG); ``data`` is the input iterator's state as
-JSON. A checkpoint that fails to restore is reported by step and path; readers
-may fall back to an earlier one (:meth:`Checkpoints.restore_latest`).
+JSON; ``config`` the config the step was trained with, as JSON (absent from
+checkpoints written before jaxgen saved it), so that a checkpoint describes itself
+when the workdir's ``config.json`` and ``launches.jsonl`` are lost. A checkpoint
+that fails to restore is reported by step and path; readers may fall back to an
+earlier one (:meth:`Checkpoints.restore_latest`).
 
 The workdir may be a local path or a ``gs://`` / ``s3://`` URL (see :mod:`jaxgen.paths`);
 Orbax is given an ``etils.epath.Path`` and writes the arrays through TensorStore.
@@ -11,6 +14,7 @@ Orbax is given an ``etils.epath.Path`` and writes the arrays through TensorStore
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -65,6 +69,8 @@ def shape_problems(saved: dict, expected: dict, limit: int = 3) -> list[str]:
 
 
 COMMIT_FILE = "commit_success.txt"  # Orbax's mark of a finished step
+CONFIG_ITEM = "config"  # the checkpoint item holding the config the step was trained with
+JSON_ITEM_FILE = "metadata"  # the file Orbax's JsonSave writes in an item's folder
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -84,6 +90,24 @@ def list_steps(workdir: str) -> list[int]:
     if paths.is_remote(directory):
         names = [n for n in names if paths.exists(paths.join(directory, n, COMMIT_FILE))]
     return sorted(int(name) for name in names)
+
+
+def newest_saved_config(workdir: str) -> dict | None:
+    """The config saved with the newest checkpoint of ``workdir`` that has a readable one
+    (None: no checkpoint, or none that saved its config). Read as the JSON file Orbax's
+    ``JsonSave`` wrote, without an Orbax manager, so that it touches no JAX backend."""
+    directory = checkpoint_dir(workdir)
+    for step in reversed(list_steps(workdir)):
+        path = paths.join(directory, str(step), CONFIG_ITEM, JSON_ITEM_FILE)
+        if not paths.exists(path):
+            continue
+        try:
+            config = json.loads(paths.read_text(path))
+        except (OSError, ValueError):
+            continue
+        if isinstance(config, dict):
+            return config
+    return None
 
 
 class Checkpoints:
@@ -109,15 +133,20 @@ class Checkpoints:
             cleanup_tmp_directories=not read_only,  # what an interrupted save left behind
         )
         self._manager = ocp.CheckpointManager(
-            paths.as_path(self.directory), options=options, item_names=("state", "data")
+            paths.as_path(self.directory),
+            options=options,
+            item_names=("state", "data", CONFIG_ITEM),
         )
         self._pending: int | None = None  # step of a background write not yet waited for
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, data_state: dict) -> bool:
+    def save(self, step: int, state: Any, data_state: dict, config: dict | None = None) -> bool:
         """Saves ``step`` unless it is saved already; returns whether it wrote.
+
+        ``config``: the run's config as plain JSON types, saved beside the arrays (None: not
+        saved).
 
         Raises:
           CheckpointWriteError: when the write fails (a full disk, a lost mount); Orbax
@@ -128,14 +157,11 @@ class Checkpoints:
         if step in self._manager.all_steps():
             return False
         self._check_free_space(step, state)
+        items = {"state": ocp.args.StandardSave(state), "data": ocp.args.JsonSave(data_state)}
+        if config is not None:
+            items[CONFIG_ITEM] = ocp.args.JsonSave(config)
         try:
-            self._manager.save(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)
-                ),
-                force=True,
-            )
+            self._manager.save(step, args=ocp.args.Composite(**items), force=True)
         except Exception as e:  # OSError from tensorstore or the JSON writer, wrapped variously
             raise self._write_error(step, e) from None
         self._pending = step

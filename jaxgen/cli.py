@@ -102,10 +102,19 @@ def base_config(argv: list[str]) -> tuple[ml_collections.ConfigDict, bool]:
     if spec is not None:
         return load_config_file(spec), False
     workdir = _argv_value(argv, "workdir")
-    if workdir and paths.exists(paths.join(paths.normalize(workdir), "config.json")):
-        from jaxgen.saved_config import load_workdir_config
+    if workdir and paths.is_dir(paths.normalize(workdir)):
+        from jaxgen.checkpoints import list_steps
+        from jaxgen.saved_config import workdir_config
+        from jaxgen.workdir import unrecorded_checkpoints_error
 
-        return load_workdir_config(paths.normalize(workdir)), True
+        real = paths.normalize(workdir)
+        config = workdir_config(real)
+        if config is not None:
+            return config, True
+        if list_steps(real):
+            raise unrecorded_checkpoints_error(
+                real, "pass --config=configs/<family>.py[:args] with the settings they had"
+            )
     raise UserError(
         "--config is required for a new workdir, e.g. --config=configs/vae.py:preset=smoke "
         "(a trained workdir's own config is used when --config is left out)"

@@ -2,8 +2,9 @@
 when no ``--config`` is given.
 
 The config is the one the checkpoints were last trained with (the newest training launch of
-``launches.jsonl``, else ``config.json``), rebuilt as a ConfigDict. JSON keeps no tuples, so
-every list becomes a tuple again, as the config files write them.
+``launches.jsonl``, else ``config.json``, else the one saved with the newest checkpoint),
+rebuilt as a ConfigDict. JSON keeps no tuples, so every list becomes a tuple again, as the
+config files write them.
 """
 
 from __future__ import annotations
@@ -22,14 +23,22 @@ def _tuples(value):
     return value
 
 
+def workdir_config(workdir: str) -> ml_collections.ConfigDict | None:
+    """The config ``workdir``'s checkpoints were trained with; None when it has none."""
+    config = trained_config(workdir)
+    if config is None:
+        return None
+    if not config.get("family"):
+        raise UserError(f"--workdir={workdir}: {CONFIG_FILE} names no family")
+    return ml_collections.ConfigDict(_tuples(config))
+
+
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     """The config ``workdir``'s checkpoints were trained with; UserError when it has none."""
-    config = trained_config(workdir)
+    config = workdir_config(workdir)
     if config is None:
         raise UserError(
             f"--workdir={workdir} has no {CONFIG_FILE} (no run was trained there); "
             "pass --config=configs/<family>.py[:args]"
         )
-    if not config.get("family"):
-        raise UserError(f"--workdir={workdir}: {CONFIG_FILE} names no family")
-    return ml_collections.ConfigDict(_tuples(config))
+    return config

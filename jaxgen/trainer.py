@@ -27,6 +27,7 @@ from jaxgen.methods.base import TrainState
 from jaxgen.metric_writer import MetricWriter
 from jaxgen.preemption import Preempted, StopRequest
 from jaxgen.progress import format_eta
+from jaxgen.workdir import config_dict
 
 log = logging.getLogger("jaxgen")
 
@@ -71,6 +72,7 @@ class Trainer:
         self.exp = exp
         self.cfg = exp.config.train
         self.stop = stop or StopRequest()  # one not entered never asks to stop
+        self.saved_config = config_dict(exp.config)  # written with every checkpoint
         repl = parallel.replicated(exp.mesh)
         step_fn = functools.partial(exp.method.train_step, tx=exp.tx, ema_decay=self.cfg.ema_decay)
         self.step_fn = jax.jit(
@@ -118,7 +120,8 @@ class Trainer:
 
     def _save(self, checkpoints: Checkpoints, state: TrainState, pipeline) -> None:
         self._check_finite(state, checkpoints)
-        checkpoints.save(int(jax.device_get(state.step)), state, pipeline.get_state())
+        step = int(jax.device_get(state.step))
+        checkpoints.save(step, state, pipeline.get_state(), self.saved_config)
 
     def _finished(self, step: int) -> bool:
         """Whether a relaunch finds nothing left to do (final checkpoint and evaluation)."""

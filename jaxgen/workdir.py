@@ -10,7 +10,9 @@ A workdir is a local folder or an object-store URL (``gs://bucket/folder``,
 * ``config.json`` is the config the run was first trained with and is never rewritten;
   ``launches.jsonl`` holds one line per launch (time, host, pid, mode, the keys it changed
   and its whole config). :func:`check_resume_config` compares a relaunch with the config
-  the checkpoints were last trained with.
+  the checkpoints were last trained with; each checkpoint also saves its own
+  (:mod:`jaxgen.checkpoints`), which stands in when both files are lost. Checkpoints
+  with no config anywhere are not resumed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Iterable
 import ml_collections
 
 from jaxgen import paths
+from jaxgen.checkpoints import list_steps, newest_saved_config
 from jaxgen.errors import UserError
 from jaxgen.workdir_lock import LOCK_FILE
 
@@ -124,7 +127,9 @@ def check_workdir(workdir: str, family: str) -> None:
                 f"it holds {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
                 "use an empty or new folder"
             )
-        return
+        config = _launched_config(real) or newest_saved_config(real)
+        if config is None:
+            return
     if config.get("family") != family:
         raise UserError(
             f"--workdir={workdir} holds a {config.get('family')!r} run and this config is "
@@ -165,13 +170,39 @@ def read_history(workdir: str) -> list[dict]:
     return entries
 
 
-def trained_config(workdir: str) -> dict | None:
-    """The config the checkpoints were last trained with: the newest training launch of
-    ``launches.jsonl``, else ``config.json`` (workdirs from before the history)."""
+def _launched_config(workdir: str) -> dict | None:
+    """The config of the newest training launch in ``launches.jsonl`` (None: none)."""
     for entry in reversed(read_history(workdir)):
         if entry.get("mode") == "train" and isinstance(entry.get("config"), dict):
             return entry["config"]
-    return read_run_config(workdir)
+    return None
+
+
+def trained_config(workdir: str) -> dict | None:
+    """The config the checkpoints were last trained with: the newest training launch of
+    ``launches.jsonl``, else ``config.json`` (workdirs from before the history), else the
+    config saved with the newest checkpoint (both files lost)."""
+    config = _launched_config(workdir) or read_run_config(workdir)
+    if config is not None:
+        return config
+    config = newest_saved_config(workdir)
+    if config is not None:
+        log.warning(
+            "--workdir=%s has no %s or %s; using the config saved with its newest checkpoint",
+            workdir, CONFIG_FILE, HISTORY_FILE,
+        )  # fmt: skip
+    return config
+
+
+def unrecorded_checkpoints_error(workdir: str, remedy: str) -> UserError:
+    """The error for checkpoints whose training config is recorded nowhere (see
+    :func:`trained_config`), ending with ``remedy``."""
+    steps = list_steps(workdir)
+    return UserError(
+        f"--workdir={workdir} holds checkpoints (step {steps[-1]} the newest) but no record "
+        f"of the config they were trained with ({CONFIG_FILE} and {HISTORY_FILE} are missing "
+        f"and the checkpoints predate saving it); {remedy}"
+    )
 
 
 def _short(value) -> str:
@@ -196,6 +227,12 @@ def check_resume_config(
     """
     old = trained_config(workdir)
     if old is None:
+        if list_steps(workdir):
+            raise unrecorded_checkpoints_error(
+                workdir,
+                "put those files back, or train in a new workdir from these weights with "
+                f"--config.init_from={workdir}",
+            )
         return {}
     changes = config_changes(old, config_dict(config))
     known = flatten(old)

@@ -331,6 +331,45 @@ def test_finished_run_relaunched_does_nothing(run_copy, capfd):
     assert tree_digest(os.path.join(run_copy, "checkpoints")) == before
 
 
+def _lose_config_records(workdir: str) -> None:
+    for name in ("config.json", "launches.jsonl"):
+        os.remove(os.path.join(workdir, name))
+
+
+def test_lost_config_records_are_replaced_by_the_config_saved_with_the_checkpoint(run_copy, capfd):
+    _lose_config_records(run_copy)
+    before = tree_digest(run_copy)
+    changed = run_cli(
+        capfd, VAE, "--config.model.beta=4.0", "--config.train.num_steps=6", f"--workdir={run_copy}"
+    )
+    assert_refused(changed, "model.beta: 1.0 -> 4.0", "--allow_config_change=")
+    assert "saved with its newest checkpoint" in changed.stderr
+    other_family = run_cli(capfd, DDPM, f"--workdir={run_copy}")
+    assert_refused(other_family, "'vae' run", "'ddpm'")
+    assert tree_digest(run_copy) == before
+    import jaxgen
+
+    assert jaxgen.load(run_copy).config.model.beta == 1.0
+    resumed = run_cli(capfd, VAE, "--config.train.num_steps=6", f"--workdir={run_copy}")
+    assert resumed.code == 0, resumed.stderr[-3000:]
+    assert "resumed from checkpoint at step 4" in resumed.stderr
+    assert metric_steps(run_copy) == [2, 4, 6]
+
+
+def test_checkpoints_with_no_config_anywhere_are_not_resumed(tmp_path, capfd):
+    """Checkpoints from before the config was saved with them, both records lost: training
+    and sampling without ``--config`` are refused, and nothing is written."""
+    workdir = str(tmp_path / "old")
+    shutil.copytree(os.path.join(REPO, "tests", "data", "old_checkpoints", "vae"), workdir)
+    _lose_config_records(workdir)
+    before = tree_digest(workdir)
+    assert_refused(run_cli(capfd, VAE, f"--workdir={workdir}"), "no record of the config",
+                   f"--config.init_from={workdir}")  # fmt: skip
+    assert_refused(run_cli(capfd, "--mode=sample", f"--workdir={workdir}"),
+                   "no record of the config", "--config=")  # fmt: skip
+    assert tree_digest(workdir) == before
+
+
 # --- 1. one owner per workdir ------------------------------------------------------------------
 def test_stale_lock_of_a_dead_process_is_taken_over(run_copy, capfd):
     import socket
