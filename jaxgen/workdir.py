@@ -8,11 +8,11 @@ A workdir is a local folder or an object-store URL (``gs://bucket/folder``,
   jaxgen workdir, and the workdir of another family.
 * One launch at a time owns a workdir: :mod:`jaxgen.workdir_lock`.
 * ``config.json`` is the config the run was first trained with and is never rewritten;
-  ``launches.jsonl`` holds one line per launch (time, host, pid, mode, the keys it changed
-  and its whole config). :func:`check_resume_config` compares a relaunch with the config
-  the checkpoints were last trained with; each checkpoint also saves its own
-  (:mod:`jaxgen.checkpoints`), which stands in when both files are lost. Checkpoints
-  with no config anywhere are not resumed.
+  ``launches.jsonl`` holds one line per launch (time, host, pid, mode, the keys it changed,
+  its whole config, and the code and devices it ran with). :func:`check_resume_config`
+  compares a relaunch with the config the checkpoints were last trained with; each
+  checkpoint also saves its own (:mod:`jaxgen.checkpoints`), which stands in when both
+  files are lost. Checkpoints with no config anywhere are not resumed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 import ml_collections
 
-from jaxgen import paths
+from jaxgen import paths, provenance
 from jaxgen.checkpoints import list_steps, newest_saved_config
 from jaxgen.errors import UserError
 from jaxgen.workdir_lock import LOCK_FILE
@@ -170,12 +170,19 @@ def read_history(workdir: str) -> list[dict]:
     return entries
 
 
-def _launched_config(workdir: str) -> dict | None:
-    """The config of the newest training launch in ``launches.jsonl`` (None: none)."""
+def last_training_launch(workdir: str) -> dict | None:
+    """The newest training launch of ``launches.jsonl`` that recorded its config (None:
+    none)."""
     for entry in reversed(read_history(workdir)):
         if entry.get("mode") == "train" and isinstance(entry.get("config"), dict):
-            return entry["config"]
+            return entry
     return None
+
+
+def _launched_config(workdir: str) -> dict | None:
+    """The config of the newest training launch in ``launches.jsonl`` (None: none)."""
+    entry = last_training_launch(workdir)
+    return None if entry is None else entry["config"]
 
 
 def trained_config(workdir: str) -> dict | None:
@@ -259,7 +266,18 @@ def check_resume_config(
 def record_launch(
     workdir: str, config: ml_collections.ConfigDict, mode: str, changes: dict, argv: list[str]
 ) -> None:
-    """Writes ``config.json`` (first launch only) and appends this launch to the history."""
+    """Writes ``config.json`` (first launch only) and appends this launch to the history,
+    with the code and devices it ran on (:mod:`jaxgen.provenance`). A training launch whose
+    code differs from the previous training launch's (another commit or library version)
+    says so in a warning: the run goes on, its numbers may not continue exactly."""
+    code = provenance.software()
+    previous = last_training_launch(workdir) if mode == "train" else None
+    changed_code = provenance.software_changes((previous or {}).get("software"), code)
+    if changed_code:
+        log.warning(
+            "resuming under other code than the previous training launch: %s",
+            "; ".join(changed_code),
+        )
     paths.makedirs(workdir)
     resolved = config_dict(config)
     config_path = paths.join(workdir, CONFIG_FILE)
@@ -273,5 +291,7 @@ def record_launch(
         "argv": list(argv),
         "changed": {k: list(v) for k, v in changes.items()},
         "config": resolved,
+        "software": code,
+        "devices": provenance.devices(),
     }
     paths.append_text(paths.join(workdir, HISTORY_FILE), json.dumps(entry, sort_keys=True) + "\n")

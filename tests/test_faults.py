@@ -331,6 +331,37 @@ def test_finished_run_relaunched_does_nothing(run_copy, capfd):
     assert tree_digest(os.path.join(run_copy, "checkpoints")) == before
 
 
+def test_launches_record_the_code_and_devices_and_a_resume_under_other_code_says_so(
+    run_copy, capfd
+):
+    import jax
+
+    from jaxgen.workdir import read_history
+
+    first = read_history(run_copy)[-1]
+    assert first["software"]["packages"]["jax"] == jax.__version__
+    assert first["devices"] == {
+        "platform": "cpu", "device_kind": jax.devices()[0].device_kind,
+        "num_devices": jax.device_count(), "num_processes": 1,
+    }  # fmt: skip
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
+                          text=True)  # fmt: skip
+    if head.returncode == 0:  # a checkout (CI clones one): the launch names its commit
+        assert first["software"]["code"]["commit"] == head.stdout.strip()
+    history = os.path.join(run_copy, "launches.jsonl")
+    with open(history) as f:
+        launches = [json.loads(line) for line in f]
+    launches[-1]["software"]["packages"]["jax"] = "0.0.1"
+    with open(history, "w") as f:
+        f.writelines(json.dumps(launch) + "\n" for launch in launches)
+    resumed = run_cli(capfd, VAE, "--config.train.num_steps=6", f"--workdir={run_copy}")
+    assert resumed.code == 0, resumed.stderr[-3000:]
+    assert f"other code than the previous training launch: jax: 0.0.1 -> {jax.__version__}" in (
+        resumed.stderr
+    )
+    assert read_history(run_copy)[-1]["software"]["packages"]["jax"] == jax.__version__
+
+
 def _lose_config_records(workdir: str) -> None:
     for name in ("config.json", "launches.jsonl"):
         os.remove(os.path.join(workdir, name))
