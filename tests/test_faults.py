@@ -638,7 +638,11 @@ def test_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(trained, tmp
     run = Launcher(*LONG, *slow_bound, "--mode=eval", f"--workdir={workdir}")
     # Inside the bound, whose batches take seconds: the evaluators before it poll for the
     # stop so often that the first signal alone could end the run before the second came.
+    # The progress line is written just before the bound's loop polls for the stop, so a
+    # signal sent on reading it could still be seen at that poll (1 run in 4 here); a
+    # second later the next batch, about 7 s long on this CPU, is computing.
     run.wait_for("likelihood on")
+    time.sleep(1.0)
     run.signal(signal.SIGINT)
     time.sleep(0.05)  # pressed twice
     sent = time.time()
