@@ -1,10 +1,12 @@
-"""Orbax checkpoints of a run: ``<workdir>/checkpoints/<step>/{state,data,config}``.
+"""Orbax checkpoints of a run: ``<workdir>/checkpoints/<step>/{state,data,config,tokenizer}``.
 
 ``state`` is the :class:`~jaxgen.methods.base.TrainState` (params, optimizer
 state, EMA, model state, step, RNG); ``data`` is the input iterator's state as
-JSON; ``config`` the config the step was trained with, as JSON (absent from
-checkpoints written before jaxgen saved it), so that a checkpoint describes itself
-when the workdir's ``config.json`` and ``launches.jsonl`` are lost. A checkpoint
+JSON; ``config`` the config the step was trained with and ``tokenizer`` the
+vocabulary of a text run's corpus-built tokenizer, as JSON (:data:`RUN_ITEMS`;
+absent from checkpoints written before jaxgen saved them), so that a checkpoint
+describes itself when the workdir's ``config.json``, ``launches.jsonl`` or
+``tokenizer.json`` are lost. A checkpoint
 that fails to restore is reported by step and path; readers may fall back to an
 earlier one (:meth:`Checkpoints.restore_latest`).
 
@@ -69,7 +71,9 @@ def shape_problems(saved: dict, expected: dict, limit: int = 3) -> list[str]:
 
 
 COMMIT_FILE = "commit_success.txt"  # Orbax's mark of a finished step
-CONFIG_ITEM = "config"  # the checkpoint item holding the config the step was trained with
+# JSON items saved beside the arrays: the config the step was trained with, and the
+# vocabulary of a corpus-built tokenizer (text runs).
+RUN_ITEMS = ("config", "tokenizer")
 JSON_ITEM_FILE = "metadata"  # the file Orbax's JsonSave writes in an item's folder
 
 
@@ -92,13 +96,14 @@ def list_steps(workdir: str) -> list[int]:
     return sorted(int(name) for name in names)
 
 
-def newest_saved_config(workdir: str) -> dict | None:
-    """The config saved with the newest checkpoint of ``workdir`` that has a readable one
-    (None: no checkpoint, or none that saved its config). Read as the JSON file Orbax's
-    ``JsonSave`` wrote, without an Orbax manager, so that it touches no JAX backend."""
+def newest_saved_item(workdir: str, item: str) -> dict | None:
+    """The :data:`RUN_ITEMS` entry ``item`` saved with the newest checkpoint of ``workdir``
+    that has a readable one (None: no checkpoint, or none that saved it). Read as the JSON
+    file Orbax's ``JsonSave`` wrote, without an Orbax manager, so that it touches no JAX
+    backend."""
     directory = checkpoint_dir(workdir)
     for step in reversed(list_steps(workdir)):
-        path = paths.join(directory, str(step), CONFIG_ITEM, JSON_ITEM_FILE)
+        path = paths.join(directory, str(step), item, JSON_ITEM_FILE)
         if not paths.exists(path):
             continue
         try:
@@ -135,18 +140,20 @@ class Checkpoints:
         self._manager = ocp.CheckpointManager(
             paths.as_path(self.directory),
             options=options,
-            item_names=("state", "data", CONFIG_ITEM),
+            item_names=("state", "data", *RUN_ITEMS),
         )
         self._pending: int | None = None  # step of a background write not yet waited for
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, data_state: dict, config: dict | None = None) -> bool:
+    def save(
+        self, step: int, state: Any, data_state: dict, run_items: dict[str, dict] | None = None
+    ) -> bool:
         """Saves ``step`` unless it is saved already; returns whether it wrote.
 
-        ``config``: the run's config as plain JSON types, saved beside the arrays (None: not
-        saved).
+        ``run_items``: JSON objects saved beside the arrays, keyed by a name of
+        :data:`RUN_ITEMS` (the run's config, a text run's tokenizer).
 
         Raises:
           CheckpointWriteError: when the write fails (a full disk, a lost mount); Orbax
@@ -158,8 +165,10 @@ class Checkpoints:
             return False
         self._check_free_space(step, state)
         items = {"state": ocp.args.StandardSave(state), "data": ocp.args.JsonSave(data_state)}
-        if config is not None:
-            items[CONFIG_ITEM] = ocp.args.JsonSave(config)
+        for name, value in (run_items or {}).items():
+            if name not in RUN_ITEMS:
+                raise ValueError(f"checkpoint item {name!r} is not one of {RUN_ITEMS}")
+            items[name] = ocp.args.JsonSave(value)
         try:
             self._manager.save(step, args=ocp.args.Composite(**items), force=True)
         except Exception as e:  # OSError from tensorstore or the JSON writer, wrapped variously

@@ -72,7 +72,10 @@ class Trainer:
         self.exp = exp
         self.cfg = exp.config.train
         self.stop = stop or StopRequest()  # one not entered never asks to stop
-        self.saved_config = config_dict(exp.config)  # written with every checkpoint
+        self.run_items = {"config": config_dict(exp.config)}  # saved with every checkpoint
+        tokenizer = exp.method.text.saved_tokenizer_json() if exp.method.text else None
+        if tokenizer is not None:
+            self.run_items["tokenizer"] = json.loads(tokenizer)
         repl = parallel.replicated(exp.mesh)
         step_fn = functools.partial(exp.method.train_step, tx=exp.tx, ema_decay=self.cfg.ema_decay)
         self.step_fn = jax.jit(
@@ -121,7 +124,7 @@ class Trainer:
     def _save(self, checkpoints: Checkpoints, state: TrainState, pipeline) -> None:
         self._check_finite(state, checkpoints)
         step = int(jax.device_get(state.step))
-        checkpoints.save(step, state, pipeline.get_state(), self.saved_config)
+        checkpoints.save(step, state, pipeline.get_state(), self.run_items)
 
     def _finished(self, step: int) -> bool:
         """Whether a relaunch finds nothing left to do (final checkpoint and evaluation)."""

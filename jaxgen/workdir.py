@@ -27,7 +27,7 @@ from collections.abc import Iterable
 import ml_collections
 
 from jaxgen import paths, provenance
-from jaxgen.checkpoints import list_steps, newest_saved_config
+from jaxgen.checkpoints import list_steps, newest_saved_item
 from jaxgen.errors import UserError
 from jaxgen.workdir_lock import LOCK_FILE
 
@@ -127,7 +127,7 @@ def check_workdir(workdir: str, family: str) -> None:
                 f"it holds {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
                 "use an empty or new folder"
             )
-        config = _launched_config(real) or newest_saved_config(real)
+        config = _launched_config(real) or newest_saved_item(real, "config")
         if config is None:
             return
     if config.get("family") != family:
@@ -192,7 +192,7 @@ def trained_config(workdir: str) -> dict | None:
     config = _launched_config(workdir) or read_run_config(workdir)
     if config is not None:
         return config
-    config = newest_saved_config(workdir)
+    config = newest_saved_item(workdir, "config")
     if config is not None:
         log.warning(
             "--workdir=%s has no %s or %s; using the config saved with its newest checkpoint",

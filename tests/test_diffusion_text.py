@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ import pytest
 from conftest import load_config, random_params
 
 from jaxgen.data.spec import DataSpec
+from jaxgen.errors import UserError
 from jaxgen.methods.diffusion import Diffusion
 from jaxgen.text import conditioning
 from jaxgen.text.conditioner import (
@@ -134,3 +136,26 @@ def test_text_run_saves_tokenizer_and_prompts(tmp_path):
     with np.load(os.path.join(workdir, "samples", "samples_4.npz")) as f:
         assert f["images"].shape == (3, 28, 28, 1)
         assert list(f["prompts"]) == ["a pair of trousers", "a sneaker", "a pair of trousers"]
+
+    # The tokenizer is saved with every checkpoint too, and a lost tokenizer.json is read
+    # back from the newest one (here with two words swapped, to tell it from a rebuilt one).
+    tokenizer_file = os.path.join(workdir, TOKENIZER_FILE)
+    saved = Tokenizer.load(tokenizer_file)
+    os.remove(tokenizer_file)
+    item = os.path.join(workdir, "checkpoints", "4", "tokenizer", "metadata")
+    with open(item) as f:
+        stored = json.load(f)
+    assert Tokenizer.from_json(json.dumps(stored)) == saved
+    stored["words"][:2] = stored["words"][1::-1]
+    with open(item, "w") as f:
+        json.dump(stored, f)
+    text = TextConditioner(config, "fashion_mnist")
+    sync_tokenizer(text, workdir, write=True)
+    assert text.tokenizer.words == tuple(stored["words"]) != saved.words
+    assert Tokenizer.load(tokenizer_file) == text.tokenizer  # written back
+    # Checkpoints from before the tokenizer was saved with them, the file lost: refused.
+    os.remove(tokenizer_file)
+    for step in os.listdir(os.path.join(workdir, "checkpoints")):
+        shutil.rmtree(os.path.join(workdir, "checkpoints", step, "tokenizer"))
+    with pytest.raises(UserError, match="put the file back"):
+        sync_tokenizer(TextConditioner(config, "fashion_mnist"), workdir, write=True)

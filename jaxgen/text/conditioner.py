@@ -21,6 +21,7 @@ their embedding with the null text (no real token, zero pooled vector).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 import jax
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxgen.checkpoints import list_steps, newest_saved_item
 from jaxgen.errors import UserError
 from jaxgen.text.conditioning import (
     build_text_encoder,
@@ -38,6 +40,8 @@ from jaxgen.text.conditioning import (
 )
 from jaxgen.text.encoder import TextEmbedding
 from jaxgen.text.tokenizer import Tokenizer
+
+log = logging.getLogger("jaxgen")
 
 TOKEN_FIELD = "tokens"
 FROZEN_FIELDS = ("text_tokens", "text_mask", "text_pooled")
@@ -239,5 +243,30 @@ def sync_tokenizer(text: TextConditioner, workdir: str, write: bool) -> None:
         text.set_tokenizer(Tokenizer.load(path))
         return
     saved = text.saved_tokenizer_json()
+    if saved is not None and list_steps(workdir):
+        saved = _checkpoint_tokenizer(workdir)
+        text.set_tokenizer(Tokenizer.from_json(saved))
     if write and saved is not None:
         paths.write_text(path, saved)
+
+
+def _checkpoint_tokenizer(workdir: str) -> str:
+    """The tokenizer JSON saved with the newest checkpoint of a trained ``workdir`` whose
+    ``tokenizer.json`` is gone.
+
+    Raises:
+      UserError: when the checkpoints predate saving it: a tokenizer built again from the
+        corpus and today's code may number the words otherwise, silently.
+    """
+    saved = newest_saved_item(workdir, "tokenizer")
+    if saved is None:
+        raise UserError(
+            f"--workdir={workdir} holds checkpoints but not {TOKENIZER_FILE}, the vocabulary "
+            "its text encoder was trained with (the checkpoints predate saving it with them); "
+            "put the file back: a tokenizer built again may number the words otherwise"
+        )
+    log.warning(
+        "--workdir=%s has no %s; using the tokenizer saved with its newest checkpoint",
+        workdir, TOKENIZER_FILE,
+    )  # fmt: skip
+    return json.dumps(saved)
