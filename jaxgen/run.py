@@ -19,7 +19,11 @@ import numpy as np
 
 from jaxgen import parallel, paths
 from jaxgen.checkpoints import list_steps
-from jaxgen.data.description import write_description
+from jaxgen.data.description import (
+    check_same_training_data,
+    training_data_identity,
+    write_description,
+)
 from jaxgen.errors import UserError
 from jaxgen.experiment import Experiment
 from jaxgen.hardware import hardware
@@ -134,11 +138,13 @@ def train(
     """Trains in a workdir this process owns: checks, restores, then writes."""
     changes = check_resume_config(workdir, config, allow_config_change)
     exp = Experiment(config, workdir)
+    data_identity = training_data_identity(exp.train_source)
+    check_same_training_data(workdir, config.data, data_identity)
     trainer = Trainer(exp, stop)
     state, data_state = trainer.prepare()
     if parallel.is_main_process():
         record_launch(workdir, config, "train", changes, list(argv))
-        write_description(workdir, config.data, exp.data_description)
+        write_description(workdir, config.data, exp.data_description, data_identity)
     if exp.method.text is not None:
         sync_tokenizer(exp.method.text, workdir, write=parallel.is_main_process())
     return trainer.run(state, data_state)

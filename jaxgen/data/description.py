@@ -1,23 +1,29 @@
 """``data.json`` in a workdir: what a run's training data looked like, so that sampling and
-evaluation can rebuild the model without opening the data.
+evaluation can rebuild the model without opening the data, and a resumed run can tell that
+its training data changed.
 
 Written by every training launch (main process); read by ``--mode=sample``/``eval`` and
 :func:`jaxgen.load`. It is used only while the config's data keys still match the ones it
-was written for; otherwise the data are opened as in training.
+was written for; otherwise the data are opened as in training. It also holds the training
+split's identity (:func:`training_data_identity`), which a training relaunch must match
+(:func:`check_same_training_data`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import ml_collections
 import numpy as np
 
 from jaxgen import paths
+from jaxgen.errors import UserError
 
 DATA_FILE = "data.json"
 MATCHED_KEYS = ("name", "image_size", "train_split", "cond")  # of config.data
+FINGERPRINT_EXAMPLES = 8  # the first examples of the training split hashed in data.json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,13 +59,65 @@ def _data_keys(data: ml_collections.ConfigDict) -> dict:
     return {k: data.get(k) for k in MATCHED_KEYS}
 
 
-def write_description(workdir: str, data: ml_collections.ConfigDict, desc: DataDescription):
-    """Writes ``<workdir>/data.json`` for the config's ``data`` keys."""
+def training_data_identity(source) -> dict:
+    """``{"train_examples": N, "train_fingerprint": hex}`` of a training split: its size and
+    a SHA-256 over the names, dtypes, shapes and bytes of the fields of its first
+    :data:`FINGERPRINT_EXAMPLES` examples (as the source gives them, before any transform).
+    Another version of the dataset, another copy under ``data.dir`` or another order
+    changes one or the other."""
+    digest = hashlib.sha256()
+    for index in range(min(FINGERPRINT_EXAMPLES, len(source))):
+        for name, value in sorted(source[index].items()):
+            array = np.ascontiguousarray(value)
+            digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+            # Object arrays' bytes are addresses: their text stands for them.
+            digest.update(repr(value).encode() if array.dtype.hasobject else array.tobytes())
+    return {"train_examples": len(source), "train_fingerprint": digest.hexdigest()[:16]}
+
+
+def check_same_training_data(workdir: str, data: ml_collections.ConfigDict, identity: dict) -> None:
+    """Refuses a training relaunch whose training split differs from the one ``data.json``
+    recorded for the same data keys (nothing to compare: a new run, other data keys, or a
+    ``data.json`` from before the identity was recorded).
+
+    Raises:
+      UserError: naming what changed; the resumed batches would not be the run's.
+    """
+    path = paths.join(workdir, DATA_FILE)
+    try:
+        record = json.loads(paths.read_text(path)) if paths.exists(path) else None
+    except (OSError, ValueError):
+        return
+    if not isinstance(record, dict) or record.get("data") != _data_keys(data):
+        return
+    changed = [
+        f"{key} {record[key]} -> {value}"
+        for key, value in identity.items()
+        if key in record and record[key] != value
+    ]
+    if changed:
+        raise UserError(
+            f"--workdir={workdir}: the training data changed since the run last trained "
+            f"({'; '.join(changed)}), so the resumed batches would not be the run's; restore "
+            f"the data, or train in a new workdir from these weights with "
+            f"--config.init_from={workdir}"
+        )
+
+
+def write_description(
+    workdir: str,
+    data: ml_collections.ConfigDict,
+    desc: DataDescription,
+    identity: dict | None = None,
+):
+    """Writes ``<workdir>/data.json`` for the config's ``data`` keys, with the training
+    split's ``identity`` (:func:`training_data_identity`) when given."""
     record = {
         "data": _data_keys(data),
         "image_shape": list(desc.image_shape),
         "class_names": list(desc.class_names),
         "fields": {k: {"shape": list(s), "dtype": d} for k, (s, d) in desc.fields.items()},
+        **(identity or {}),
     }
     paths.write_text(paths.join(workdir, DATA_FILE), json.dumps(record, indent=1, sort_keys=True))
 
