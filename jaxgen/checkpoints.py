@@ -6,9 +6,9 @@ JSON; ``config`` the config the step was trained with and ``tokenizer`` the
 vocabulary of a text run's corpus-built tokenizer, as JSON (:data:`RUN_ITEMS`;
 absent from checkpoints written before jaxgen saved them), so that a checkpoint
 describes itself when the workdir's ``config.json``, ``launches.jsonl`` or
-``tokenizer.json`` are lost. A checkpoint
-that fails to restore is reported by step and path; readers may fall back to an
-earlier one (:meth:`Checkpoints.restore_latest`).
+``tokenizer.json`` are lost. A checkpoint that fails to restore is reported by
+step and path; readers may fall back to an earlier one
+(:meth:`Checkpoints.restore_latest`).
 
 The workdir may be a local path or a ``gs://`` / ``s3://`` URL (see :mod:`jaxgen.paths`);
 Orbax is given an ``etils.epath.Path`` and writes the arrays through TensorStore.
@@ -107,11 +107,11 @@ def newest_saved_item(workdir: str, item: str) -> dict | None:
         if not paths.exists(path):
             continue
         try:
-            config = json.loads(paths.read_text(path))
+            value = json.loads(paths.read_text(path))
         except (OSError, ValueError):
             continue
-        if isinstance(config, dict):
-            return config
+        if isinstance(value, dict):
+            return value
     return None
 
 
