@@ -663,7 +663,7 @@ def test_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(trained, tmp
     # Inside the bound, whose batches take seconds: the evaluators before it poll for the
     # stop so often that the first signal alone could end the run before the second came.
     # The progress line is written just before the bound's loop polls for the stop, so a
-    # signal sent on reading it could still be seen at that poll (1 run in 4 here); a
+    # signal sent on reading it could still be seen at that poll (4 runs in 10 here); a
     # second later the next batch, about 7 s long on this CPU, is computing.
     run.wait_for("likelihood on")
     time.sleep(1.0)
