@@ -67,10 +67,12 @@ def load(
     """
     from jaxgen.run import restore_for_inference
     from jaxgen.saved_config import load_workdir_config
+    from jaxgen.workdir import start_warnings_afresh
 
     if params not in PARAMS:
         raise UserError(f"params={params!r}: expected one of {PARAMS}")
     runtime.initialize()
+    start_warnings_afresh()
     workdir = paths.normalize(workdir)
     config = config if config is not None else load_workdir_config(workdir)
     exp, step, state = restore_for_inference(config, workdir, step)

@@ -214,7 +214,9 @@ def main(argv: list[str]) -> int:
 
 def _main(argv: list[str], startup: _StartupSignals | None) -> int:
     from jaxgen import runtime
+    from jaxgen.workdir import start_warnings_afresh
 
+    start_warnings_afresh()
     try:
         launch = parse(argv)
         from jaxgen.preemption import Preempted, StopRequest

@@ -185,6 +185,15 @@ def _launched_config(workdir: str) -> dict | None:
     return None if entry is None else entry["config"]
 
 
+_SAID_SAVED_CONFIG: set[str] = set()  # workdirs warned about by this launch or load
+
+
+def start_warnings_afresh() -> None:
+    """Lets :func:`trained_config` warn again: a launch (or ``jaxgen.load``) reads a workdir's
+    config more than once and says each warning once."""
+    _SAID_SAVED_CONFIG.clear()
+
+
 def trained_config(workdir: str) -> dict | None:
     """The config the checkpoints were last trained with: the newest training launch of
     ``launches.jsonl``, else ``config.json`` (workdirs from before the history), else the
@@ -193,7 +202,8 @@ def trained_config(workdir: str) -> dict | None:
     if config is not None:
         return config
     config = newest_saved_item(workdir, "config")
-    if config is not None:
+    if config is not None and workdir not in _SAID_SAVED_CONFIG:
+        _SAID_SAVED_CONFIG.add(workdir)
         log.warning(
             "--workdir=%s has no %s or %s; using the config saved with its newest checkpoint",
             workdir, CONFIG_FILE, HISTORY_FILE,

@@ -398,10 +398,14 @@ def test_lost_config_records_are_replaced_by_the_config_saved_with_the_checkpoin
         capfd, VAE, "--config.model.beta=4.0", "--config.train.num_steps=6", f"--workdir={run_copy}"
     )
     assert_refused(changed, "model.beta: 1.0 -> 4.0", "--allow_config_change=")
-    assert "saved with its newest checkpoint" in changed.stderr
+    assert changed.stderr.count("saved with its newest checkpoint") == 1, changed.stderr
     other_family = run_cli(capfd, DDPM, f"--workdir={run_copy}")
     assert_refused(other_family, "'vae' run", "'ddpm'")
     assert tree_digest(run_copy) == before
+    own_config = run_cli(capfd, f"--workdir={run_copy}")  # read twice, said once
+    assert own_config.code == 0, own_config.stderr[-3000:]
+    assert own_config.stderr.count("saved with its newest checkpoint") == 1, own_config.stderr
+    _lose_config_records(run_copy)
     import jaxgen
 
     assert jaxgen.load(run_copy).config.model.beta == 1.0
