@@ -7,12 +7,14 @@ A workdir is a local folder or an object-store URL (``gs://bucket/folder``,
   or the home directory, a whole bucket (``gs://bucket``), a non-empty folder that is not a
   jaxgen workdir, and the workdir of another family.
 * One launch at a time owns a workdir: :mod:`jaxgen.workdir_lock`.
-* ``config.json`` is the config the run was first trained with and is never rewritten;
-  ``launches.jsonl`` holds one line per launch (time, host, pid, mode, the keys it changed,
-  its whole config, and the code and devices it ran with). :func:`check_resume_config`
-  compares a relaunch with the config the checkpoints were last trained with; each
-  checkpoint also saves its own (:mod:`jaxgen.checkpoints`), which stands in when both
-  files are lost. Checkpoints with no config anywhere are not resumed.
+* ``config.json`` is the config of the run's first training launch (written again only by
+  a training launch while the workdir has no checkpoint: a launch that failed before its
+  first one trained nothing); ``launches.jsonl`` holds one line per launch (time, host, pid,
+  mode, the keys it changed, its whole config, and the code and devices it ran with).
+  :func:`check_resume_config` compares a relaunch with the config the checkpoints were last
+  trained with: the one saved with the newest checkpoint (:mod:`jaxgen.checkpoints`), else,
+  for checkpoints from before it was saved, the newest training launch, else
+  ``config.json``. Checkpoints with no config anywhere are not resumed.
 """
 
 from __future__ import annotations
@@ -185,30 +187,41 @@ def _launched_config(workdir: str) -> dict | None:
     return None if entry is None else entry["config"]
 
 
-_SAID_SAVED_CONFIG: set[str] = set()  # workdirs warned about by this launch or load
+_WARNED: set[str] = set()  # workdirs warned about by this launch or load
 
 
 def start_warnings_afresh() -> None:
     """Lets :func:`trained_config` warn again: a launch (or ``jaxgen.load``) reads a workdir's
     config more than once and says each warning once."""
-    _SAID_SAVED_CONFIG.clear()
+    _WARNED.clear()
 
 
 def trained_config(workdir: str) -> dict | None:
-    """The config the checkpoints were last trained with: the newest training launch of
-    ``launches.jsonl``, else ``config.json`` (workdirs from before the history), else the
-    config saved with the newest checkpoint (both files lost)."""
-    config = _launched_config(workdir) or read_run_config(workdir)
-    if config is not None:
-        return config
-    config = newest_saved_item(workdir, "config")
-    if config is not None and workdir not in _SAID_SAVED_CONFIG:
-        _SAID_SAVED_CONFIG.add(workdir)
-        log.warning(
-            "--workdir=%s has no %s or %s; using the config saved with its newest checkpoint",
-            workdir, CONFIG_FILE, HISTORY_FILE,
-        )  # fmt: skip
-    return config
+    """The config the checkpoints were last trained with: the one saved with the newest
+    checkpoint, else (checkpoints from before it was saved) the newest training launch of
+    ``launches.jsonl``, else ``config.json`` (workdirs from before the history).
+
+    The newest training launch can ask for more than its checkpoints hold: it failed before
+    its first checkpoint, or ``launches.jsonl`` lost the launch that changed a key. Where it
+    differs from the checkpoint's config in a key a relaunch may not change freely, a warning
+    names the keys; the checkpoint's config is the one returned.
+    """
+    saved = newest_saved_item(workdir, "config")
+    recorded = _launched_config(workdir) or read_run_config(workdir)
+    if saved is None:
+        return recorded
+    if recorded is not None and workdir not in _WARNED:
+        differ = {k: v for k, v in config_changes(saved, recorded).items() if not is_safe_key(k)}
+        if differ:
+            _WARNED.add(workdir)
+            log.warning(
+                "--workdir=%s: its newest checkpoint was trained with other values than %s "
+                "records (%s); using the checkpoint's",
+                workdir, HISTORY_FILE if _launched_config(workdir) else CONFIG_FILE,
+                "; ".join(f"{k}: {_short(a)} in the checkpoint, {_short(b)} recorded"
+                          for k, (a, b) in list(differ.items())[:5]),
+            )  # fmt: skip
+    return saved
 
 
 def unrecorded_checkpoints_error(workdir: str, remedy: str) -> UserError:
@@ -230,7 +243,12 @@ def _short(value) -> str:
 def config_changes(old: dict, new: dict) -> dict[str, tuple]:
     """``key -> (old, new)`` for every dotted key whose value differs (missing: None)."""
     a, b = flatten(old), flatten(new)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if _differ(a.get(k), b.get(k))}
+
+
+def _differ(a, b) -> bool:
+    both_nan = isinstance(a, float) and isinstance(b, float) and a != a and b != b
+    return a != b and not both_nan
 
 
 def check_resume_config(
@@ -242,15 +260,15 @@ def check_resume_config(
     refused unless named in ``allowed`` (``--allow_config_change``); keys the old config
     lacks (added to jaxgen since) are accepted with a warning.
     """
+    if not list_steps(workdir):
+        return {}  # nothing was trained here: a launch that failed before its first checkpoint
     old = trained_config(workdir)
     if old is None:
-        if list_steps(workdir):
-            raise unrecorded_checkpoints_error(
-                workdir,
-                "put those files back, or train in a new workdir from these weights with "
-                f"--config.init_from={workdir}",
-            )
-        return {}
+        raise unrecorded_checkpoints_error(
+            workdir,
+            "put those files back, or train in a new workdir from these weights with "
+            f"--config.init_from={workdir}",
+        )
     changes = config_changes(old, config_dict(config))
     known = flatten(old)
     new_keys = [k for k in changes if k not in known]
@@ -276,10 +294,11 @@ def check_resume_config(
 def record_launch(
     workdir: str, config: ml_collections.ConfigDict, mode: str, changes: dict, argv: list[str]
 ) -> None:
-    """Writes ``config.json`` (first launch only) and appends this launch to the history,
-    with the code and devices it ran on (:mod:`jaxgen.provenance`). A training launch whose
-    code differs from the previous training launch's (another commit or library version)
-    says so in a warning: the run goes on, its numbers may not continue exactly."""
+    """Writes ``config.json`` (a training launch on a workdir without checkpoints) and appends
+    this launch to the history, with the code and devices it ran on
+    (:mod:`jaxgen.provenance`). A training launch whose code differs from the previous
+    training launch's (another commit or library version) says so in a warning: the run goes
+    on, its numbers may not continue exactly."""
     code = provenance.software()
     previous = last_training_launch(workdir) if mode == "train" else None
     changed_code = provenance.software_changes((previous or {}).get("software"), code)
@@ -291,7 +310,7 @@ def record_launch(
     paths.makedirs(workdir)
     resolved = config_dict(config)
     config_path = paths.join(workdir, CONFIG_FILE)
-    if not paths.exists(config_path):
+    if mode == "train" and not (paths.exists(config_path) and list_steps(workdir)):
         paths.write_text(config_path, json.dumps(resolved, indent=2, sort_keys=True))
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -398,21 +398,64 @@ def test_lost_config_records_are_replaced_by_the_config_saved_with_the_checkpoin
         capfd, VAE, "--config.model.beta=4.0", "--config.train.num_steps=6", f"--workdir={run_copy}"
     )
     assert_refused(changed, "model.beta: 1.0 -> 4.0", "--allow_config_change=")
-    assert changed.stderr.count("saved with its newest checkpoint") == 1, changed.stderr
     other_family = run_cli(capfd, DDPM, f"--workdir={run_copy}")
     assert_refused(other_family, "'vae' run", "'ddpm'")
     assert tree_digest(run_copy) == before
-    own_config = run_cli(capfd, f"--workdir={run_copy}")  # read twice, said once
-    assert own_config.code == 0, own_config.stderr[-3000:]
-    assert own_config.stderr.count("saved with its newest checkpoint") == 1, own_config.stderr
-    _lose_config_records(run_copy)
+    sampled = run_cli(capfd, "--mode=sample", "--config.seed=7", f"--workdir={run_copy}")
+    assert sampled.code == 0, sampled.stderr[-3000:]
+    assert not os.path.exists(os.path.join(run_copy, "config.json"))  # a training launch's
     import jaxgen
 
     assert jaxgen.load(run_copy).config.model.beta == 1.0
-    resumed = run_cli(capfd, VAE, "--config.train.num_steps=6", f"--workdir={run_copy}")
+    resumed = run_cli(capfd, "--config.train.num_steps=6", f"--workdir={run_copy}")
     assert resumed.code == 0, resumed.stderr[-3000:]
     assert "resumed from checkpoint at step 4" in resumed.stderr
     assert metric_steps(run_copy) == [2, 4, 6]
+    assert last_launch(run_copy)["config"]["seed"] == 0  # the checkpoint's, not the sample's 7
+    with open(os.path.join(run_copy, "config.json")) as f:
+        assert json.load(f)["seed"] == 0
+
+
+def last_launch(workdir: str) -> dict:
+    with open(os.path.join(workdir, "launches.jsonl")) as f:
+        return json.loads(f.read().splitlines()[-1])
+
+
+def test_a_lost_history_does_not_undo_an_allowed_change(run_copy, capfd):
+    """The checkpoints' own config, not config.json's older one, is what a relaunch keeps."""
+    changed = run_cli(capfd, VAE, "--allow_config_change=optimizer.learning_rate",
+                      "--config.optimizer.learning_rate=0.002", "--config.train.num_steps=6",
+                      f"--workdir={run_copy}")  # fmt: skip
+    assert changed.code == 0, changed.stderr[-3000:]
+    os.remove(os.path.join(run_copy, "launches.jsonl"))
+    before = tree_digest(run_copy)
+    assert_refused(run_cli(capfd, VAE, "--config.train.num_steps=8", f"--workdir={run_copy}"),
+                   "optimizer.learning_rate: 0.002 -> 0.001")  # fmt: skip
+    assert tree_digest(run_copy) == before
+    resumed = run_cli(capfd, "--config.train.num_steps=8", f"--workdir={run_copy}")
+    assert resumed.code == 0, resumed.stderr[-3000:]
+    assert "optimizer.learning_rate: 0.002 in the checkpoint, 0.001 recorded" in resumed.stderr
+    assert last_launch(run_copy)["config"]["optimizer"]["learning_rate"] == 0.002
+    assert metric_steps(run_copy) == [2, 4, 6, 8]
+
+
+def test_a_launch_that_failed_before_its_first_checkpoint_binds_no_relaunch(
+    run_copy, tmp_path, capfd
+):
+    """Its config is recorded but trained nothing: relaunching as before (or, in a new
+    workdir, with the mistake fixed) is not refused, and config.json ends up the good one."""
+    blow_up = "--config.optimizer.learning_rate=1e30"  # the loss is not finite by step 2
+    failed = run_cli(capfd, VAE, "--allow_config_change=optimizer.learning_rate", blow_up,
+                     "--config.train.num_steps=6", f"--workdir={run_copy}")  # fmt: skip
+    assert failed.code == 2 and "non-finite" in failed.lines[-1], failed.stderr[-3000:]
+    resumed = run_cli(capfd, VAE, "--config.train.num_steps=6", f"--workdir={run_copy}")
+    assert resumed.code == 0, resumed.stderr[-3000:]
+    assert metric_steps(run_copy) == [2, 4, 6]
+    fresh = str(tmp_path / "fresh")
+    assert run_cli(capfd, VAE, blow_up, f"--workdir={fresh}").code == 2
+    assert run_cli(capfd, VAE, f"--workdir={fresh}").code == 0
+    with open(os.path.join(fresh, "config.json")) as f:
+        assert json.load(f)["optimizer"]["learning_rate"] == 0.001
 
 
 def test_checkpoints_with_no_config_anywhere_are_not_resumed(tmp_path, capfd):
