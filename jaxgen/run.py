@@ -192,8 +192,12 @@ def write_extras(exp: Experiment, state, out_dir: str, step: int) -> None:
 
 
 def save_image_files(folder: str, images: np.ndarray) -> None:
-    """One PNG per uint8 ``[H, W, C]`` image of ``images``, named by index (``00000.png``)."""
+    """One PNG per uint8 ``[H, W, C]`` image of ``images``, named by index (``00000.png``);
+    PNGs of an earlier, larger draw into ``folder`` are removed, so the folder holds exactly
+    the ``.npz``'s images in its order."""
     paths.makedirs(folder)
+    for stale in paths.glob(folder, "*.png"):
+        paths.remove(stale)
     width = max(5, len(str(len(images) - 1)))
     for i, image in enumerate(images):
         save_png(paths.join(folder, f"{i:0{width}d}.png"), image)

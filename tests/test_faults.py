@@ -458,6 +458,15 @@ def test_a_launch_that_failed_before_its_first_checkpoint_binds_no_relaunch(
         assert json.load(f)["optimizer"]["learning_rate"] == 0.001
 
 
+def test_a_smaller_draw_replaces_the_png_folder_of_a_larger_one(run_copy, capfd):
+    for num in (6, 3):
+        result = run_cli(capfd, "--mode=sample", f"--config.sample.num={num}",
+                         f"--workdir={run_copy}")  # fmt: skip
+        assert result.code == 0, result.stderr[-3000:]
+    folder = os.path.join(run_copy, "samples", f"samples_{SMOKE_STEPS}")
+    assert sorted(os.listdir(folder)) == ["00000.png", "00001.png", "00002.png"]
+
+
 def test_checkpoints_with_no_config_anywhere_are_not_resumed(tmp_path, capfd):
     """Checkpoints from before the config was saved with them, both records lost: training
     and sampling without ``--config`` are refused, and nothing is written."""
