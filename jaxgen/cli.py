@@ -56,11 +56,14 @@ def _flag_values():
     return fv
 
 
-def import_file(path: str, where: str, kind: str, module_name: str):
-    """Imports the Python file ``path``; a missing or broken file is a UserError naming it."""
+def import_file(path: str, where: str, kind: str, module_name: str, expected: str = "a .py file"):
+    """Imports the Python file ``path``; a missing or broken file, or one that is no Python
+    module (``expected`` says what is), is a UserError naming it."""
     if not os.path.isfile(path):
         raise UserError(f"{where}: no {kind} file {path!r}")
     module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:  # not a .py file: no loader for it
+        raise UserError(f"{where}: {path} is not a Python {kind} file; expected {expected}")
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
@@ -74,7 +77,10 @@ def import_file(path: str, where: str, kind: str, module_name: str):
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
     """``path[:arg]`` -> the ConfigDict returned by the file's ``get_config(arg)``."""
     path, _, arg = spec.partition(":")
-    module = import_file(path, f"--config={spec}", "config", "jaxgen_user_config")
+    module = import_file(
+        path, f"--config={spec}", "config", "jaxgen_user_config",
+        expected="a .py file that defines get_config(), e.g. configs/vae.py:preset=smoke",
+    )  # fmt: skip
     if not hasattr(module, "get_config"):
         raise UserError(f"--config={spec}: {path} has no get_config(arg)")
     return module.get_config(arg or None) if arg else module.get_config()
@@ -140,6 +146,18 @@ def _without_config_flag(args: list[str]) -> list[str]:
     return rest
 
 
+def _positional_error(words: list[str]) -> UserError:
+    """The refusal of words that are no flag (``launch.py ... sample``): the launcher takes
+    none, and running without them would do something else than was asked."""
+    listed = " ".join(repr(w) for w in words)
+    modes = [w for w in words if w in ("train", "eval", "sample")]
+    hint = f"; did you mean --mode={modes[0]}?" if modes else ""
+    return UserError(
+        f"unexpected argument{'s' if len(words) > 1 else ''} {listed}: launch.py takes only "
+        f"flags (--config=..., --workdir=..., --mode=..., --config.<key>=<value>){hint}"
+    )
+
+
 def parse(argv: list[str]) -> Launch:
     """The launch ``argv`` asks for, or a UserError naming the bad input.
 
@@ -154,9 +172,11 @@ def parse(argv: list[str]) -> Launch:
     config.lock()
     fv = _flag_values()
     try:
-        fv([argv[0], *rest])
+        positional = fv([argv[0], *rest])[1:]
     except flags.Error as e:
         raise UserError(one_line(e)) from None
+    if positional:
+        raise _positional_error(positional)
     if not fv.workdir:
         raise UserError("--workdir is required")
     for key in fv.allow_config_change:

@@ -7,7 +7,8 @@ at the first sample grid or after the last training step:
 * :func:`check_config_values`: value ranges, from the config alone;
 * :func:`check_sampling_inputs`: sampler options, ``sample.label`` and the prompts, given the
   family's method and the data;
-* :func:`check_batch_size`: ``train.batch_size`` against devices, processes and data.
+* :func:`check_batch_size`: ``train.batch_size`` against devices, processes and data;
+* :func:`check_eval_split`: the split the evaluators will read (training launches).
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ _RANGES = (
     ("sample.timing_repeats", ">= 0", " (0: no timing)"),
     ("data.prefetch", ">= 0", ""),
 )
+# seed: Grain's shuffle takes an unsigned 32-bit seed.
+MAX_SEED = 2**32 - 1
+# data.cond: what a model is conditioned on.
+COND_KINDS = ("none", "class", "text")
+# Evaluator types that read real images of data.eval_split (the sample evaluators only with
+# their option split=eval, the default); the others read none or the training split.
+EVAL_SPLIT_READERS = ("likelihood", "clip_zero_shot")
+SPLIT_OPTION_READERS = ("quality", "diversity", "c2st")
 _EVAL_RANGES = (
     ("every", ">= 0", " (0: only at the end)"),
     ("num_samples", ">= 4", " (the sample metrics need at least 4)"),
@@ -82,7 +91,8 @@ def _check_range(key: str, value, bound: str, hint: str) -> None:
 def check_config_values(config: ml_collections.ConfigDict) -> None:
     """UserError naming the first value out of range; keys absent from ``config`` are skipped.
 
-    Checks step counts, frequencies (0: never), ``train.keep_checkpoints``, the EMA decay,
+    Checks ``seed`` (an int in [0, 2**32 - 1]), ``data.cond`` (one of :data:`COND_KINDS`),
+    step counts, frequencies (0: never), ``train.keep_checkpoints``, the EMA decay,
     optimizer settings, ``sample.*`` numbers, ``train.param_sharding`` and each evaluator's
     ``every``, ``num_samples``, ``num_examples``, ``batch_size`` and prompt counts. Needs no
     data and compiles nothing.
@@ -91,6 +101,16 @@ def check_config_values(config: ml_collections.ConfigDict) -> None:
         value = lookup(config, key)
         if value is not MISSING:
             _check_range(key, value, bound, hint)
+    seed = lookup(config, "seed")
+    if seed is not MISSING and (
+        isinstance(seed, bool)
+        or not isinstance(seed, numbers.Integral)
+        or not 0 <= seed <= MAX_SEED
+    ):
+        raise UserError(f"config key seed={seed!r}: expected an integer in [0, 2**32 - 1]")
+    cond = lookup(config, "data.cond")
+    if cond is not MISSING and cond not in COND_KINDS:
+        raise UserError(f"config key data.cond={cond!r}: expected one of {COND_KINDS}")
     sharding = lookup(config, "train.param_sharding")
     if sharding is not MISSING and sharding not in PARAM_SHARDINGS:
         raise UserError(
@@ -189,3 +209,34 @@ def check_batch_size(
     ``process_count`` processes, the ``train_size`` examples and ``train.grad_accum_steps``."""
     check_global_batch(config.train.batch_size, mesh_size, process_count, train_size)
     check_grad_accum(config.train)
+
+
+def evaluators_reading_eval_split(config: ml_collections.ConfigDict) -> list[str]:
+    """The names of ``config.evals`` whose evaluators read real images of ``data.eval_split``."""
+    evals = lookup(config, "evals")
+    names = []
+    for name, cfg in ({} if evals is MISSING else evals).items():
+        kind = cfg.get("type", "") if hasattr(cfg, "get") else ""
+        if kind in EVAL_SPLIT_READERS or (
+            kind in SPLIT_OPTION_READERS and cfg.get("split", "eval") == "eval"
+        ):
+            names.append(name)
+    return names
+
+
+def check_eval_split(config: ml_collections.ConfigDict) -> None:
+    """Opens ``data.eval_split`` of the config's data source when an evaluator reads it, so
+    that a split the source lacks is refused before training rather than at the final
+    evaluation (``data.train_split`` is checked by opening it in the same way)."""
+    split = lookup(config, "data.eval_split")
+    readers = evaluators_reading_eval_split(config)
+    if split is MISSING or not readers:
+        return
+    from jaxgen.data.pipeline import load_source
+
+    try:
+        load_source(config.data, split)
+    except UserError as e:
+        raise UserError(
+            f"config key data.eval_split={split!r} (read by evals.{readers[0]}): {e}"
+        ) from None

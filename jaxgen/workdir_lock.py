@@ -31,6 +31,10 @@ LOCK_FILE = ".jaxgen.lock"
 HEARTBEAT_SECONDS = 30.0
 DEFAULT_STALE_SECONDS = 600.0
 DEFAULT_SETTLE_SECONDS = 2.0
+# An empty, unreadable or malformed lock (a power loss between creating the file and writing
+# its record) names no holder: it counts as stale once its file is this old, long after any
+# launch that was writing it would have finished.
+UNREADABLE_GRACE_SECONDS = 20.0
 
 
 def _env_seconds(name: str, default: float, allow_zero: bool) -> float:
@@ -60,6 +64,11 @@ def settle_seconds() -> float:
     return _env_seconds("JAXGEN_LOCK_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS, allow_zero=True)
 
 
+def _unreadable_grace() -> float:
+    """How old an empty or unreadable lock may be before it counts as stale."""
+    return min(UNREADABLE_GRACE_SECONDS, stale_seconds())
+
+
 def _process_start_time(pid: int) -> str | None:
     """The start time of process ``pid`` in clock ticks since boot (Linux), or None."""
     try:
@@ -69,9 +78,24 @@ def _process_start_time(pid: int) -> str | None:
         return None
 
 
+def _well_formed(holder) -> bool:
+    """Whether ``holder`` is a lock record that names its holder: a dict with an int ``pid``
+    and a str ``host`` (besides those, only read for messages)."""
+    if not isinstance(holder, dict):
+        return False
+    pid = holder.get("pid")
+    started = holder.get("proc_start")
+    return (
+        isinstance(pid, int)
+        and not isinstance(pid, bool)
+        and isinstance(holder.get("host"), str)
+        and (started is None or isinstance(started, str))
+    )
+
+
 def _alive(holder: dict) -> bool:
     """Whether the process that wrote ``holder`` still runs (on this host)."""
-    pid = int(holder.get("pid", -1))
+    pid = holder["pid"]
     if pid <= 0:
         return False
     try:
@@ -85,10 +109,19 @@ def _alive(holder: dict) -> bool:
 
 
 def describe_holder(holder: dict) -> str:
+    if not holder:
+        return "an unknown launch (its lock file is empty or unreadable)"
     return (
         f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}, "
         f"mode {holder.get('mode')}"
     )
+
+
+def _stale_lock(holder: dict, path: str) -> str:
+    """The stale lock being taken over, for the log."""
+    if not holder:
+        return f"the lock {path}, which was empty or unreadable"
+    return f"the lock of {describe_holder(holder)}, which is no longer running"
 
 
 class WorkdirLock:
@@ -143,24 +176,35 @@ class WorkdirLock:
             return None
         except (OSError, ValueError):
             return {}
-        return holder if isinstance(holder, dict) else {}
+        return holder if _well_formed(holder) else {}  # a malformed record: as unreadable
 
     def _ours(self, holder: dict | None) -> bool:
         return bool(holder) and holder.get("token") == self._token
 
     def _busy(self, holder: dict) -> UserError:
+        if not holder:
+            return UserError(
+                f"--workdir={self.workdir}: its lock {self.path} is empty or unreadable "
+                f"(another launch may be writing it right now); if no launch is, it is taken "
+                f"over {_unreadable_grace():g} s after it was last written: launch again then"
+            )
         return UserError(
             f"--workdir={self.workdir} is in use by {describe_holder(holder)} "
             f"({self.path}); wait for it or stop it first"
         )
 
     def _is_stale(self, holder: dict) -> bool:
-        if holder.get("host") == socket.gethostname():
+        """A holder on this host: whether its process is gone; another host's: whether the
+        heartbeat stopped; an empty or unreadable record: whether it is older than
+        :data:`UNREADABLE_GRACE_SECONDS` (or the stale time, if shorter)."""
+        if holder and holder.get("host") == socket.gethostname():
             return not _alive(holder)
         try:
             age = time.time() - paths.mtime(self.path)
         except FileNotFoundError:
             return True
+        if not holder:
+            return age > _unreadable_grace()
         return age > stale_seconds()
 
     def acquire(self) -> None:
@@ -188,9 +232,7 @@ class WorkdirLock:
                 except FileNotFoundError:
                     continue
                 os.remove(aside)
-                log.warning(
-                    "took over the lock of %s, which is no longer running", describe_holder(holder)
-                )
+                log.warning("took over %s", _stale_lock(holder, self.path))
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(record)
@@ -206,9 +248,7 @@ class WorkdirLock:
         if holder is not None:
             if not self._is_stale(holder):
                 raise self._busy(holder)
-            log.warning(
-                "taking over the lock of %s, which is no longer running", describe_holder(holder)
-            )
+            log.warning("taking over %s", _stale_lock(holder, self.path))
         paths.write_text(self.path, json.dumps(self._holder_record()))
         time.sleep(settle)
         holder = self._read_holder()

@@ -14,12 +14,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 
 import ml_collections
 import numpy as np
 
 from jaxgen import paths
 from jaxgen.errors import UserError
+from jaxgen.overrides import one_line
+
+log = logging.getLogger("jaxgen")
 
 DATA_FILE = "data.json"
 MATCHED_KEYS = ("name", "image_size", "train_split", "cond")  # of config.data
@@ -75,6 +79,13 @@ def training_data_identity(source) -> dict:
     return {"train_examples": len(source), "train_fingerprint": digest.hexdigest()[:16]}
 
 
+def _skipped(path: str, why: str) -> None:
+    log.warning(
+        "%s is damaged (%s); the check that the training data did not change was skipped",
+        path, why,
+    )  # fmt: skip
+
+
 def check_same_training_data(workdir: str, data: ml_collections.ConfigDict, identity: dict) -> None:
     """Refuses a training relaunch whose training split differs from the one ``data.json``
     recorded for the same data keys (nothing to compare: a new run, other data keys, or a
@@ -86,9 +97,13 @@ def check_same_training_data(workdir: str, data: ml_collections.ConfigDict, iden
     path = paths.join(workdir, DATA_FILE)
     try:
         record = json.loads(paths.read_text(path)) if paths.exists(path) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError) as e:
+        _skipped(path, f"cannot read it: {one_line(e)}")
         return
-    if not isinstance(record, dict) or record.get("data") != _data_keys(data):
+    if record is not None and not isinstance(record, dict):
+        _skipped(path, f"it holds a JSON {type(record).__name__}, not an object")
+        return
+    if record is None or record.get("data") != _data_keys(data):
         return
     changed = [
         f"{key} {record[key]} -> {value}"

@@ -16,6 +16,7 @@ from PIL import Image
 from jaxgen.data.sources import get_source
 from jaxgen.data.spec import DataSpec, check_global_batch, select_image_and_label
 from jaxgen.errors import UserError
+from jaxgen.overrides import one_line
 
 
 class ResizedSource:
@@ -93,6 +94,31 @@ def data_spec(source: ResizedSource, cond: str) -> DataSpec:
     return DataSpec(image_shape=source.image_shape, num_classes=source.num_classes, cond=cond)
 
 
+# Where a checkpoint keeps the iterator's state (Orbax's JSON item ``data``).
+DATA_STATE_FILE = "checkpoints/<step>/data/metadata"
+# Positions past this are beyond the repeated dataset (Grain's ``repeat()`` length).
+MAX_NEXT_INDEX = 2**61 - 1
+
+
+def _corrupt_state(origin: str, what: str) -> UserError:
+    return UserError(
+        f"the data-iterator state {origin} of the checkpoint being resumed is corrupt ({what}); "
+        f"move that checkpoint away to resume from the previous one"
+    )
+
+
+def check_iterator_state(state, origin: str = DATA_STATE_FILE) -> None:
+    """UserError unless ``state`` is an iterator state as :meth:`Pipeline.get_state` writes
+    it: a JSON object whose ``next_index`` is an int in [0, 2**61 - 1]."""
+    if not isinstance(state, dict):
+        raise _corrupt_state(origin, f"expected a JSON object, not {type(state).__name__}")
+    if "next_index" not in state:
+        raise _corrupt_state(origin, "no next_index")
+    index = state["next_index"]
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_NEXT_INDEX:
+        raise _corrupt_state(origin, f"next_index={index!r}, expected an integer >= 0")
+
+
 class Pipeline:
     """An endless, checkpointable iterator over this process's share of global batches.
 
@@ -126,5 +152,11 @@ class Pipeline:
     def get_state(self) -> dict:
         return self._iterator.get_state()
 
-    def set_state(self, state: dict) -> None:
-        self._iterator.set_state(state)
+    def set_state(self, state: dict, origin: str = DATA_STATE_FILE) -> None:
+        """Resumes at ``state`` (as :meth:`get_state` gave it, read back from ``origin``, the
+        file named in the error when it is not such a state)."""
+        check_iterator_state(state, origin)
+        try:
+            self._iterator.set_state(state)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise _corrupt_state(origin, one_line(e)) from None

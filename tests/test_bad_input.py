@@ -1,0 +1,230 @@
+"""Bad input that used to slip past the launcher's checks: a damaged lock, stray words on the
+command line, a file that is not a config, out-of-range seeds, unknown splits and kinds of
+conditioning, a damaged ``data.json`` and a damaged data-iterator state.
+
+Each refusal is one ``error:`` line with exit status 2 (``tests/test_faults.assert_refused``)
+and leaves the workdir as it was; the launches run in this process (``conftest.run_cli``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxgen.errors import UserError
+from tests.conftest import REPO, load_config, run_cli, tree_digest
+
+VAE = f"--config={REPO}/configs/vae.py:preset=smoke"
+
+
+def assert_refused(result, *expected: str) -> None:
+    """Exit 2, at most three lines on stderr, the last an ``error:`` naming ``expected`` (as
+    in ``tests/test_faults.py``)."""
+    assert result.code == 2, result.stderr[-3000:]
+    assert 1 <= len(result.lines) <= 3, result.lines
+    assert result.lines[-1].startswith("error:"), result.lines
+    for text in expected:
+        assert text in result.lines[-1], (text, result.lines[-1])
+
+
+# --- 1. an empty, unreadable or malformed .jaxgen.lock --------------------------------------
+DAMAGED_LOCKS = {
+    "empty": b"",
+    "not JSON": b"garbage",
+    "a list": b"[1]",
+    "pid not an int": json.dumps({"pid": "abc", "host": socket.gethostname()}).encode(),
+    "pid a bool": json.dumps({"pid": True, "host": socket.gethostname()}).encode(),
+    "no host": json.dumps({"pid": 1}).encode(),
+}
+
+
+def _lock_file(workdir, content: bytes, age: float = 0.0) -> str:
+    from jaxgen.workdir_lock import LOCK_FILE
+
+    path = os.path.join(workdir, LOCK_FILE)
+    with open(path, "wb") as f:
+        f.write(content)
+    if age:
+        then = time.time() - age
+        os.utime(path, (then, then))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_LOCKS))
+def test_damaged_lock_waits_a_short_grace_then_is_taken_over(case, tmp_path, caplog):
+    from jaxgen.workdir_lock import UNREADABLE_GRACE_SECONDS, WorkdirLock
+
+    path = _lock_file(tmp_path, DAMAGED_LOCKS[case])
+    with pytest.raises(UserError) as refused:  # maybe being written right now: not stolen
+        WorkdirLock(str(tmp_path), "train").acquire()
+    text = str(refused.value)
+    assert "empty or unreadable" in text and path in text, text
+    assert "None" not in text, text
+    with open(path, "rb") as f:
+        assert f.read() == DAMAGED_LOCKS[case]
+    _lock_file(tmp_path, DAMAGED_LOCKS[case], age=UNREADABLE_GRACE_SECONDS + 5)
+    assert UNREADABLE_GRACE_SECONDS <= 30
+    lock = WorkdirLock(str(tmp_path), "train")
+    with caplog.at_level(logging.WARNING, logger="jaxgen"):
+        lock.acquire()  # not the 600 s of a live holder's heartbeat
+    try:
+        with open(path) as f:
+            assert json.load(f)["pid"] == os.getpid()
+    finally:
+        lock.release()
+    assert "empty or unreadable" in caplog.text and "None" not in caplog.text
+
+
+def test_damaged_lock_is_one_line_from_the_launcher(tmp_path, capfd):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    _lock_file(workdir, b"")
+    before = tree_digest(str(workdir))
+    result = run_cli(capfd, VAE, f"--workdir={workdir}")
+    assert_refused(result, "empty or unreadable", ".jaxgen.lock")
+    assert "None" not in result.lines[-1]
+    assert tree_digest(str(workdir)) == before
+
+
+# --- 2. words that are no flag ---------------------------------------------------------------
+def test_stray_positional_word_is_refused(tmp_path, capfd):
+    workdir = tmp_path / "new"
+    result = run_cli(capfd, VAE, f"--workdir={workdir}", "sample")
+    assert_refused(result, "unexpected argument 'sample'", "--mode=sample")
+    result = run_cli(capfd, "now", VAE, f"--workdir={workdir}", "--mode=train", "please")
+    assert_refused(result, "unexpected arguments 'now' 'please'")
+    assert not workdir.exists()
+
+
+# --- 3. a --config that is not a Python config file ------------------------------------------
+def test_config_that_is_not_python_is_one_line(tmp_path, capfd):
+    workdir = tmp_path / "new"
+    result = run_cli(capfd, f"--config={REPO}/README.md", f"--workdir={workdir}")
+    assert_refused(result, "README.md is not a Python config file", "get_config()")
+    assert not workdir.exists()
+
+
+# --- 4. seed -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "1" + "0" * 30])
+def test_seed_out_of_range_is_refused_before_the_first_write(seed, tmp_path, capfd):
+    workdir = tmp_path / "new"
+    result = run_cli(capfd, VAE, f"--workdir={workdir}", f"--config.seed={seed}")
+    assert_refused(result, f"config key seed={seed}: expected an integer in [0, 2**32 - 1]")
+    assert not workdir.exists()
+
+
+def test_seed_bounds_are_accepted():
+    from jaxgen.validate import check_config_values
+
+    for seed in (0, 2**32 - 1):
+        check_config_values(ml_collections.ConfigDict({"seed": seed}))
+
+
+# --- 5. data.eval_split and data.cond ------------------------------------------------------------
+def test_unknown_eval_split_is_refused_before_training(tmp_path, capfd):
+    workdir = tmp_path / "new"
+    result = run_cli(capfd, VAE, f"--workdir={workdir}", "--config.data.eval_split=bogus")
+    assert_refused(result, "config key data.eval_split='bogus'", "not 'bogus'")
+    assert not workdir.exists()
+
+
+def test_eval_split_is_checked_only_when_an_evaluator_reads_it():
+    from jaxgen.validate import check_eval_split, evaluators_reading_eval_split
+
+    config = load_config("configs/vae.py:preset=smoke")
+    config.data.eval_split = "bogus"
+    assert evaluators_reading_eval_split(config) == ["c2st", "diversity", "likelihood", "quality"]
+    with pytest.raises(UserError, match="read by evals.c2st"):
+        check_eval_split(config)
+    for name in ("c2st", "diversity", "quality"):
+        config.evals[name].split = "train"
+    del config.evals["likelihood"]
+    assert evaluators_reading_eval_split(config) == []
+    check_eval_split(config)  # classifier and params read no real images
+
+
+def test_unknown_cond_is_refused_before_the_first_write(tmp_path, capfd):
+    workdir = tmp_path / "new"
+    result = run_cli(capfd, VAE, f"--workdir={workdir}", "--config.data.cond=bogus")
+    assert_refused(result, "config key data.cond='bogus'", "'none', 'class', 'text'")
+    assert not workdir.exists()
+
+
+# --- 6. a damaged data.json --------------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"garbage", b"[1]"])
+def test_damaged_data_json_skips_the_changed_data_check_with_a_warning(content, tmp_path, caplog):
+    from jaxgen.data.description import DATA_FILE, check_same_training_data
+
+    path = tmp_path / DATA_FILE
+    path.write_bytes(content)
+    data = load_config("configs/vae.py:preset=smoke").data
+    with caplog.at_level(logging.WARNING, logger="jaxgen"):
+        check_same_training_data(str(tmp_path), data, {"train_examples": 3})
+    assert str(path) in caplog.text and "check" in caplog.text and "skipped" in caplog.text
+    assert path.read_bytes() == content
+
+
+# --- 7. a damaged data-iterator state in a checkpoint -----------------------------------------
+def _pipeline():
+    from jaxgen.data.pipeline import Pipeline
+    from jaxgen.data.sources import ArraySource
+
+    images = np.arange(20 * 4 * 4, dtype=np.uint8).reshape(20, 4, 4, 1)
+    return Pipeline(ArraySource(images, np.arange(20), ("a",)), 4, seed=0)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [{}, [1], {"next_index": "abc"}, {"next_index": -5}, {"next_index": 2.5},
+     {"next_index": None}, {"next_index": 2**70}],
+    ids=repr,
+)  # fmt: skip
+def test_malformed_iterator_state_names_the_checkpoint_file(state):
+    with pytest.raises(UserError) as e:
+        _pipeline().set_state(state)
+    text = str(e.value)
+    assert "data/metadata" in text and "corrupt" in text and "\n" not in text, text
+
+
+def test_valid_iterator_state_resumes_where_it_was():
+    first = _pipeline()
+    next(first)
+    state = json.loads(json.dumps(first.get_state()))  # as the checkpoint reads it back
+    expected = next(first)
+    resumed = _pipeline()
+    resumed.set_state(state)
+    np.testing.assert_array_equal(next(resumed)["image"], expected["image"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> str:
+    """A finished smoke VAE run (checkpoints 2 and 4)."""
+    from jaxgen.cli import main
+
+    workdir = str(tmp_path_factory.mktemp("bad_input") / "vae")
+    assert main(["launch.py", VAE, f"--workdir={workdir}"]) == 0
+    return workdir
+
+
+@pytest.mark.parametrize("content", ["{}", '{"next_index": "abc"}', '{"next_index": -5}'])
+def test_resume_from_a_malformed_iterator_state_is_one_line(content, trained, tmp_path, capfd):
+    import shutil
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained, workdir)
+    newest = max(int(step) for step in os.listdir(os.path.join(workdir, "checkpoints")))
+    metadata = os.path.join(workdir, "checkpoints", str(newest), "data", "metadata")
+    assert os.path.isfile(metadata)
+    with open(metadata, "w") as f:
+        f.write(content)
+    checkpoints = tree_digest(os.path.join(workdir, "checkpoints"))
+    result = run_cli(capfd, VAE, f"--workdir={workdir}", "--config.train.num_steps=6")
+    assert_refused(result, "data/metadata", "corrupt")
+    assert tree_digest(os.path.join(workdir, "checkpoints")) == checkpoints
