@@ -159,16 +159,18 @@ def config_dict(config: ml_collections.ConfigDict) -> dict:
 
 
 def read_history(workdir: str) -> list[dict]:
-    """The complete lines of ``launches.jsonl`` (a torn last line is skipped)."""
+    """The complete lines of ``launches.jsonl`` (a torn or damaged line is skipped)."""
     path = paths.join(workdir, HISTORY_FILE)
     if not paths.exists(path):
         return []
     entries = []
     for line in paths.read_text(path).split("\n"):
         try:
-            entries.append(json.loads(line))
+            entry = json.loads(line)
         except ValueError:
             continue
+        if isinstance(entry, dict):  # a line of other JSON is no launch
+            entries.append(entry)
     return entries
 
 
@@ -207,9 +209,14 @@ def trained_config(workdir: str) -> dict | None:
     names the keys; the checkpoint's config is the one returned.
     """
     saved = newest_saved_item(workdir, "config")
-    recorded = _launched_config(workdir) or read_run_config(workdir)
     if saved is None:
-        return recorded
+        return _launched_config(workdir) or read_run_config(workdir)
+    recorded, source = _launched_config(workdir), HISTORY_FILE
+    if recorded is None:
+        try:
+            recorded, source = read_run_config(workdir), CONFIG_FILE
+        except UserError:  # a damaged config.json: the checkpoint's config stands alone
+            recorded = None
     if recorded is not None and workdir not in _WARNED:
         differ = {k: v for k, v in config_changes(saved, recorded).items() if not is_safe_key(k)}
         if differ:
@@ -217,7 +224,7 @@ def trained_config(workdir: str) -> dict | None:
             log.warning(
                 "--workdir=%s: its newest checkpoint was trained with other values than %s "
                 "records (%s); using the checkpoint's",
-                workdir, HISTORY_FILE if _launched_config(workdir) else CONFIG_FILE,
+                workdir, source,
                 "; ".join(f"{k}: {_short(a)} in the checkpoint, {_short(b)} recorded"
                           for k, (a, b) in list(differ.items())[:5]),
             )  # fmt: skip

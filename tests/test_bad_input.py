@@ -228,3 +228,18 @@ def test_resume_from_a_malformed_iterator_state_is_one_line(content, trained, tm
     result = run_cli(capfd, VAE, f"--workdir={workdir}", "--config.train.num_steps=6")
     assert_refused(result, "data/metadata", "corrupt")
     assert tree_digest(os.path.join(workdir, "checkpoints")) == checkpoints
+
+
+def test_launch_history_lines_that_are_no_launch_are_skipped(trained, tmp_path, capfd):
+    """A line of ``launches.jsonl`` that is JSON but not an object (a damaged file) is
+    skipped like a torn one, in every mode."""
+    import shutil
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained, workdir)
+    with open(os.path.join(workdir, "launches.jsonl"), "a") as f:
+        f.write("123\n[1]\n")
+    sampled = run_cli(capfd, "--mode=sample", "--config.sample.num=2", f"--workdir={workdir}")
+    assert sampled.code == 0, sampled.stderr[-3000:]
+    resumed = run_cli(capfd, VAE, "--config.train.num_steps=6", f"--workdir={workdir}")
+    assert resumed.code == 0, resumed.stderr[-3000:]
