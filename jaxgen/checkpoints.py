@@ -75,6 +75,9 @@ COMMIT_FILE = "commit_success.txt"  # Orbax's mark of a finished step
 # vocabulary of a corpus-built tokenizer (text runs).
 RUN_ITEMS = ("config", "tokenizer")
 JSON_ITEM_FILE = "metadata"  # the file Orbax's JsonSave writes in an item's folder
+# How many times restore_latest looks at the steps again when one it read was removed or
+# superseded meanwhile (a training launch beside it rotating its checkpoints).
+MAX_RELISTS = 5
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -136,6 +139,13 @@ class Checkpoints:
             read_only=read_only,
             enable_async_checkpointing=self.async_save,
             cleanup_tmp_directories=not read_only,  # what an interrupted save left behind
+            # The step's folders are created before save() returns, not in a background
+            # thread: when that thread fails (a read-only or lost checkpoints folder), the
+            # item writers Orbax has started wait for its "created" signal, which never
+            # comes, for the coordination timeout (300 s) and the process cannot exit
+            # before them. Created here, a failure raises from save() before any writer
+            # starts. The arrays are still written in the background.
+            async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
         )
         self._manager = ocp.CheckpointManager(
             paths.as_path(self.directory),
@@ -257,6 +267,11 @@ class Checkpoints:
     def restore_latest(self, abstract_state: Any, fall_back: bool) -> tuple[int, Any, dict]:
         """Restores the newest checkpoint; with ``fall_back``, the newest that restores.
 
+        A step that fails to restore and is then gone from the disk, or has a newer step
+        beside it, was rotated away by a training launch running beside this one rather
+        than damaged: the steps are listed again (at most :data:`MAX_RELISTS` times) and
+        the newest one tried, without a warning.
+
         Raises:
           UserError: when there is no checkpoint, or the newest is corrupt and
             ``fall_back`` is off (nothing is deleted either way).
@@ -264,17 +279,40 @@ class Checkpoints:
         steps = self.all_steps()
         if not steps:
             raise UserError(f"no checkpoint in {self.directory}; train first (--mode=train)")
-        for step in reversed(steps):
-            try:
-                state, data = self.restore(step, abstract_state)
-                return step, state, data
-            except CorruptCheckpointError as e:
-                if not fall_back:
-                    raise CorruptCheckpointError(
-                        f"{e}; move it away to resume from the previous one"
-                    ) from None
-                log.warning("%s; falling back to the previous checkpoint", e)
-        raise UserError(f"no checkpoint in {self.directory} can be restored")
+        tried: set[int] = set()
+        relists = 0
+        while True:
+            for step in [s for s in reversed(steps) if s not in tried]:
+                tried.add(step)
+                try:
+                    state, data = self.restore(step, abstract_state)
+                    return step, state, data
+                except CorruptCheckpointError as e:
+                    now = self._reread_steps()
+                    moved_on = step not in now or (now and now[-1] > steps[-1])
+                    if moved_on and relists < MAX_RELISTS:
+                        # A training launch beside this one removed the step (rotation) or
+                        # saved a newer one (which rotation may be removing this step for):
+                        # a change of the listing, not damage. Look again, newest first.
+                        log.info(
+                            "checkpoint %d was %s while it was read; looking again",
+                            step, "removed" if step not in now else "superseded",
+                        )  # fmt: skip
+                        relists += 1
+                        steps = now
+                        break
+                    if not fall_back:
+                        raise CorruptCheckpointError(
+                            f"{e}; move it away to resume from the previous one"
+                        ) from None
+                    log.warning("%s; falling back to the previous checkpoint", e)
+            else:
+                raise UserError(f"no checkpoint in {self.directory} can be restored")
+
+    def _reread_steps(self) -> list[int]:
+        """The finished steps on disk now (the manager's list is read when it is made)."""
+        self._manager.reload()
+        return self.all_steps()
 
     def close(self) -> None:
         """Waits for a background write (raising its failure), then releases Orbax."""
