@@ -19,7 +19,14 @@ import jax
 import numpy as np
 
 from jaxgen import parallel, paths
-from jaxgen.checkpoints import Checkpoints, list_steps, load_params_from
+from jaxgen.checkpoints import (
+    JSON_ITEM_FILE,
+    Checkpoints,
+    CorruptCheckpointError,
+    list_steps,
+    load_params_from,
+)
+from jaxgen.data.pipeline import check_iterator_state
 from jaxgen.errors import UserError
 from jaxgen.experiment import Experiment
 from jaxgen.images import make_grid, save_png
@@ -96,6 +103,15 @@ class Trainer:
                 )
             finally:
                 checkpoints.close()
+            folder = paths.join(checkpoints.directory, str(step))
+            held = int(jax.device_get(state.step))
+            if held != step:  # a folder copied or renamed by hand
+                raise CorruptCheckpointError(
+                    f"checkpoint {folder} holds the state of step {held}, not {step}; move it "
+                    "away to resume from the previous one"
+                )
+            if data_state is not None:  # refused here, before this launch writes anything
+                check_iterator_state(data_state, paths.join(folder, "data", JSON_ITEM_FILE))
             log.info("resumed from checkpoint at step %d", step)
             return state, data_state
         state = exp.init_state()

@@ -224,10 +224,10 @@ def test_resume_from_a_malformed_iterator_state_is_one_line(content, trained, tm
     assert os.path.isfile(metadata)
     with open(metadata, "w") as f:
         f.write(content)
-    checkpoints = tree_digest(os.path.join(workdir, "checkpoints"))
+    before = tree_digest(workdir)
     result = run_cli(capfd, VAE, f"--workdir={workdir}", "--config.train.num_steps=6")
-    assert_refused(result, "data/metadata", "corrupt")
-    assert tree_digest(os.path.join(workdir, "checkpoints")) == checkpoints
+    assert_refused(result, f"checkpoints/{newest}/data/metadata", "corrupt")
+    assert tree_digest(workdir) == before  # refused before launches.jsonl or data.json
 
 
 def test_launch_history_lines_that_are_no_launch_are_skipped(trained, tmp_path, capfd):
@@ -243,3 +243,18 @@ def test_launch_history_lines_that_are_no_launch_are_skipped(trained, tmp_path, 
     assert sampled.code == 0, sampled.stderr[-3000:]
     resumed = run_cli(capfd, VAE, "--config.train.num_steps=6", f"--workdir={workdir}")
     assert resumed.code == 0, resumed.stderr[-3000:]
+
+
+def test_a_checkpoint_folder_holding_another_step_is_refused(trained, tmp_path, capfd):
+    """``checkpoints/6`` copied by hand from ``checkpoints/2`` would resume at step 2 under
+    the name 6 (and rotation would then delete the real step 4)."""
+    import shutil
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained, workdir)
+    checkpoints = os.path.join(workdir, "checkpoints")
+    shutil.copytree(os.path.join(checkpoints, "2"), os.path.join(checkpoints, "6"))
+    before = tree_digest(workdir)
+    result = run_cli(capfd, VAE, f"--workdir={workdir}", "--config.train.num_steps=8")
+    assert_refused(result, "checkpoints/6 holds the state of step 2, not 6")
+    assert tree_digest(workdir) == before
