@@ -258,3 +258,17 @@ def test_a_checkpoint_folder_holding_another_step_is_refused(trained, tmp_path, 
     result = run_cli(capfd, VAE, f"--workdir={workdir}", "--config.train.num_steps=8")
     assert_refused(result, "checkpoints/6 holds the state of step 2, not 6")
     assert tree_digest(workdir) == before
+
+
+def test_a_damaged_evaluators_record_is_rewritten(tmp_path):
+    """``eval/evaluators.json`` holding JSON that is no object (a damaged file) is replaced
+    by the new entries instead of failing the final evaluation after training."""
+    import types
+
+    from jaxgen.evaluate.features import record
+
+    path = tmp_path / "eval" / "evaluators.json"
+    path.parent.mkdir()
+    path.write_text("[1]")
+    record(types.SimpleNamespace(workdir=str(tmp_path)), {"fd": {"num_samples": 16}})
+    assert json.loads(path.read_text()) == {"fd": {"num_samples": 16}}

@@ -436,6 +436,8 @@ def record(ctx, entries: dict[str, dict]) -> None:
             data = json.loads(paths.read_text(path))
         except (OSError, ValueError):
             data = {}
+    if not isinstance(data, dict):  # a damaged file: rewritten from this evaluation's entries
+        data = {}
     data.update(entries)
     paths.write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
