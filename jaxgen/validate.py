@@ -13,6 +13,7 @@ at the first sample grid or after the last training step:
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable
 
@@ -84,6 +85,8 @@ def _within(value: float, bound: str) -> bool:
 def _check_range(key: str, value, bound: str, hint: str) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise UserError(f"config key {key}={value!r}: expected a number {bound}")
+    if not math.isfinite(value):  # inf passes "> 0"; nan fails every bound but says so poorly
+        raise UserError(f"config key {key}={value!r}: expected a finite number {bound}{hint}")
     if not _within(value, bound):
         raise UserError(f"config key {key}={value!r}: expected {bound}{hint}")
 

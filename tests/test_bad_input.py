@@ -272,3 +272,12 @@ def test_a_damaged_evaluators_record_is_rewritten(tmp_path):
     path.write_text("[1]")
     record(types.SimpleNamespace(workdir=str(tmp_path)), {"fd": {"num_samples": 16}})
     assert json.loads(path.read_text()) == {"fd": {"num_samples": 16}}
+
+
+@pytest.mark.parametrize(
+    "override", ["--config.optimizer.learning_rate=inf", "--config.model.beta=nan"]
+)
+def test_non_finite_numbers_are_refused_before_the_first_write(override, tmp_path, capfd):
+    workdir = tmp_path / "run"
+    assert_refused(run_cli(capfd, VAE, override, f"--workdir={workdir}"), "finite")
+    assert not workdir.exists()

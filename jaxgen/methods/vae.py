@@ -85,8 +85,8 @@ class VAEConfig:
             raise UserError(
                 f"config key model.convs_per_level={net.convs_per_level}: expected >= 0"
             )
-        if model.beta < 0:
-            raise UserError(f"config key model.beta={model.beta}: expected >= 0")
+        if not model.beta >= 0 or model.beta == float("inf"):  # nan fails the comparison
+            raise UserError(f"config key model.beta={model.beta}: expected a finite number >= 0")
         gmm_components = int(model.get("gmm_components", 10))
         gmm_examples = int(model.get("gmm_examples", 10_000))
         if gmm_components < 1 or gmm_examples < gmm_components:
