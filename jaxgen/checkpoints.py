@@ -16,6 +16,7 @@ Orbax is given an ``etils.epath.Path`` and writes the arrays through TensorStore
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -80,6 +81,20 @@ JSON_ITEM_FILE = "metadata"  # the file Orbax's JsonSave writes in an item's fol
 MAX_RELISTS = 5
 
 
+def _foreground_directories() -> ocp.AsyncOptions | None:
+    """Async options that create a step's folders before ``save()`` returns, not in a
+    background thread: when that thread fails (a read-only or lost checkpoints folder), the
+    item writers Orbax has started wait for its "created" signal, which never comes, for the
+    coordination timeout (300 s), and the process cannot exit before them. Created in the
+    foreground, a failure raises from ``save()`` before any writer starts; the arrays are
+    still written in the background. None (their defaults) for Orbax releases without the
+    option, such as 0.11.0, the oldest that setup.cfg allows."""
+    fields = {field.name for field in dataclasses.fields(ocp.AsyncOptions)}
+    if "create_directories_asynchronously" not in fields:
+        return None
+    return ocp.AsyncOptions(create_directories_asynchronously=False)
+
+
 def checkpoint_dir(workdir: str) -> str:
     """``<workdir>/checkpoints`` (a local path made absolute, or a URL)."""
     return paths.join(paths.normalize(workdir), "checkpoints")
@@ -139,13 +154,7 @@ class Checkpoints:
             read_only=read_only,
             enable_async_checkpointing=self.async_save,
             cleanup_tmp_directories=not read_only,  # what an interrupted save left behind
-            # The step's folders are created before save() returns, not in a background
-            # thread: when that thread fails (a read-only or lost checkpoints folder), the
-            # item writers Orbax has started wait for its "created" signal, which never
-            # comes, for the coordination timeout (300 s) and the process cannot exit
-            # before them. Created here, a failure raises from save() before any writer
-            # starts. The arrays are still written in the background.
-            async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
+            async_options=_foreground_directories(),
         )
         self._manager = ocp.CheckpointManager(
             paths.as_path(self.directory),
