@@ -62,6 +62,14 @@ COND_KINDS = ("none", "class", "text")
 # their option split=eval, the default); the others read none or the training split.
 EVAL_SPLIT_READERS = ("likelihood", "clip_zero_shot")
 SPLIT_OPTION_READERS = ("quality", "diversity", "c2st")
+# Sizes anywhere under config.model (widths, depths, channel lists, heads, latent sizes): an
+# integer or a non-empty tuple of integers, at least 1, or at least 0 for these three.
+MODEL_SIZES = (
+    "channels", "ch", "ch_mult", "latent_dim", "hidden_dim", "z_dim", "g_width", "d_width",
+    "num_heads", "num_groups", "width", "depth", "feature_dim", "levels", "cond_dim",
+    "text_dim",
+)  # fmt: skip
+MODEL_SIZES_FROM_0 = ("latent_channels", "num_res_blocks", "convs_per_level")
 _EVAL_RANGES = (
     ("every", ">= 0", " (0: only at the end)"),
     ("num_samples", ">= 4", " (the sample metrics need at least 4)"),
@@ -91,6 +99,33 @@ def _check_range(key: str, value, bound: str, hint: str) -> None:
         raise UserError(f"config key {key}={value!r}: expected {bound}{hint}")
 
 
+def _size_error(key: str, value) -> UserError | None:
+    least = 0 if key.rsplit(".", 1)[-1] in MODEL_SIZES_FROM_0 else 1
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    fine = bool(values) and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= least for v in values
+    )
+    return None if fine else UserError(f"config key {key}={value!r}: expected integers >= {least}")
+
+
+def check_model_sizes(config: ml_collections.ConfigDict) -> None:
+    """UserError for the first size under ``config.model`` (:data:`MODEL_SIZES`,
+    :data:`MODEL_SIZES_FROM_0`, at any depth) that is not an integer, or a non-empty tuple of
+    integers, in range: a bad width would otherwise fail inside the network's construction."""
+    model = lookup(config, "model")
+    pending = [("model", model)] if hasattr(model, "items") else []
+    while pending:
+        prefix, section = pending.pop()
+        for name, value in section.items():
+            key = f"{prefix}.{name}"
+            if hasattr(value, "items"):
+                pending.append((key, value))
+            elif name in MODEL_SIZES or name in MODEL_SIZES_FROM_0:
+                error = _size_error(key, value)
+                if error is not None:
+                    raise error
+
+
 def check_config_values(config: ml_collections.ConfigDict) -> None:
     """UserError naming the first value out of range; keys absent from ``config`` are skipped.
 
@@ -114,6 +149,7 @@ def check_config_values(config: ml_collections.ConfigDict) -> None:
     cond = lookup(config, "data.cond")
     if cond is not MISSING and cond not in COND_KINDS:
         raise UserError(f"config key data.cond={cond!r}: expected one of {COND_KINDS}")
+    check_model_sizes(config)
     sharding = lookup(config, "train.param_sharding")
     if sharding is not MISSING and sharding not in PARAM_SHARDINGS:
         raise UserError(

@@ -281,3 +281,36 @@ def test_non_finite_numbers_are_refused_before_the_first_write(override, tmp_pat
     workdir = tmp_path / "run"
     assert_refused(run_cli(capfd, VAE, override, f"--workdir={workdir}"), "finite")
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "--config.model.channels=abc",
+        "--config.model.channels=(0,16)",
+        "--config.model.channels=()",
+        "--config.model.latent_dim=0",
+        "--config.model.latent_channels=-1",
+    ],
+)
+def test_bad_model_sizes_are_refused_before_the_network_is_built(override, tmp_path, capfd):
+    """They used to fail inside the network's construction, as a traceback."""
+    workdir = tmp_path / "run"
+    key = override.split("=")[0].removeprefix("--config.")
+    assert_refused(run_cli(capfd, VAE, override, f"--workdir={workdir}"), key, "integers >=")
+    assert not workdir.exists()
+
+
+def test_every_published_and_preset_model_size_passes_the_check():
+    from jaxgen.validate import check_model_sizes
+
+    checked = 0
+    for family in ("vae", "gan", "ddpm", "pixelcnn", "flow", "tokens", "classifier", "clip"):
+        for arg in ("", "preset=smoke", "preset=cpu", "preset=cpu,backbone=dit"):
+            try:
+                config = load_config(f"configs/{family}.py" + (f":{arg}" if arg else ""))
+            except UserError:
+                continue  # an argument this family does not take
+            check_model_sizes(config)
+            checked += 1
+    assert checked >= 24, checked
