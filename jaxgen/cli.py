@@ -168,7 +168,13 @@ def parse(argv: list[str]) -> Launch:
     from absl import flags
 
     config, _ = base_config(argv)
+    family = config.get("family")
     rest = apply_override_args(config, _without_config_flag(argv[1:]))
+    if config.get("family") != family:  # the other sections are still this family's
+        raise UserError(
+            f"config key family={config.get('family')!r}: a config builds one family "
+            f"({family!r}); use configs/<family>.py for another"
+        )
     config.lock()
     fv = _flag_values()
     try:

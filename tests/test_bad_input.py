@@ -314,3 +314,12 @@ def test_every_published_and_preset_model_size_passes_the_check():
             check_model_sizes(config)
             checked += 1
     assert checked >= 24, checked
+
+
+def test_overriding_the_family_is_refused(tmp_path, capfd):
+    """``--config.family=gan`` on a VAE config kept the VAE's sections and failed in the
+    GAN's construction, as a traceback."""
+    workdir = tmp_path / "run"
+    result = run_cli(capfd, VAE, "--config.family=gan", f"--workdir={workdir}")
+    assert_refused(result, "family='gan'", "configs/<family>.py")
+    assert not workdir.exists()
