@@ -104,6 +104,15 @@ def run_cli(capfd, *args: str) -> CliResult:
     return CliResult(code, capfd.readouterr().err)
 
 
+def assert_refused(result: CliResult, *expected: str) -> None:
+    """Exit 2, at most three lines on stderr, the last an ``error:`` naming ``expected``."""
+    assert result.code == 2, result.stderr[-3000:]
+    assert 1 <= len(result.lines) <= 3, result.lines
+    assert result.lines[-1].startswith("error:"), result.lines
+    for text in expected:
+        assert text in result.lines[-1], (text, result.lines[-1])
+
+
 def tree_digest(directory: str) -> str:
     """A hash of every file's path and bytes under ``directory`` (to show nothing changed)."""
     digest = hashlib.sha256()

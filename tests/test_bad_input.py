@@ -2,7 +2,7 @@
 command line, a file that is not a config, out-of-range seeds, unknown splits and kinds of
 conditioning, a damaged ``data.json`` and a damaged data-iterator state.
 
-Each refusal is one ``error:`` line with exit status 2 (``tests/test_faults.assert_refused``)
+Each refusal is one ``error:`` line with exit status 2 (``tests/conftest.assert_refused``)
 and leaves the workdir as it was; the launches run in this process (``conftest.run_cli``).
 """
 
@@ -19,19 +19,9 @@ import numpy as np
 import pytest
 
 from jaxgen.errors import UserError
-from tests.conftest import REPO, load_config, run_cli, tree_digest
+from tests.conftest import REPO, assert_refused, load_config, run_cli, tree_digest
 
 VAE = f"--config={REPO}/configs/vae.py:preset=smoke"
-
-
-def assert_refused(result, *expected: str) -> None:
-    """Exit 2, at most three lines on stderr, the last an ``error:`` naming ``expected`` (as
-    in ``tests/test_faults.py``)."""
-    assert result.code == 2, result.stderr[-3000:]
-    assert 1 <= len(result.lines) <= 3, result.lines
-    assert result.lines[-1].startswith("error:"), result.lines
-    for text in expected:
-        assert text in result.lines[-1], (text, result.lines[-1])
 
 
 # --- 1. an empty, unreadable or malformed .jaxgen.lock --------------------------------------

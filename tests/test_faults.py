@@ -26,6 +26,7 @@ import pytest
 
 from tests.conftest import (
     REPO,
+    assert_refused,
     launch,
     run_cli,
     state_digest,
@@ -41,15 +42,6 @@ DDPM_PUBLISHED = f"--config={REPO}/configs/ddpm.py:data=fashion_mnist"
 PIXELCNN = f"--config={REPO}/configs/pixelcnn.py:preset=smoke"
 STYLE = f"--config={REPO}/configs/style_transfer.py:preset=smoke"
 SMOKE_STEPS = 4  # train.num_steps of the smoke presets
-
-
-def assert_refused(result, *expected: str) -> None:
-    """Exit 2, at most three lines on stderr, the last an ``error:`` naming ``expected``."""
-    assert result.code == 2, result.stderr[-3000:]
-    assert 1 <= len(result.lines) <= 3, result.lines
-    assert result.lines[-1].startswith("error:"), result.lines
-    for text in expected:
-        assert text in result.lines[-1], (text, result.lines[-1])
 
 
 def train_in_process(workdir: str, *args: str) -> None:
