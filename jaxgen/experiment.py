@@ -69,7 +69,7 @@ class Experiment:
             validate.check_batch_size(
                 config, self.mesh.size, jax.process_count(), len(self.train_source)
             )
-            validate.check_eval_split(config)  # else found only after the last step
+            validate.check_eval_split(config, self.eval_source)  # else found after the last step
         self.tx = self.method.make_optimizer()
         check_evaluators(
             config.evals,

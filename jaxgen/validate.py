@@ -263,18 +263,20 @@ def evaluators_reading_eval_split(config: ml_collections.ConfigDict) -> list[str
     return names
 
 
-def check_eval_split(config: ml_collections.ConfigDict) -> None:
-    """Opens ``data.eval_split`` of the config's data source when an evaluator reads it, so
-    that a split the source lacks is refused before training rather than at the final
-    evaluation (``data.train_split`` is checked by opening it in the same way)."""
+def check_eval_split(config: ml_collections.ConfigDict, eval_source=None) -> None:
+    """Opens ``data.eval_split`` when an evaluator reads it, so that a split the data source
+    lacks is refused before training rather than at the final evaluation (``data.train_split``
+    is checked by opening it in the same way). ``eval_source``: the run's
+    :class:`~jaxgen.data.pipeline.LazySource` of that split, which keeps what it opened for
+    the evaluators (None: one made here)."""
     split = lookup(config, "data.eval_split")
     readers = evaluators_reading_eval_split(config)
     if split is MISSING or not readers:
         return
-    from jaxgen.data.pipeline import load_source
+    from jaxgen.data.pipeline import LazySource
 
     try:
-        load_source(config.data, split)
+        (eval_source or LazySource(config.data, split)).open()
     except UserError as e:
         raise UserError(
             f"config key data.eval_split={split!r} (read by evals.{readers[0]}): {e}"

@@ -177,8 +177,10 @@ def _pipeline():
     ids=repr,
 )  # fmt: skip
 def test_malformed_iterator_state_names_the_checkpoint_file(state):
+    from jaxgen.data.pipeline import check_iterator_state
+
     with pytest.raises(UserError) as e:
-        _pipeline().set_state(state)
+        check_iterator_state(state)  # what the trainer runs right after the restore
     text = str(e.value)
     assert "data/metadata" in text and "corrupt" in text and "\n" not in text, text
 

@@ -154,8 +154,8 @@ class Pipeline:
 
     def set_state(self, state: dict, origin: str = DATA_STATE_FILE) -> None:
         """Resumes at ``state`` (as :meth:`get_state` gave it, read back from ``origin``, the
-        file named in the error when it is not such a state)."""
-        check_iterator_state(state, origin)
+        file named in the error when the data library refuses it; the trainer has checked its
+        shape with :func:`check_iterator_state` right after the restore)."""
         try:
             self._iterator.set_state(state)
         except (KeyError, TypeError, ValueError, IndexError) as e:
