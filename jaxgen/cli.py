@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from jaxgen import paths
 from jaxgen.dotted import MISSING, lookup
 from jaxgen.errors import UserError
+from jaxgen.launch_help import config_help, launcher_help, module_docstring, wants_help
 from jaxgen.overrides import apply_override_args, one_line, override_key
 
 if TYPE_CHECKING:
@@ -158,6 +159,16 @@ def _positional_error(words: list[str]) -> UserError:
     )
 
 
+def help_text(argv: list[str]) -> str:
+    """``launch.py --help``: the launcher's usage, or with ``--config=<spec>`` that config's
+    docstring and keys (a config that does not load is the usual one-line error)."""
+    spec = _argv_value(argv, "config")
+    if spec is None:
+        return launcher_help()
+    config = load_config_file(spec)
+    return config_help(spec, module_docstring(spec.partition(":")[0]), config)
+
+
 def parse(argv: list[str]) -> Launch:
     """The launch ``argv`` asks for, or a UserError naming the bad input.
 
@@ -244,6 +255,9 @@ def _main(argv: list[str], startup: _StartupSignals | None) -> int:
 
     start_warnings_afresh()
     try:
+        if wants_help(argv[1:]):
+            print(help_text(argv))
+            return 0
         launch = parse(argv)
         from jaxgen.preemption import Preempted, StopRequest
         from jaxgen.run import run, validate_mode
