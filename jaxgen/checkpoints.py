@@ -120,17 +120,39 @@ def newest_saved_item(workdir: str, item: str) -> dict | None:
     file Orbax's ``JsonSave`` wrote, without an Orbax manager, so that it touches no JAX
     backend."""
     directory = checkpoint_dir(workdir)
+    damaged = []  # (path, why) of newer steps' copies that could not be read
     for step in reversed(list_steps(workdir)):
         path = paths.join(directory, str(step), item, JSON_ITEM_FILE)
         if not paths.exists(path):
             continue
         try:
             value = json.loads(paths.read_text(path))
-        except (OSError, ValueError):
+        except (OSError, ValueError) as e:
+            damaged.append((path, f"{type(e).__name__}: {e}"))
             continue
         if isinstance(value, dict):
+            _report_damaged(damaged, f"the one saved with checkpoint {step}")
             return value
+        damaged.append((path, f"JSON {type(value).__name__}, not an object"))
+    _report_damaged(damaged, "no checkpoint has a readable one")
     return None
+
+
+_DAMAGE_REPORTED: set[str] = set()  # item files warned about by this launch
+
+
+def forget_reported_damage() -> None:
+    """Lets :func:`newest_saved_item` warn again about the same damaged file (a new launch)."""
+    _DAMAGE_REPORTED.clear()
+
+
+def _report_damaged(damaged: list[tuple[str, str]], instead: str) -> None:
+    """One warning per launch for each damaged item file skipped, naming what is used
+    instead: an older checkpoint's copy can hold other values."""
+    for path, why in damaged:
+        if path not in _DAMAGE_REPORTED:
+            _DAMAGE_REPORTED.add(path)
+            log.warning("%s cannot be read (%s); using %s", path, why[:200], instead)
 
 
 class Checkpoints:

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 import ml_collections
 
 from jaxgen import paths, provenance
-from jaxgen.checkpoints import list_steps, newest_saved_item
+from jaxgen.checkpoints import forget_reported_damage, list_steps, newest_saved_item
 from jaxgen.errors import UserError
 from jaxgen.workdir_lock import LOCK_FILE
 
@@ -196,6 +196,7 @@ def start_warnings_afresh() -> None:
     """Lets :func:`trained_config` warn again: a launch (or ``jaxgen.load``) reads a workdir's
     config more than once and says each warning once."""
     _WARNED.clear()
+    forget_reported_damage()
 
 
 def trained_config(workdir: str) -> dict | None:

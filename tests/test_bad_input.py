@@ -140,6 +140,14 @@ def test_eval_split_is_checked_only_when_an_evaluator_reads_it():
     check_eval_split(config)  # classifier and params read no real images
 
 
+def test_unknown_evaluator_split_option_is_refused_before_the_first_write(tmp_path, capfd):
+    workdir = tmp_path / "new"
+    gan = f"--config={REPO}/configs/gan.py:preset=smoke"
+    result = run_cli(capfd, gan, f"--workdir={workdir}", "--config.evals.quality.split=test")
+    assert_refused(result, "config key evals.quality:", "split='test'", "'eval' or 'train'")
+    assert not workdir.exists()  # it used to be refused at the final evaluation
+
+
 def test_unknown_cond_is_refused_before_the_first_write(tmp_path, capfd):
     workdir = tmp_path / "new"
     result = run_cli(capfd, VAE, f"--workdir={workdir}", "--config.data.cond=bogus")
@@ -235,6 +243,29 @@ def test_launch_history_lines_that_are_no_launch_are_skipped(trained, tmp_path, 
     assert sampled.code == 0, sampled.stderr[-3000:]
     resumed = run_cli(capfd, VAE, "--config.train.num_steps=6", f"--workdir={workdir}")
     assert resumed.code == 0, resumed.stderr[-3000:]
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_a_damaged_config_item_is_named_and_the_older_one_used(content, trained, tmp_path, caplog):
+    """A checkpoint's config item that cannot be read is skipped for the previous
+    checkpoint's, whose values may differ: the launch says so, once."""
+    import shutil
+
+    from jaxgen.workdir import start_warnings_afresh, trained_config
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained, workdir)
+    item = os.path.join(workdir, "checkpoints", "4", "config", "metadata")
+    assert os.path.isfile(item)
+    with open(item, "w") as f:
+        f.write(content)
+    start_warnings_afresh()
+    with caplog.at_level(logging.WARNING, logger="jaxgen"):
+        for _ in range(2):  # a launch reads the config more than once
+            assert trained_config(workdir)["family"] == "vae"
+    warnings = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert item in warnings[0] and "the one saved with checkpoint 2" in warnings[0]
 
 
 def test_a_checkpoint_folder_holding_another_step_is_refused(trained, tmp_path, capfd):

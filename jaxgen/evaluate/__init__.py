@@ -12,7 +12,7 @@ import importlib
 
 from jaxgen.errors import UserError
 from jaxgen.evaluate.context import EvalContext
-from jaxgen.evaluate.features import check_weights, feature_dim
+from jaxgen.evaluate.features import check_split_option, check_weights, feature_dim
 from jaxgen.evaluate.fid_stats import STATS_OPTIONS
 from jaxgen.evaluate.fid_stats import check_options as check_stats_options
 from jaxgen.preemption import check_active
@@ -65,10 +65,11 @@ def check_evaluators(
       image_shape: ``(H, W, C)`` of the model's images (the width of ``reference_stats``
         features of some extractors depends on it); None: not checked before sampling.
 
-    Catches unknown types, ``likelihood`` for a model without one (e.g. EDM or latent
-    diffusion), and, for every evaluator that computes features, an unknown extractor or a
-    weight file (Inception's, the domain classifier's of ``data_name``) that is missing,
-    unreadable or of the wrong names or shapes, and the ``quality`` evaluator's
+    Catches unknown types, a ``split`` option other than ``eval`` or ``train``,
+    ``likelihood`` for a model without one (e.g. EDM or latent diffusion), and, for every
+    evaluator that computes features, an unknown extractor or a weight file (Inception's, the
+    domain classifier's of ``data_name``) that is missing, unreadable or of the wrong names
+    or shapes, and the ``quality`` evaluator's
     ``reference_stats`` file (missing, without ``mu``/``sigma``, or of another width than the
     extractor's features) and ``save_reference_stats`` name. Each would otherwise fail only
     after the run's final step.
@@ -85,6 +86,11 @@ def check_evaluators(
                 f"config key evals.{name}: this {family} model has no likelihood "
                 f"to evaluate; remove the evaluator"
             )
+        if "split" in cfg:
+            try:
+                check_split_option(cfg.split)
+            except UserError as e:
+                raise UserError(f"config key evals.{name}: {e}") from None
         if cfg.type == "prompts" and cond != "text":
             raise UserError(
                 f"config key evals.{name}: the prompts evaluator needs a model trained with "

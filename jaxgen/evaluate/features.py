@@ -375,10 +375,18 @@ def cache_dir() -> str:
     return os.path.join(root, "refstats")
 
 
+# evals option split: which real images a sample evaluator compares with.
+SPLIT_OPTIONS = ("eval", "train")
+
+
+def check_split_option(split: str) -> None:
+    if split not in SPLIT_OPTIONS:
+        raise UserError(f"evals option split={split!r}: expected 'eval' or 'train'")
+
+
 def split_name(config, split: str) -> str:
     """``eval``/``train`` -> the dataset split they stand for (``data.eval_split``...)."""
-    if split not in ("eval", "train"):
-        raise UserError(f"evals option split={split!r}: expected 'eval' or 'train'")
+    check_split_option(split)
     return config.data.eval_split if split == "eval" else config.data.train_split
 
 
