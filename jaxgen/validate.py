@@ -250,10 +250,12 @@ def check_batch_size(
     check_grad_accum(config.train)
 
 
-def evaluators_reading_eval_split(config: ml_collections.ConfigDict) -> list[str]:
-    """The names of ``config.evals`` whose evaluators read real images of ``data.eval_split``."""
+def eval_split_readers(config: ml_collections.ConfigDict) -> list[str]:
+    """What reads real images of ``data.eval_split``: the names of ``config.evals`` whose
+    evaluators do, and for a classifier run ``scripts/export_classifier.py``, which reports
+    the classifier's accuracy on that split."""
     evals = lookup(config, "evals")
-    names = []
+    names = ["scripts/export_classifier.py"] if lookup(config, "family") == "classifier" else []
     for name, cfg in ({} if evals is MISSING else evals).items():
         kind = cfg.get("type", "") if hasattr(cfg, "get") else ""
         if kind in EVAL_SPLIT_READERS or (
@@ -270,7 +272,7 @@ def check_eval_split(config: ml_collections.ConfigDict, eval_source=None) -> Non
     :class:`~jaxgen.data.pipeline.LazySource` of that split, which keeps what it opened for
     the evaluators (None: one made here)."""
     split = lookup(config, "data.eval_split")
-    readers = evaluators_reading_eval_split(config)
+    readers = eval_split_readers(config)
     if split is MISSING or not readers:
         return
     from jaxgen.data.pipeline import LazySource
@@ -278,6 +280,5 @@ def check_eval_split(config: ml_collections.ConfigDict, eval_source=None) -> Non
     try:
         (eval_source or LazySource(config.data, split)).open()
     except UserError as e:
-        raise UserError(
-            f"config key data.eval_split={split!r} (read by evals.{readers[0]}): {e}"
-        ) from None
+        reader = readers[0] if "/" in readers[0] else f"evals.{readers[0]}"
+        raise UserError(f"config key data.eval_split={split!r} (read by {reader}): {e}") from None

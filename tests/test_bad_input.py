@@ -126,17 +126,17 @@ def test_unknown_eval_split_is_refused_before_training(tmp_path, capfd):
 
 
 def test_eval_split_is_checked_only_when_an_evaluator_reads_it():
-    from jaxgen.validate import check_eval_split, evaluators_reading_eval_split
+    from jaxgen.validate import check_eval_split, eval_split_readers
 
     config = load_config("configs/vae.py:preset=smoke")
     config.data.eval_split = "bogus"
-    assert evaluators_reading_eval_split(config) == ["c2st", "diversity", "likelihood", "quality"]
+    assert eval_split_readers(config) == ["c2st", "diversity", "likelihood", "quality"]
     with pytest.raises(UserError, match="read by evals.c2st"):
         check_eval_split(config)
     for name in ("c2st", "diversity", "quality"):
         config.evals[name].split = "train"
     del config.evals["likelihood"]
-    assert evaluators_reading_eval_split(config) == []
+    assert eval_split_readers(config) == []
     check_eval_split(config)  # classifier and params read no real images
 
 
@@ -146,6 +146,24 @@ def test_unknown_evaluator_split_option_is_refused_before_the_first_write(tmp_pa
     result = run_cli(capfd, gan, f"--workdir={workdir}", "--config.evals.quality.split=test")
     assert_refused(result, "config key evals.quality:", "split='test'", "'eval' or 'train'")
     assert not workdir.exists()  # it used to be refused at the final evaluation
+
+
+def test_classifier_eval_split_is_checked_for_the_export_script(tmp_path, capfd):
+    """A classifier run reads its eval split only in scripts/export_classifier.py, after
+    training; a split the data lack is refused before training all the same."""
+    workdir = tmp_path / "new"
+    classifier = f"--config={REPO}/configs/classifier.py:preset=smoke"
+    result = run_cli(capfd, classifier, f"--workdir={workdir}", "--config.data.eval_split=bogus")
+    assert_refused(result, "data.eval_split='bogus' (read by scripts/export_classifier.py)")
+    assert not workdir.exists()
+
+
+def test_bert_dir_without_the_bert_encoder_is_refused(tmp_path, capfd):
+    workdir = tmp_path / "new"
+    text_vae = f"--config={REPO}/configs/vae.py:preset=smoke,cond=text"
+    result = run_cli(capfd, text_vae, f"--workdir={workdir}", f"--config.text.bert_dir={tmp_path}")
+    assert_refused(result, "text.bert_dir=", "only used with text.encoder=bert, not 'transformer'")
+    assert not workdir.exists()
 
 
 def test_unknown_cond_is_refused_before_the_first_write(tmp_path, capfd):

@@ -88,6 +88,11 @@ def build_tokenizer(text_cfg: ml_collections.ConfigDict, data_name: str):
     """The tokenizer of ``text_cfg`` (a :class:`Tokenizer` or a ``WordPieceTokenizer``)."""
     if text_cfg.encoder not in ENCODERS:
         raise UserError(f"config key text.encoder={text_cfg.encoder!r}: expected one of {ENCODERS}")
+    if text_cfg.get("bert_dir") and text_cfg.encoder != "bert":  # else silently unused
+        raise UserError(
+            f"config key text.bert_dir={text_cfg.bert_dir!r}: only used with text.encoder=bert, "
+            f"not {text_cfg.encoder!r}"
+        )
     if text_cfg.encoder == "bert":
         from jaxgen.text.wordpiece import load_wordpiece
 
