@@ -29,7 +29,8 @@ generated images the discriminator classifies correctly), ``d_fake_called_real``
 (share of generated images it calls real, ``1 - d_acc_fake``), ``d_out_real`` /
 ``d_out_fake`` (mean outputs), ``d_grad_norm`` / ``g_grad_norm`` (global
 norms of the gradients), and ``r1`` / ``gp`` when those penalties are on (the
-lazy R1 reads 0 on updates where it is skipped), ``mode_seeking`` (the ratio of
+lazy R1 reads 0 on updates where it is skipped), ``cr_real`` / ``cr_fake`` when
+consistency regularisation is on, ``mode_seeking`` (the ratio of
 :func:`mode_seeking_ratio`) when that term is on.
 """
 
@@ -44,6 +45,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxgen.errors import UserError
+from jaxgen.gan.augment import augment
 from jaxgen.gan.losses import decision_threshold, get_loss
 from jaxgen.gan.regularizers import gradient_penalty, r1_penalty
 
@@ -83,6 +85,12 @@ class Objective:
     takes only the share of its images the discriminator rates most real, a share that
     starts at 1 and shrinks by ``top_k_gamma`` every ``top_k_every`` generator updates
     down to ``top_k`` (see :func:`top_k_share`).
+    ``augment``: the DiffAugment policy (Zhao et al., 2020; ``()``: off), applied to every
+    image the discriminator sees, in both players' updates; penalties (R1, GP) then see the
+    augmented images too. ``cr_real`` / ``cr_fake``: weights of balanced consistency
+    regularisation (Zhao et al., 2021; 0: off), the mean squared difference between the
+    discriminator's outputs on the real / generated images and on ``cr_augment`` copies of
+    them (:mod:`jaxgen.gan.augment`).
     """
 
     loss: str = "hinge"
@@ -95,8 +103,17 @@ class Objective:
     top_k: float = 0.0  # the smallest share of generated images the generator learns from
     top_k_gamma: float = 0.99
     top_k_every: int = 1000
+    augment: tuple[str, ...] = ()
+    cr_real: float = 0.0
+    cr_fake: float = 0.0
+    cr_augment: tuple[str, ...] = ("translation",)
 
     def __post_init__(self):
+        for key in ("cr_real", "cr_fake"):
+            if not getattr(self, key) >= 0:
+                raise UserError(f"config key gan.{key}={getattr(self, key)}: expected >= 0")
+        if (self.cr_real or self.cr_fake) and not self.cr_augment:
+            raise UserError("config key gan.cr_augment is empty: consistency needs a transform")
         if not 0.0 <= self.top_k <= 1.0:
             raise UserError(f"config key gan.top_k={self.top_k}: expected in [0, 1] (0: off)")
         if not 0.0 < self.top_k_gamma <= 1.0:
@@ -154,8 +171,12 @@ def discriminator_update(
       ``(discriminator params, opt_state, d_state, metrics)``.
     """
     latent_rng, gp_rng = jax.random.split(rng)
+    aug_rng, cr_rng = jax.random.fold_in(rng, 2), jax.random.fold_in(rng, 3)  # split's unchanged
     z, fake_labels = _latents(players, latent_rng, real.shape[0], real_labels)
     fake = jax.lax.stop_gradient(players.generate(params["generator"], z, fake_labels))
+    if objective.augment:
+        real = augment(real, jax.random.fold_in(aug_rng, 0), objective.augment)
+        fake = augment(fake, jax.random.fold_in(aug_rng, 1), objective.augment)
     d_loss_fn, _ = get_loss(objective.loss)
 
     def loss_fn(d_params):
@@ -163,6 +184,14 @@ def discriminator_update(
         out_fake, state = players.discriminate(d_params, state, fake, fake_labels, True)
         loss = d_loss_fn(out_real, out_fake)
         extra = {}
+        pairs = (("cr_real", real, out_real, real_labels), ("cr_fake", fake, out_fake, fake_labels))
+        for i, (key, x, out, labels) in enumerate(pairs):
+            weight = getattr(objective, key)
+            if weight > 0:
+                copies = augment(x, jax.random.fold_in(cr_rng, i), objective.cr_augment)
+                out_copies, _ = players.discriminate(d_params, state, copies, labels, False)
+                extra[key] = jnp.mean(jnp.square(out - out_copies))
+                loss = loss + weight * extra[key]
 
         def d_fn(x):
             return players.discriminate(d_params, state, x, real_labels, False)[0]
@@ -218,6 +247,7 @@ def generator_update(
     Returns ``(generator params, opt_state, metrics)``.
     """
     z, labels = _latents(players, rng, batch_size, cond_pool)
+    aug_rng = jax.random.fold_in(rng, 2)
     half = batch_size // 2
     seek = objective.mode_seeking > 0 and half > 0
     if seek and labels is not None:  # rows half..2*half share the conditions of rows 0..half
@@ -226,7 +256,8 @@ def generator_update(
 
     def loss_fn(g_params):
         fake = players.generate(g_params, z, labels)
-        out, _ = players.discriminate(params["discriminator"], d_state, fake, labels, False)
+        seen = augment(fake, aug_rng, objective.augment) if objective.augment else fake
+        out, _ = players.discriminate(params["discriminator"], d_state, seen, labels, False)
         extra = {}
         if objective.top_k > 0:
             share = top_k_share(objective, step)

@@ -11,7 +11,10 @@ Config (besides the shared keys):
   ``gan.g_batch_size`` (0: the discriminator's micro-batch size); ``gan.mode_seeking``
   (weight of the mode-seeking term, Mao et al. 2019; 0: off); ``gan.top_k``,
   ``gan.top_k_gamma``, ``gan.top_k_every`` (top-k generator updates, Sinha et al. 2020;
-  ``top_k`` 0: off; see :class:`jaxgen.gan.step.Objective`).
+  ``top_k`` 0: off; see :class:`jaxgen.gan.step.Objective`); ``gan.diffaugment`` (a
+  DiffAugment policy such as ``translation,cutout``; "": off); ``gan.cr_real``,
+  ``gan.cr_fake`` (consistency regularisation weights; 0: off) and ``gan.cr_augment``
+  (its transforms; :mod:`jaxgen.gan.augment`).
 * ``train.d_steps``: discriminator updates per generator update; each takes
   ``train.batch_size / d_steps`` real images of the step's batch.
 * ``optimizer.*`` builds both optimizers; ``optimizer.learning_rate`` is the
@@ -68,6 +71,7 @@ import numpy as np
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.gan import rejection
+from jaxgen.gan.augment import parse_policy
 from jaxgen.gan.losses import get_loss
 from jaxgen.gan.optimizers import TwoPlayerOptimizer, player_optimizer
 from jaxgen.gan.rejection_sampler import RejectionSampler
@@ -151,6 +155,10 @@ class GAN(Method):
             top_k=float(g.get("top_k", 0.0)),
             top_k_gamma=float(g.get("top_k_gamma", 0.99)),
             top_k_every=int(g.get("top_k_every", 1000)),
+            augment=parse_policy(g.get("diffaugment", ""), "gan.diffaugment"),
+            cr_real=float(g.get("cr_real", 0.0)),
+            cr_fake=float(g.get("cr_fake", 0.0)),
+            cr_augment=parse_policy(g.get("cr_augment", "translation"), "gan.cr_augment"),
         )
         self.players = Players(self._generate, self._discriminate, m.z_dim, self.num_classes)
         self.rejection_sampler = RejectionSampler(
