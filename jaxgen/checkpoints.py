@@ -131,10 +131,10 @@ def newest_saved_item(workdir: str, item: str) -> dict | None:
             damaged.append((path, f"{type(e).__name__}: {e}"))
             continue
         if isinstance(value, dict):
-            _report_damaged(damaged, f"the one saved with checkpoint {step}")
+            _report_damaged(damaged, f"using the one saved with checkpoint {step}")
             return value
         damaged.append((path, f"JSON {type(value).__name__}, not an object"))
-    _report_damaged(damaged, "no checkpoint has a readable one")
+    _report_damaged(damaged, "no other checkpoint has a readable one")
     return None
 
 
@@ -147,12 +147,12 @@ def forget_reported_damage() -> None:
 
 
 def _report_damaged(damaged: list[tuple[str, str]], instead: str) -> None:
-    """One warning per launch for each damaged item file skipped, naming what is used
-    instead: an older checkpoint's copy can hold other values."""
+    """One warning per launch for each damaged item file skipped, saying what is used
+    instead (``instead``): an older checkpoint's copy can hold other values."""
     for path, why in damaged:
         if path not in _DAMAGE_REPORTED:
             _DAMAGE_REPORTED.add(path)
-            log.warning("%s cannot be read (%s); using %s", path, why[:200], instead)
+            log.warning("%s cannot be read (%s); %s", path, why[:200], instead)
 
 
 class Checkpoints:
