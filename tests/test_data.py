@@ -108,3 +108,17 @@ def test_pipeline_shards_processes_disjointly():
     seen = np.concatenate([p["label"] for p in parts])
     assert all(len(p["label"]) == 8 for p in parts)
     assert len(set(seen.tolist())) == 16  # the two halves of one global batch never overlap
+
+
+def test_training_data_identity_sees_a_changed_example_past_the_first_ones():
+    from jaxgen.data.description import training_data_identity
+
+    examples = [{"image": np.full((4, 4, 1), i % 251, np.uint8), "label": i} for i in range(500)]
+    before = training_data_identity(examples)
+    assert before["train_examples"] == 500
+    examples[-1] = {"image": np.zeros((4, 4, 1), np.uint8), "label": 3}  # always one of them
+    after = training_data_identity(examples)
+    assert after["train_fingerprint"] == before["train_fingerprint"]  # the first 8 are the same
+    assert after["train_spread_fingerprint"] != before["train_spread_fingerprint"]
+    assert training_data_identity(examples[:1])["train_examples"] == 1  # one example: no error
+    assert training_data_identity([])["train_examples"] == 0

@@ -360,22 +360,28 @@ def test_resume_on_changed_training_data_is_refused(run_copy, capfd):
         record = json.load(f)
     assert record["train_examples"] == 60_000 and len(record["train_fingerprint"]) == 16
     # As if the run had trained on another version or copy of the data.
-    for key, value in [("train_examples", 59_000), ("train_fingerprint", "0123456789abcdef")]:
+    changes = [("train_examples", 59_000), ("train_fingerprint", "0123456789abcdef"),
+               ("train_spread_fingerprint", "fedcba9876543210")]  # fmt: skip
+    for key, value in changes:
         with open(path, "w") as f:
             json.dump({**record, key: value}, f)
         before = tree_digest(run_copy)
         result = run_cli(capfd, VAE, "--config.train.num_steps=6", f"--workdir={run_copy}")
         assert_refused(result, "training data changed", f"{key} {value} -> ", "init_from")
         assert tree_digest(run_copy) == before
-    # A data.json from before the identity was recorded resumes, and records it.
-    with open(path, "w") as f:
-        json.dump({k: v for k, v in record.items() if not k.startswith("train_")}, f)
-    resumed = run_cli(capfd, VAE, "--config.train.num_steps=6", f"--workdir={run_copy}")
-    assert resumed.code == 0, resumed.stderr[-3000:]
-    with open(path) as f:
-        assert {k: v for k, v in json.load(f).items() if k.startswith("train_")} == {
-            "train_examples": 60_000, "train_fingerprint": record["train_fingerprint"],
-        }  # fmt: skip
+    # A data.json from before the identity (or its spread hash) was recorded resumes, and
+    # records it.
+    identity = {k: v for k, v in record.items() if k.startswith("train_")}
+    assert set(identity) == {"train_examples", "train_fingerprint", "train_spread_fingerprint"}
+    for kept in ((), ("train_examples", "train_fingerprint")):
+        older = {k: v for k, v in record.items() if not k.startswith("train_") or k in kept}
+        with open(path, "w") as f:
+            json.dump(older, f)
+        steps = 6 if not kept else 8
+        resumed = run_cli(capfd, VAE, f"--config.train.num_steps={steps}", f"--workdir={run_copy}")
+        assert resumed.code == 0, resumed.stderr[-3000:]
+        with open(path) as f:
+            assert {k: v for k, v in json.load(f).items() if k.startswith("train_")} == identity
 
 
 def _lose_config_records(workdir: str) -> None:

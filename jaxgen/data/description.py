@@ -28,6 +28,7 @@ log = logging.getLogger("jaxgen")
 DATA_FILE = "data.json"
 MATCHED_KEYS = ("name", "image_size", "train_split", "cond")  # of config.data
 FINGERPRINT_EXAMPLES = 8  # the first examples of the training split hashed in data.json
+SPREAD_EXAMPLES = 32  # examples spread evenly over the split, hashed as well
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,20 +64,33 @@ def _data_keys(data: ml_collections.ConfigDict) -> dict:
     return {k: data.get(k) for k in MATCHED_KEYS}
 
 
-def training_data_identity(source) -> dict:
-    """``{"train_examples": N, "train_fingerprint": hex}`` of a training split: its size and
-    a SHA-256 over the names, dtypes, shapes and bytes of the fields of its first
-    :data:`FINGERPRINT_EXAMPLES` examples (as the source gives them, before any transform).
-    Another version of the dataset, another copy under ``data.dir`` or another order
-    changes one or the other."""
+def _examples_digest(source, indices) -> str:
+    """16 hex digits of a SHA-256 over the names, dtypes, shapes and bytes of the fields of
+    ``source``'s examples at ``indices`` (as the source gives them, before any transform)."""
     digest = hashlib.sha256()
-    for index in range(min(FINGERPRINT_EXAMPLES, len(source))):
-        for name, value in sorted(source[index].items()):
+    for index in indices:
+        for name, value in sorted(source[int(index)].items()):
             array = np.ascontiguousarray(value)
             digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
             # Object arrays' bytes are addresses: their text stands for them.
             digest.update(repr(value).encode() if array.dtype.hasobject else array.tobytes())
-    return {"train_examples": len(source), "train_fingerprint": digest.hexdigest()[:16]}
+    return digest.hexdigest()[:16]
+
+
+def training_data_identity(source) -> dict:
+    """What identifies a training split: ``train_examples`` (its size),
+    ``train_fingerprint`` (a hash of its first :data:`FINGERPRINT_EXAMPLES` examples) and
+    ``train_spread_fingerprint`` (of :data:`SPREAD_EXAMPLES` examples spread evenly from
+    the first to the last). Another version of the dataset, another copy under ``data.dir``
+    or another order changes at least one of them. The spread hash came later: a
+    ``data.json`` without it is compared on the other two."""
+    size = len(source)
+    spread = np.unique(np.linspace(0, max(size - 1, 0), SPREAD_EXAMPLES).round()) if size else []
+    return {
+        "train_examples": size,
+        "train_fingerprint": _examples_digest(source, range(min(FINGERPRINT_EXAMPLES, size))),
+        "train_spread_fingerprint": _examples_digest(source, spread),
+    }
 
 
 def _skipped(path: str, why: str) -> None:
