@@ -160,13 +160,22 @@ def _positional_error(words: list[str]) -> UserError:
 
 
 def help_text(argv: list[str]) -> str:
-    """``launch.py --help``: the launcher's usage, or with ``--config=<spec>`` that config's
-    docstring and keys (a config that does not load is the usual one-line error)."""
+    """``launch.py --help``: the launcher's usage; with ``--config=<spec>`` that config's
+    docstring and keys (a config that does not load is the usual one-line error); with only
+    the ``--workdir`` of a trained run, the keys of the config it was trained with."""
     spec = _argv_value(argv, "config")
-    if spec is None:
-        return launcher_help()
-    config = load_config_file(spec)
-    return config_help(spec, module_docstring(spec.partition(":")[0]), config)
+    if spec is not None:
+        config = load_config_file(spec)
+        return config_help(f"--config={spec}", module_docstring(spec.partition(":")[0]), config)
+    workdir = _argv_value(argv, "workdir")
+    if workdir and paths.is_dir(paths.normalize(workdir)):
+        from jaxgen.saved_config import workdir_config
+
+        config = workdir_config(paths.normalize(workdir))
+        if config is not None:
+            title = f"--workdir={workdir}: the config its checkpoints were trained with"
+            return config_help(title, "", config)
+    return launcher_help()
 
 
 def parse(argv: list[str]) -> Launch:

@@ -3,6 +3,8 @@
 With ``--config=configs/<family>.py[:args]`` on the same command line the help is that
 config's instead: its module docstring (papers, presets, arguments) and every key of the
 config those arguments build, with its value, as ``--config.<key>`` overrides name them.
+With ``--workdir`` of a trained run and no ``--config``, it is the keys of the config that
+run was trained with.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ usage: python launch.py --config=configs/<family>.py[:arg=value,...] --workdir=D
                           (python launch.py --config=<file> --help lists them)
   --allow_config_change   keys a training relaunch may change although they change what is
                           trained (comma-separated, e.g. optimizer.learning_rate,seed)
-  -h, --help              this help; with --config, that config's
+  -h, --help              this help; with --config, that config's; with only the --workdir
+                          of a trained run, the config it was trained with
 
 Bad input is one line on stderr and exit status 2, before anything is written; training
 stopped by SIGTERM or Ctrl-C checkpoints its current step and exits 0, and the same command
@@ -82,9 +85,11 @@ def flat_items(config, prefix: str = "") -> list[tuple[str, object]]:
     return items
 
 
-def config_help(spec: str, module_doc: str, config) -> str:
-    """The help for ``--config=spec``: the config file's docstring, then its keys."""
-    lines = [f"--config={spec}", "", module_doc.strip(), "", "keys (--config.<key>=<value>):"]
+def config_help(title: str, doc: str, config) -> str:
+    """``title``, the config file's docstring ``doc`` (if any), then every key of
+    ``config`` with its value."""
+    lines = [title, ""] + ([doc.strip(), ""] if doc.strip() else [])
+    lines += ["keys (--config.<key>=<value>):"]
     lines += [f"  {key} = {value!r}" for key, value in flat_items(config)]
     return "\n".join(lines)
 

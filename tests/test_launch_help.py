@@ -50,3 +50,16 @@ def test_help_with_a_config_shows_its_docstring_and_every_key(capfd, tmp_path):
 
 def test_help_with_a_missing_config_is_the_usual_refusal(capfd):
     assert_refused(run_cli(capfd, "--config=configs/nope.py", "--help"), "configs/nope.py")
+
+
+def test_help_with_a_trained_workdir_shows_the_config_it_was_trained_with(capfd, tmp_path):
+    workdir = tmp_path / "run"
+    vae = f"--config={REPO}/configs/vae.py:preset=smoke"
+    assert main(["launch.py", vae, f"--workdir={workdir}", "--config.train.num_steps=2",
+                 "--config.seed=7", "--config.evals={}"]) == 0  # fmt: skip
+    text = _help(capfd, f"--workdir={workdir}", "--help")
+    assert "the config its checkpoints were trained with" in text
+    assert "\n  seed = 7\n" in text and "\n  train.num_steps = 2\n" in text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _help(capfd, f"--workdir={empty}", "--help").startswith("usage:")  # nothing trained
