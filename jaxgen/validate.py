@@ -53,6 +53,21 @@ _RANGES = (
     ("sample.drs_percentile", "[0, 100)", " (0: 95)"),
     ("sample.timing_repeats", ">= 0", " (0: no timing)"),
     ("data.prefetch", ">= 0", ""),
+    ("text.caption_seed", ">= 0", ""),
+    ("model.dropout", "[0, 1)", ""),
+    ("model.init_temperature", "> 0", ""),
+    ("model.latent_scale", "> 0", ""),
+    ("model.diffusion.sigma_min", "> 0", ""),
+    ("model.diffusion.sigma_max", "> 0", ""),
+    ("model.diffusion.sigma_data", "> 0", ""),
+    ("model.diffusion.p_std", "> 0", ""),
+    ("gan.gp_weight", ">= 0", " (0: off)"),
+    ("gan.r1_gamma", ">= 0", " (0: off)"),
+    ("gan.r1_every", ">= 1", ""),
+    ("gan.mode_seeking", ">= 0", " (0: off)"),
+    ("gan.g_batch_size", ">= 0", " (0: the discriminator's micro-batch size)"),
+    ("gan.cr_real", ">= 0", " (0: off)"),
+    ("gan.cr_fake", ">= 0", " (0: off)"),
 )
 # seed: Grain's shuffle takes an unsigned 32-bit seed.
 MAX_SEED = 2**32 - 1
@@ -62,14 +77,20 @@ COND_KINDS = ("none", "class", "text")
 # their option split=eval, the default); the others read none or the training split.
 EVAL_SPLIT_READERS = ("likelihood", "clip_zero_shot")
 SPLIT_OPTION_READERS = ("quality", "diversity", "c2st")
-# Sizes anywhere under config.model (widths, depths, channel lists, heads, latent sizes): an
-# integer or a non-empty tuple of integers, at least 1, or at least 0 for these three.
+# Sizes anywhere under config.model and config.text (widths, depths, channel lists, heads,
+# latent sizes, kernel sizes, sample counts): an integer or a non-empty tuple of integers, at
+# least 1, or at least 0 for the second list.
 MODEL_SIZES = (
     "channels", "ch", "ch_mult", "latent_dim", "hidden_dim", "z_dim", "g_width", "d_width",
     "num_heads", "num_groups", "width", "depth", "feature_dim", "levels", "cond_dim",
-    "text_dim",
+    "text_dim", "features", "output_features", "num_mixtures", "num_layers", "num_levels",
+    "kernel_size", "vertical_rows", "vertical_cols", "embed_dim", "iwae_k", "max_len",
 )  # fmt: skip
-MODEL_SIZES_FROM_0 = ("latent_channels", "num_res_blocks", "convs_per_level")
+MODEL_SIZES_FROM_0 = (
+    "latent_channels", "num_res_blocks", "convs_per_level", "num_resnet", "d_extra_blocks",
+    "vlb_terms", "num_classes",
+)  # fmt: skip
+SIZED_SECTIONS = ("model", "text")
 _EVAL_RANGES = (
     ("every", ">= 0", " (0: only at the end)"),
     ("num_samples", ">= 4", " (the sample metrics need at least 4)"),
@@ -78,6 +99,10 @@ _EVAL_RANGES = (
     ("samples_per_prompt", ">= 1", ""),
     ("max_prompts", ">= 0", " (0: all)"),
     ("sprites_prompts", ">= 1", ""),
+    ("kid_subsets", ">= 1", ""),
+    ("kid_subset_size", ">= 1", ""),
+    ("k", ">= 1", ""),
+    ("steps", ">= 1", ""),
 )
 
 
@@ -109,11 +134,15 @@ def _size_error(key: str, value) -> UserError | None:
 
 
 def check_model_sizes(config: ml_collections.ConfigDict) -> None:
-    """UserError for the first size under ``config.model`` (:data:`MODEL_SIZES`,
-    :data:`MODEL_SIZES_FROM_0`, at any depth) that is not an integer, or a non-empty tuple of
-    integers, in range: a bad width would otherwise fail inside the network's construction."""
-    model = lookup(config, "model")
-    pending = [("model", model)] if hasattr(model, "items") else []
+    """UserError for the first size under ``config.model`` or ``config.text``
+    (:data:`MODEL_SIZES`, :data:`MODEL_SIZES_FROM_0`, at any depth) that is not an integer,
+    or a non-empty tuple of integers, in range: a bad width would otherwise fail inside the
+    network's construction."""
+    pending = []
+    for name in SIZED_SECTIONS:
+        section = lookup(config, name)
+        if hasattr(section, "items"):
+            pending.append((name, section))
     while pending:
         prefix, section = pending.pop()
         for name, value in section.items():

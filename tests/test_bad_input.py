@@ -342,19 +342,52 @@ def test_bad_model_sizes_are_refused_before_the_network_is_built(override, tmp_p
     assert not workdir.exists()
 
 
-def test_every_published_and_preset_model_size_passes_the_check():
-    from jaxgen.validate import check_model_sizes
+# Found by setting every number of the smoke configs to -1: a traceback, a crash after the
+# first write, or a nonsense value trained without a word.
+OUT_OF_RANGE = [
+    ("vae", "model.iwae_k=-1", "integers >= 1"),  # was: math domain error
+    ("gan", "gan.g_batch_size=-1", ">= 0"),  # was: a reshape error
+    ("gan", "gan.gp_weight=-1", ">= 0"),  # was: trained
+    ("gan", "gan.r1_every=0", ">= 1"),
+    ("gan", "evals.quality.kid_subset_size=-1", ">= 1"),  # was: negative dimensions
+    ("pixelcnn", "model.num_levels=-1", "integers >= 1"),  # was: KeyError 'cache'
+    ("pixelcnn", "model.num_mixtures=-1", "integers >= 1"),
+    ("pixelcnn", "model.dropout=-1", "[0, 1)"),  # was: trained
+    ("ddpm", "model.diffusion.sigma_min=-1", "> 0"),  # was: trained
+    ("clip", "text.num_heads=-1", "integers >= 1"),  # was: a reshape error
+    ("clip", "model.init_temperature=-1", "> 0"),  # was: a non-finite loss at step 1
+]
+
+
+@pytest.mark.parametrize("family, override, expected", OUT_OF_RANGE)
+def test_out_of_range_numbers_are_refused_before_the_first_write(
+    family, override, expected, tmp_path, capfd
+):
+    workdir = tmp_path / "run"
+    config = f"--config={REPO}/configs/{family}.py:preset=smoke"
+    result = run_cli(capfd, config, f"--config.{override}", f"--workdir={workdir}")
+    assert_refused(result, f"config key {override.split('=')[0]}=", expected)
+    assert not workdir.exists()
+
+
+def test_every_published_and_preset_config_passes_the_value_checks():
+    """The sizes and ranges that are refused are outside every config the repository ships."""
+    from jaxgen.validate import check_config_values
 
     checked = 0
-    for family in ("vae", "gan", "ddpm", "pixelcnn", "flow", "tokens", "classifier", "clip"):
-        for arg in ("", "preset=smoke", "preset=cpu", "preset=cpu,backbone=dit"):
+    families = ("vae", "gan", "ddpm", "pixelcnn", "flow", "tokens", "classifier", "clip",
+                "style_transfer")  # fmt: skip
+    args = ("", "preset=smoke", "preset=cpu", "preset=cpu,backbone=dit", "preset=cpu,cond=class",
+            "preset=cpu,cond=text", "preset=cpu,edm=true")  # fmt: skip
+    for family in families:
+        for arg in args:
             try:
                 config = load_config(f"configs/{family}.py" + (f":{arg}" if arg else ""))
             except UserError:
                 continue  # an argument this family does not take
-            check_model_sizes(config)
+            check_config_values(config)
             checked += 1
-    assert checked >= 24, checked
+    assert checked >= 35, checked
 
 
 def test_overriding_the_family_is_refused(tmp_path, capfd):
