@@ -32,6 +32,7 @@ from jaxgen.methods import get_runner
 from jaxgen.preemption import StopRequest
 from jaxgen.text.conditioner import sync_tokenizer
 from jaxgen.trainer import Trainer, run_evals
+from jaxgen.validate import check_config_values
 from jaxgen.workdir import check_resume_config, check_workdir, record_launch
 from jaxgen.workdir_lock import owned_workdir
 
@@ -79,7 +80,8 @@ def run(
                 stop=installed,
             )  # fmt: skip
     runner = get_runner(config.family)
-    if runner is not None:
+    if runner is not None:  # a family without Experiment (style transfer): its checks here
+        check_config_values(config)
         return runner(config, workdir, mode)
     if mode == "train":
         with owned_workdir(workdir, mode):

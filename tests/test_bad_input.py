@@ -356,6 +356,8 @@ OUT_OF_RANGE = [
     ("ddpm", "model.diffusion.sigma_min=-1", "> 0"),  # was: trained
     ("clip", "text.num_heads=-1", "integers >= 1"),  # was: a reshape error
     ("clip", "model.init_temperature=-1", "> 0"),  # was: a non-finite loss at step 1
+    ("style_transfer", "optimizer.b1=-1", "[0, 1)"),  # style transfer checked no shared key
+    ("style_transfer", "seed=-1", "[0, 2**32 - 1]"),
 ]
 
 
