@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from jaxgen import checkpoints as checkpoints_module
 from jaxgen.checkpoints import MAX_RELISTS, Checkpoints, list_steps
 from jaxgen.errors import UserError
 from tests.conftest import REPO, launch, tree_digest
@@ -182,3 +183,4 @@ def test_the_steps_are_listed_again_a_bounded_number_of_times(two_steps, monkeyp
         reader.restore_latest(ABSTRACT, fall_back=True)
     reader.close()
     assert len(read) == MAX_RELISTS + 2, read  # each newest in turn, then the last fall-back
+    assert checkpoints_module.MAX_RELISTS == MAX_RELISTS
