@@ -66,9 +66,7 @@ _RANGES = (
     ("gan.r1_every", ">= 1", ""),
     ("gan.mode_seeking", ">= 0", " (0: off)"),
     ("gan.g_batch_size", ">= 0", " (0: the discriminator's micro-batch size)"),
-    ("gan.cr_real", ">= 0", " (0: off)"),
-    ("gan.cr_fake", ">= 0", " (0: off)"),
-)
+)  # gan.top_k, gan.cr_real, gan.cr_fake: checked by jaxgen.gan.step.Objective
 # seed: Grain's shuffle takes an unsigned 32-bit seed.
 MAX_SEED = 2**32 - 1
 # data.cond: what a model is conditioned on.
