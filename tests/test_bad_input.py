@@ -306,7 +306,7 @@ def test_a_damaged_evaluators_record_is_rewritten(tmp_path):
     by the new entries instead of failing the final evaluation after training."""
     import types
 
-    from jaxgen.evaluate.features import record
+    from jaxgen.evaluate.feature_cache import record
 
     path = tmp_path / "eval" / "evaluators.json"
     path.parent.mkdir()

@@ -12,7 +12,8 @@ import importlib
 
 from jaxgen.errors import UserError
 from jaxgen.evaluate.context import EvalContext
-from jaxgen.evaluate.features import check_split_option, check_weights, feature_dim
+from jaxgen.evaluate.feature_cache import check_split_option
+from jaxgen.evaluate.features import check_weights, feature_dim
 from jaxgen.evaluate.fid_stats import STATS_OPTIONS
 from jaxgen.evaluate.fid_stats import check_options as check_stats_options
 from jaxgen.preemption import check_active

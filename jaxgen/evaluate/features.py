@@ -1,4 +1,4 @@
-"""Feature extractors for the sample metrics, and cached reference features of real data.
+"""Feature extractors for the sample metrics.
 
 Extractors (``evals.<name>.features``):
   * ``domain``: the small classifier trained on the run's dataset by
@@ -13,9 +13,9 @@ Extractors (``evals.<name>.features``):
     concatenated (:mod:`jaxgen.evaluate.feature_net_weights`), no logits. Independent of
     ``domain`` in architecture and recipe, and not made invariant to noise or blur.
 
-Features of real data are computed once per dataset, split, image size, extractor
-(with a fingerprint of its weights) and number of images, and cached as ``.npz`` under
-``$JAXGEN_CACHE_DIR/refstats`` (default ``~/.cache/jaxgen/refstats``).
+Features of real data, computed once per dataset, split, image size, extractor (with a
+fingerprint of its weights) and number of images, are cached by
+:mod:`jaxgen.evaluate.feature_cache`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen import parallel, paths
+from jaxgen import parallel
 from jaxgen.errors import UserError
 from jaxgen.preemption import check_active
 from jaxgen.progress import Progress
@@ -363,94 +363,3 @@ def _get_extractor(cfg, data_name: str) -> Extractor:
     if name == "contrastive":
         return _contrastive_extractor(os.path.abspath(path), os.path.getmtime(path))
     return _inception_extractor(os.path.abspath(path), os.path.getmtime(path))
-
-
-# --- cached features of real data and of the round's samples ---------------------------
-
-
-def cache_dir() -> str:
-    root = os.environ.get("JAXGEN_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "jaxgen"
-    )
-    return os.path.join(root, "refstats")
-
-
-# evals option split: which real images a sample evaluator compares with.
-SPLIT_OPTIONS = ("eval", "train")
-
-
-def check_split_option(split: str) -> None:
-    if split not in SPLIT_OPTIONS:
-        raise UserError(f"evals option split={split!r}: expected 'eval' or 'train'")
-
-
-def split_name(config, split: str) -> str:
-    """``eval``/``train`` -> the dataset split they stand for (``data.eval_split``...)."""
-    check_split_option(split)
-    return config.data.eval_split if split == "eval" else config.data.train_split
-
-
-def reference_features(ctx, extractor: Extractor, split: str, num: int) -> dict[str, np.ndarray]:
-    """Features (and logits, labels, mean ``mu``, covariance ``sigma``) of the first ``num``
-    real images of ``split``; computed once, then read from the cache."""
-    config = ctx.config
-    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{config.data.name}_{split_name(config, split)}")
-    size = config.data.get("image_size", 0)
-    path = os.path.join(cache_dir(), f"{tag}_{size}px_{extractor.key}_n{num}.npz")
-    if os.path.isfile(path):
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
-        except (OSError, ValueError):
-            pass  # a damaged cache entry is recomputed
-    real = ctx.real(num, split=split)
-    out = extractor(real["images"])
-    out["labels"] = real["labels"]
-    feats = out["features"].astype(np.float64)
-    out["mu"], out["sigma"] = feats.mean(0), np.cov(feats, rowvar=False)
-    if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, **out)
-        os.replace(tmp, path)
-    return out
-
-
-def generated_features(ctx, extractor: Extractor, num: int) -> dict[str, np.ndarray]:
-    """Features of ``ctx.generate(num)``, computed once per round and extractor.
-
-    Stored in the round's sample dict under ``_features/<extractor>`` so that every
-    evaluator of the round reuses them. Adds ``labels`` when the samples are conditioned.
-    """
-    samples = ctx.generate(num)
-    key = f"_features/{extractor.key}"
-    if key not in samples:
-        out = extractor(samples["images"])
-        if "labels" in samples:
-            out["labels"] = np.asarray(samples["labels"])
-        samples[key] = out
-    return samples[key]
-
-
-def record(ctx, entries: dict[str, dict]) -> None:
-    """Merges ``{metric: info}`` into ``<workdir>/eval/evaluators.json`` (what each
-    metric was computed on: number of samples, split, extractor, weights)."""
-    if jax.process_index() != 0 or not ctx.workdir:
-        return
-    path = paths.join(ctx.workdir, "eval", "evaluators.json")  # a local path or URL
-    data = {}
-    if paths.is_file(path):
-        try:
-            data = json.loads(paths.read_text(path))
-        except (OSError, ValueError):
-            data = {}
-    if not isinstance(data, dict):  # a damaged file: rewritten from this evaluation's entries
-        data = {}
-    data.update(entries)
-    paths.write_text(path, json.dumps(data, indent=1, sort_keys=True))
-
-
-def describe(extractor: Extractor, **extra) -> dict:
-    """The provenance fields recorded with every metric."""
-    return dict(extractor=extractor.name, weights=extractor.weights,
-                weights_sha256=extractor.fingerprint, **extra)  # fmt: skip

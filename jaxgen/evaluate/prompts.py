@@ -26,7 +26,8 @@ import numpy as np
 
 from jaxgen.data import captions, sprites
 from jaxgen.errors import UserError
-from jaxgen.evaluate.features import describe, get_extractor, record
+from jaxgen.evaluate.feature_cache import describe, record
+from jaxgen.evaluate.features import get_extractor
 
 
 def spread_over_classes(rows: list[tuple[str, int]], limit: int) -> list[tuple[str, int]]:

@@ -41,16 +41,14 @@ from jaxgen import paths
 from jaxgen.errors import UserError
 from jaxgen.evaluate import fid_stats, metrics, realism
 from jaxgen.evaluate.c2st import classifier_two_sample_test
-from jaxgen.evaluate.features import (
+from jaxgen.evaluate.feature_cache import (
     describe,
-    feature_dim,
-    file_fingerprint,
     generated_features,
-    get_extractor,
     record,
     reference_features,
     split_name,
 )
+from jaxgen.evaluate.features import feature_dim, file_fingerprint, get_extractor
 
 log = logging.getLogger("jaxgen")
 
