@@ -177,6 +177,15 @@ def check_config_values(config: ml_collections.ConfigDict) -> None:
     if cond is not MISSING and cond not in COND_KINDS:
         raise UserError(f"config key data.cond={cond!r}: expected one of {COND_KINDS}")
     check_model_sizes(config)
+    low, high = (
+        lookup(config, "model.diffusion.sigma_min"),
+        lookup(config, "model.diffusion.sigma_max"),
+    )
+    if low is not MISSING and high is not MISSING and not low < high:
+        raise UserError(
+            f"config key model.diffusion.sigma_min={low!r}: expected < "
+            f"model.diffusion.sigma_max={high!r}"
+        )
     sharding = lookup(config, "train.param_sharding")
     if sharding is not MISSING and sharding not in PARAM_SHARDINGS:
         raise UserError(

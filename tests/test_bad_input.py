@@ -354,6 +354,7 @@ OUT_OF_RANGE = [
     ("pixelcnn", "model.num_mixtures=-1", "integers >= 1"),
     ("pixelcnn", "model.dropout=-1", "[0, 1)"),  # was: trained
     ("ddpm", "model.diffusion.sigma_min=-1", "> 0"),  # was: trained
+    ("ddpm", "model.diffusion.sigma_min=100", "< model.diffusion.sigma_max=80"),
     ("clip", "text.num_heads=-1", "integers >= 1"),  # was: a reshape error
     ("clip", "model.init_temperature=-1", "> 0"),  # was: a non-finite loss at step 1
     ("style_transfer", "optimizer.b1=-1", "[0, 1)"),  # style transfer checked no shared key
