@@ -14,8 +14,9 @@ Arguments (``key=value``, comma-separated):
   keep_colors: luminance-only transfer (keeps the content image's colours).
   preset: ``smoke`` (tiny, seconds), ``cpu`` (256 px), default ``full`` (512 px, three scales).
 
-The result is ``<workdir>/stylized.png`` (+ ``stylized.json``); ``data.*`` does not apply
-(the two images come from ``style.content`` and ``style.style``).
+The result is ``<workdir>/stylized.png`` (+ ``stylized.json``). No dataset is read (the two
+images come from ``style.content`` and ``style.style``): ``data.name``, ``data.dir`` and
+``data.cond`` are refused; ``data.image_size`` is the output's longer side.
 """
 
 from __future__ import annotations

@@ -373,6 +373,17 @@ def test_out_of_range_numbers_are_refused_before_the_first_write(
     assert not workdir.exists()
 
 
+@pytest.mark.parametrize("override", ["data.name=fashion_mnist", "data.cond=class"])
+def test_style_transfer_refuses_a_dataset_it_would_not_read(override, tmp_path, capfd):
+    """Its images are style.content and style.style; a dataset asked for is refused, not
+    ignored."""
+    workdir = tmp_path / "run"
+    config = f"--config={REPO}/configs/style_transfer.py:preset=smoke"
+    result = run_cli(capfd, config, f"--config.{override}", f"--workdir={workdir}")
+    assert_refused(result, f"config key {override.split('=')[0]}=", "reads no dataset")
+    assert not workdir.exists()
+
+
 def test_every_published_and_preset_config_passes_the_value_checks():
     """The sizes and ranges that are refused are outside every config the repository ships."""
     from jaxgen.validate import check_config_values

@@ -58,6 +58,22 @@ def settings_from_config(config: ml_collections.ConfigDict) -> optimize.Settings
     )
 
 
+# The data keys a style transfer run reads none of, at the values configs/style_transfer.py
+# leaves them; only data.image_size (the output's longer side) applies.
+UNREAD_DATA_KEYS = {"name": "none", "dir": "", "cond": "none"}
+
+
+def check_no_dataset(data: ml_collections.ConfigDict) -> None:
+    """Refuses a dataset asked of a run that reads none (its images are style.content and
+    style.style), rather than ignoring it."""
+    for key, unread in UNREAD_DATA_KEYS.items():
+        if data.get(key, unread) != unread:
+            raise UserError(
+                f"config key data.{key}={data[key]!r}: style transfer reads no dataset; its "
+                "images are style.content and style.style"
+            )
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") -> dict[str, float]:
     """Runs ``mode`` (see module docstring); returns the final loss terms."""
     if mode == "sample":
@@ -67,6 +83,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") ->
         )
     if mode not in MODES:
         raise UserError(f"--mode={mode!r}: expected one of {MODES}")
+    check_no_dataset(config.data)
     settings = settings_from_config(config)
     settings.validate()
     content = inputs.load_image(config.style.content, "style.content")
