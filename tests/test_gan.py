@@ -23,7 +23,7 @@ from jaxgen.gan.step import (
     two_player_step,
 )
 from jaxgen.methods.gan import GAN
-from jaxgen.models.dcgan import grid_plan
+from jaxgen.models.dcgan import DCGANGenerator, grid_plan
 from jaxgen.models.layers import UpConv
 from jaxgen.models.spectral_norm import SNConv, SNDense
 from tests.conftest import jitted_init, jitted_step, load_config
@@ -138,6 +138,28 @@ def test_grid_plan():
         grid_plan(7)
 
 
+def _conv_kernels(params) -> list[tuple[int, ...]]:
+    return [tuple(v.shape) for path, v in jax.tree_util.tree_leaves_with_path(params)
+            if "Conv_" in jax.tree_util.keystr(path) and path[-1].key == "kernel"]  # fmt: skip
+
+
+def test_extra_generator_convolutions_sit_at_every_resolution():
+    """``extra_convs=0`` keeps the DCGAN's parameters (so its checkpoints still load);
+    ``extra_convs=2`` adds two 3x3 convolutions at 7 x 7 (32 channels) and at 14 x 14 (16),
+    and ends at 28 x 28 with two more (8 channels, then the image's one)."""
+    z = jax.random.normal(jax.random.PRNGKey(0), (3, 8))
+    plain = DCGANGenerator((28, 28, 1), 16).init(jax.random.PRNGKey(1), z)["params"]
+    assert sorted(plain) == ["BatchStatNorm_0", "BatchStatNorm_1", "ConvTranspose_0",
+                             "ConvTranspose_1", "Dense_0"]  # fmt: skip
+    deep = DCGANGenerator((28, 28, 1), 16, extra_convs=2)
+    params = deep.init(jax.random.PRNGKey(1), z)["params"]
+    assert _conv_kernels(params) == [(3, 3, 32, 32)] * 2 + [(3, 3, 16, 16)] * 2 + [
+        (3, 3, 8, 8), (3, 3, 8, 1)]  # fmt: skip
+    images = deep.apply({"params": params}, z)
+    assert images.shape == (3, 28, 28, 1)
+    assert float(jnp.abs(images).max()) <= 1.0 and float(images.std()) > 0
+
+
 # --- the two-player step on the real method ------------------------------------------------
 
 
@@ -221,6 +243,7 @@ def test_sample_does_not_depend_on_the_other_requested_samples(conditional_gan):
         ({"gan.top_k": 1.5}, "gan.top_k="),
         ({"gan.top_k": 0.5, "gan.top_k_gamma": 0.0}, "gan.top_k_gamma"),
         ({"gan.top_k": 0.5, "gan.top_k_every": 0}, "gan.top_k_every"),
+        ({"model.arch": "resnet", "model.g_extra_convs": 1}, "model.g_extra_convs"),
     ],
 )
 def test_bad_gan_config_is_a_user_error(overrides, key):

@@ -5,7 +5,9 @@ Config (besides the shared keys):
 * ``model.arch``: ``dcgan`` | ``resnet``; ``model.z_dim``; ``model.g_width``,
   ``model.d_width`` (channel widths); ``model.d_norm`` (DCGAN discriminator:
   ``spectral`` | ``batch`` | ``layer`` | ``none``; the ResNet one is spectral
-  unless ``none``); ``model.d_extra_blocks`` (ResNet).
+  unless ``none``); ``model.d_extra_blocks`` (ResNet); ``model.g_extra_convs`` (DCGAN:
+  3x3 convolutions added at each generator resolution, see
+  :class:`~jaxgen.models.dcgan.DCGANGenerator`).
 * ``gan.loss``: ``nonsaturating`` | ``hinge`` | ``wasserstein``;
   ``gan.gp_weight`` (WGAN-GP); ``gan.r1_gamma`` and ``gan.r1_every`` (lazy R1);
   ``gan.g_batch_size`` (0: the discriminator's micro-batch size); ``gan.mode_seeking``
@@ -133,8 +135,16 @@ class GAN(Method):
         self._reference_texts = None
         shape = tuple(data.image_shape)
         conditioned = self.text is not None
+        extra_convs = int(m.get("g_extra_convs", 0))
+        if extra_convs and m.arch != "dcgan":
+            raise UserError(
+                f"config key model.g_extra_convs={extra_convs}: only used with model.arch=dcgan, "
+                f"not {m.arch!r}"
+            )
         if m.arch == "dcgan":
-            self.generator = DCGANGenerator(shape, m.g_width, self.num_classes, text_dim)
+            self.generator = DCGANGenerator(
+                shape, m.g_width, self.num_classes, text_dim, extra_convs
+            )
             self.discriminator = DCGANDiscriminator(
                 shape, m.d_width, m.d_norm, self.num_classes, conditioned
             )
@@ -430,7 +440,9 @@ class GAN(Method):
         generic = super().describe(config)
         return generic.replace(
             architecture=(
-                f"{model.get('arch')} (G {model.get('g_width')}, D {model.get('d_width')}, "
+                f"{model.get('arch')} (G {model.get('g_width')}"
+                + (f" +{model['g_extra_convs']} 3x3 convs" if model.get("g_extra_convs") else "")
+                + f", D {model.get('d_width')}, "
                 f"D norm {model.get('d_norm')})"
             ),
             training=(

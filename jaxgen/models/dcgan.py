@@ -5,7 +5,11 @@ stride-2 4x4 transposed convolutions (:class:`~jaxgen.models.layers.UpConv`) tha
 halve the channels and double the resolution, batch norm + ReLU between them,
 ``tanh`` at the end. Images of size ``s0 * 2^n`` with ``s0`` in 4..7 (see
 :func:`grid_plan`): 28 -> 7 x 2^2, 32 -> 4 x 2^3, 64 -> 4 x 2^4 (the paper's
-64x64 network has ``width=128``).
+64x64 network has ``width=128``). With ``extra_convs = k > 0`` each resolution gets
+``k`` 3x3 convolutions of its width (+ batch norm, ReLU) after its upsampling (the
+first: after the dense layer), and the last upsampling keeps ``width / 2`` channels
+for ``k`` 3x3 convolutions at full resolution, the last of them to the image's
+channels (the SN-GAN ResNet generator ends so).
 
 Discriminator: the mirror image with 4x4 stride-2 convolutions and
 LeakyReLU(0.2), normalisation after every convolution but the first
@@ -67,6 +71,7 @@ class DCGANGenerator(nn.Module):
     width: int = 64  # channels of the last hidden layer
     num_classes: int = 0
     text_dim: int = 0  # > 0: text-conditioned, width of the projected text embedding
+    extra_convs: int = 0  # 3x3 convolutions (+ norm, ReLU) added at every resolution
 
     @nn.compact
     def __call__(
@@ -84,12 +89,30 @@ class DCGANGenerator(nn.Module):
         ch = self.width * 2 ** (n - 1)
         x = nn.Dense(s0 * s0 * ch, kernel_init=dcgan_init)(z).reshape(-1, s0, s0, ch)
         x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, c))
+        x = self._refine(x, labels, stat_mask, c)
         for i in range(n - 1):
             ch //= 2
             x = UpConv(ch, dcgan_init, name=f"ConvTranspose_{i}")(x)
             x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, c))
-        x = UpConv(self.image_shape[-1], dcgan_init, name=f"ConvTranspose_{n - 1}")(x)
+            x = self._refine(x, labels, stat_mask, c)
+        if not self.extra_convs:
+            x = UpConv(self.image_shape[-1], dcgan_init, name=f"ConvTranspose_{n - 1}")(x)
+            return jnp.tanh(x)
+        x = UpConv(max(ch // 2, 1), dcgan_init, name=f"ConvTranspose_{n - 1}")(x)
+        x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, c))
+        for _ in range(self.extra_convs - 1):
+            x = nn.Conv(max(ch // 2, 1), (3, 3), use_bias=False, kernel_init=dcgan_init)(x)
+            x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, c))
+        x = nn.Conv(self.image_shape[-1], (3, 3), kernel_init=dcgan_init)(x)
         return jnp.tanh(x)
+
+    def _refine(self, x, labels, stat_mask, c):
+        """``extra_convs`` x (3x3 convolution, batch norm, ReLU) on ``x [B, h, w, ch]``,
+        keeping its shape."""
+        for _ in range(self.extra_convs):
+            x = nn.Conv(x.shape[-1], (3, 3), use_bias=False, kernel_init=dcgan_init)(x)
+            x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, c))
+        return x
 
 
 class DCGANDiscriminator(nn.Module):
