@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 
 from jaxgen import paths
 from jaxgen.errors import UserError
+from jaxgen.restore_failures import first_line, quiet_abandoned_reads
 
 log = logging.getLogger("jaxgen")
 
@@ -236,7 +237,7 @@ class Checkpoints:
     def _write_error(self, step: int, error: BaseException) -> CheckpointWriteError:
         return CheckpointWriteError(
             f"cannot write checkpoint {paths.join(self.directory, str(step))}: "
-            f"{_first_line(error)}; {self._intact_note(step)}"
+            f"{first_line(error)}; {self._intact_note(step)}"
         )
 
     def _intact_note(self, failed_step: int) -> str:
@@ -279,6 +280,7 @@ class Checkpoints:
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
         """Restores step ``step`` into the structure and shardings of ``abstract_state``."""
+        quiet_abandoned_reads()
         self.check_fits(step, abstract_state)
         try:
             restored = self._manager.restore(
@@ -291,7 +293,7 @@ class Checkpoints:
         except Exception as e:  # Orbax/tensorstore raise many types for damaged files
             raise CorruptCheckpointError(
                 f"checkpoint {paths.join(self.directory, str(step))} cannot be restored: "
-                f"{_first_line(e)}"
+                f"{first_line(e)}"
             ) from None
         return restored.state, restored.data
 
@@ -359,11 +361,6 @@ class Checkpoints:
             self._manager.close()
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
-
-
 def _check_finite_tree(tree: Any) -> None:
     for leaf in jax.tree.leaves(tree):
         if jax.dtypes.issubdtype(leaf.dtype, np.floating) and not bool(
@@ -393,10 +390,13 @@ def load_params_from(path: str, abstract_params: Any, key: str = "params") -> An
     state_dir = paths.join(step_dir, "state")
     if not paths.is_dir(state_dir):
         raise UserError(f"config key init_from={path!r}: not a workdir or checkpoint directory")
+    quiet_abandoned_reads()
     try:
         saved = ocp.StandardCheckpointer().restore(paths.as_path(state_dir))
     except Exception as e:
-        raise UserError(f"config key init_from={path!r}: cannot read checkpoint: {e}") from None
+        raise UserError(
+            f"config key init_from={path!r}: cannot read checkpoint: {first_line(e)}"
+        ) from None
     if key not in saved:
         raise UserError(f"config key init_from={path!r}: checkpoint has no {key!r}")
     source = {

@@ -7,6 +7,8 @@
 * Sampling beside a training launch that rotates its checkpoints reads the newest one: a
   step removed (or superseded) between listing and reading is looked for again, not
   reported as corrupt.
+* A checkpoint whose array files are damaged is one ``error:`` line naming the damaged array,
+  without the hundreds of tracebacks of the reads Orbax abandons with the failed one.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxgen import checkpoints as checkpoints_module
+from jaxgen import restore_failures
 from jaxgen.checkpoints import MAX_RELISTS, Checkpoints, list_steps
 from jaxgen.errors import UserError
 from tests.conftest import REPO, launch, tree_digest
@@ -184,3 +189,50 @@ def test_the_steps_are_listed_again_a_bounded_number_of_times(two_steps, monkeyp
     reader.close()
     assert len(read) == MAX_RELISTS + 2, read  # each newest in turn, then the last fall-back
     assert checkpoints_module.MAX_RELISTS == MAX_RELISTS
+
+
+# --- a damaged array file ------------------------------------------------------------------------
+def test_a_damaged_array_file_is_one_line_naming_the_array(tmp_path):
+    """Resuming from a checkpoint whose array data files are overwritten is one ``error:``
+    line that names TensorStore's cause (the array and the file), not Orbax's unprintable
+    TensorStore spec, without the tracebacks of the reads abandoned with the failed one."""
+    workdir = str(tmp_path / "run")
+    trained = launch(VAE, f"--workdir={workdir}")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    data_dir = os.path.join(workdir, "checkpoints", "4", "state", "ocdbt.process_0", "d")
+    rng = np.random.default_rng(0)
+    for name in os.listdir(data_dir):
+        with open(os.path.join(data_dir, name), "wb") as f:
+            f.write(rng.integers(0, 256, 100, dtype=np.uint8).tobytes())
+    result = launch(VAE, f"--workdir={workdir}", "--config.train.num_steps=6")
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("INFO:")]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("error: checkpoint "), lines[0]
+    assert "checkpoints/4 cannot be restored" in lines[0], lines[0]
+    assert "in OCDBT database" in lines[0] and "bound method" not in lines[0], lines[0]
+    assert list_steps(workdir) == [2, 4]
+
+
+async def _read_array_index_and_device_put():  # named as Orbax's read coroutine
+    return None
+
+
+def test_only_the_reports_of_abandoned_reads_are_dropped(monkeypatch):
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    monkeypatch.setattr(restore_failures, "_installed", False)
+    restore_failures.quiet_abandoned_reads()
+    restore_failures.quiet_abandoned_reads()  # a second call installs nothing more
+
+    def report(error, obj=None):
+        return types.SimpleNamespace(exc_type=type(error), exc_value=error, object=obj)
+
+    coroutine = _read_array_index_and_device_put()
+    closed_loop = report(RuntimeError("Event loop is closed"))
+    abandoned = report(Exception("Encountered error while reading array index"), coroutine)
+    others = [report(RuntimeError("another error")), report(ValueError("x"), object())]
+    for each in [closed_loop, abandoned, *others]:
+        sys.unraisablehook(each)
+    coroutine.close()
+    assert seen == others
