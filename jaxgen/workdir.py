@@ -164,7 +164,8 @@ def read_history(workdir: str) -> list[dict]:
     if not paths.exists(path):
         return []
     entries = []
-    for line in paths.read_text(path).split("\n"):
+    # Bytes that are not UTF-8 (a damaged disk block) spoil only the lines they are in.
+    for line in paths.read_bytes(path).decode("utf-8", errors="replace").split("\n"):
         try:
             entry = json.loads(line)
         except ValueError:

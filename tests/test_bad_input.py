@@ -249,14 +249,14 @@ def test_resume_from_a_malformed_iterator_state_is_one_line(content, trained, tm
 
 
 def test_launch_history_lines_that_are_no_launch_are_skipped(trained, tmp_path, capfd):
-    """A line of ``launches.jsonl`` that is JSON but not an object (a damaged file) is
-    skipped like a torn one, in every mode."""
+    """A line of ``launches.jsonl`` that is JSON but not an object, or not even UTF-8 (a
+    damaged file), is skipped like a torn one, in every mode."""
     import shutil
 
     workdir = str(tmp_path / "run")
     shutil.copytree(trained, workdir)
-    with open(os.path.join(workdir, "launches.jsonl"), "a") as f:
-        f.write("123\n[1]\n")
+    with open(os.path.join(workdir, "launches.jsonl"), "ab") as f:
+        f.write(b"123\n[1]\n\xc5\xff{garbage\n")  # was: a UnicodeDecodeError traceback
     sampled = run_cli(capfd, "--mode=sample", "--config.sample.num=2", f"--workdir={workdir}")
     assert sampled.code == 0, sampled.stderr[-3000:]
     resumed = run_cli(capfd, VAE, "--config.train.num_steps=6", f"--workdir={workdir}")
