@@ -122,9 +122,11 @@ def newest_saved_item(workdir: str, item: str) -> dict | None:
     backend."""
     directory = checkpoint_dir(workdir)
     damaged = []  # (path, why) of newer steps' copies that could not be read
+    missing = []  # newer steps without one: lost, if an older step has one
     for step in reversed(list_steps(workdir)):
         path = paths.join(directory, str(step), item, JSON_ITEM_FILE)
         if not paths.exists(path):
+            missing.append((path, "missing"))
             continue
         try:
             value = json.loads(paths.read_text(path))
@@ -132,7 +134,7 @@ def newest_saved_item(workdir: str, item: str) -> dict | None:
             damaged.append((path, f"{type(e).__name__}: {e}"))
             continue
         if isinstance(value, dict):
-            _report_damaged(damaged, f"using the one saved with checkpoint {step}")
+            _report_damaged(damaged + missing, f"using the one saved with checkpoint {step}")
             return value
         damaged.append((path, f"JSON {type(value).__name__}, not an object"))
     _report_damaged(damaged, "no other checkpoint has a readable one")

@@ -91,7 +91,10 @@ def read_run_config(workdir: str) -> dict | None:
     try:
         config = json.loads(paths.read_text(path))
     except (OSError, ValueError) as e:
-        raise UserError(f"--workdir={workdir}: cannot read {path}: {e}") from None
+        hint = ""
+        if newest_saved_item(workdir, "config") is not None:
+            hint = "; move it away to use the config saved with the checkpoints"
+        raise UserError(f"--workdir={workdir}: cannot read {path}: {e}{hint}") from None
     if not isinstance(config, dict):
         raise UserError(f"--workdir={workdir}: {path} does not hold a config")
     return config

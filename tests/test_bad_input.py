@@ -263,10 +263,11 @@ def test_launch_history_lines_that_are_no_launch_are_skipped(trained, tmp_path, 
     assert resumed.code == 0, resumed.stderr[-3000:]
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", None])
 def test_a_damaged_config_item_is_named_and_the_older_one_used(content, trained, tmp_path, caplog):
-    """A checkpoint's config item that cannot be read is skipped for the previous
-    checkpoint's, whose values may differ: the launch says so, once."""
+    """A checkpoint's config item that cannot be read, or is gone while an older checkpoint
+    has one, is skipped for the previous checkpoint's, whose values may differ: the launch
+    says so, once."""
     import shutil
 
     from jaxgen.workdir import start_warnings_afresh, trained_config
@@ -275,8 +276,11 @@ def test_a_damaged_config_item_is_named_and_the_older_one_used(content, trained,
     shutil.copytree(trained, workdir)
     item = os.path.join(workdir, "checkpoints", "4", "config", "metadata")
     assert os.path.isfile(item)
-    with open(item, "w") as f:
-        f.write(content)
+    if content is None:  # the item's folder removed: lost, since checkpoint 2 has one
+        shutil.rmtree(os.path.dirname(item))
+    else:
+        with open(item, "w") as f:
+            f.write(content)
     start_warnings_afresh()
     with caplog.at_level(logging.WARNING, logger="jaxgen"):
         for _ in range(2):  # a launch reads the config more than once
@@ -284,6 +288,25 @@ def test_a_damaged_config_item_is_named_and_the_older_one_used(content, trained,
     warnings = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert item in warnings[0] and "the one saved with checkpoint 2" in warnings[0]
+
+
+def test_a_damaged_config_json_is_refused_with_the_way_out(trained, tmp_path, capfd):
+    """``config.json`` that cannot be read is refused, naming it and what to do: moved away,
+    the config saved with each checkpoint stands in."""
+    import shutil
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained, workdir)
+    config_json = os.path.join(workdir, "config.json")
+    with open(config_json, "wb") as f:
+        f.write(b"\xf0\x9f{damaged")
+    before = tree_digest(workdir)
+    result = run_cli(capfd, "--mode=sample", "--config.sample.num=2", f"--workdir={workdir}")
+    assert_refused(result, config_json, "move it away to use the config saved with the checkpoints")
+    assert tree_digest(workdir) == before
+    os.replace(config_json, tmp_path / "config.json.damaged")
+    sampled = run_cli(capfd, "--mode=sample", "--config.sample.num=2", f"--workdir={workdir}")
+    assert sampled.code == 0, sampled.stderr[-3000:]
 
 
 def test_a_checkpoint_folder_holding_another_step_is_refused(trained, tmp_path, capfd):
