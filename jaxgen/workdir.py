@@ -91,13 +91,18 @@ def read_run_config(workdir: str) -> dict | None:
     try:
         config = json.loads(paths.read_text(path))
     except (OSError, ValueError) as e:
-        hint = ""
-        if newest_saved_item(workdir, "config") is not None:
-            hint = "; move it away to use the config saved with the checkpoints"
-        raise UserError(f"--workdir={workdir}: cannot read {path}: {e}{hint}") from None
+        why = f"cannot read {path}: {e}"
+        raise UserError(f"--workdir={workdir}: {why}{_way_out(workdir)}") from None
     if not isinstance(config, dict):
-        raise UserError(f"--workdir={workdir}: {path} does not hold a config")
+        raise UserError(f"--workdir={workdir}: {path} does not hold a config{_way_out(workdir)}")
     return config
+
+
+def _way_out(workdir: str) -> str:
+    """What to do about a damaged ``config.json``, when the checkpoints saved their config."""
+    if newest_saved_item(workdir, "config") is None:
+        return ""
+    return "; move it away to use the config saved with the checkpoints"
 
 
 def check_workdir(workdir: str, family: str) -> None:

@@ -137,10 +137,7 @@ class GAN(Method):
         conditioned = self.text is not None
         extra_convs = int(m.get("g_extra_convs", 0))
         if extra_convs and m.arch != "dcgan":
-            raise UserError(
-                f"config key model.g_extra_convs={extra_convs}: only used with model.arch=dcgan, "
-                f"not {m.arch!r}"
-            )
+            raise UserError(f"config key model.g_extra_convs={extra_convs}: only for arch=dcgan")
         if m.arch == "dcgan":
             self.generator = DCGANGenerator(
                 shape, m.g_width, self.num_classes, text_dim, extra_convs
