@@ -5,12 +5,14 @@ own (``orbax.checkpoint._src.asyncio_utils.run_sync``). When one read fails (a d
 file, a chunk rotated away by another launch), the loop is closed while the other reads are
 still pending; as each finishes, TensorStore's callback meets the closed loop, and the reads'
 coroutines are garbage-collected unfinished. Python reports each of these through
-``sys.unraisablehook``, hundreds of tracebacks around the one-line error the launcher prints,
+``sys.unraisablehook``, and a finished task whose read error nobody retrieved through the
+``asyncio`` logger: hundreds of tracebacks around the one-line error the launcher prints,
 sometimes splicing into it. :func:`quiet_abandoned_reads` drops exactly those reports.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 # The coroutine Orbax runs for every array shard it reads (orbax-checkpoint 0.11 and later).
@@ -20,17 +22,31 @@ _ORBAX_READ_ERROR = "Encountered error while reading array index"
 _installed = False
 
 
+def _is_read_failure(error: BaseException | None) -> bool:
+    """Whether ``error`` is a callback meeting the closed event loop or Orbax's read error."""
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return True
+    return error is not None and str(error).startswith(_ORBAX_READ_ERROR)
+
+
 def _is_abandoned_read(report) -> bool:
     """Whether an unraisable-exception ``report`` comes from a read abandoned by a failed
     restore: a callback meeting the closed event loop, or an unfinished read coroutine."""
-    if report.exc_type is RuntimeError and str(report.exc_value) == "Event loop is closed":
-        return True
-    return _READ_COROUTINE in repr(report.object)
+    return _is_read_failure(report.exc_value) or _READ_COROUTINE in repr(report.object)
+
+
+class _UnretrievedReadErrors(logging.Filter):
+    """Drops the ``asyncio`` logger's "Task exception was never retrieved" records of
+    abandoned reads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_read_failure(record.exc_info[1]))
 
 
 def quiet_abandoned_reads() -> None:
     """Installs (once per process) an ``unraisablehook`` that drops the reports of
-    :func:`_is_abandoned_read` and passes every other one to the hook it replaces."""
+    :func:`_is_abandoned_read` and passes every other one to the hook it replaces, and a
+    filter on the ``asyncio`` logger that drops its records of abandoned reads."""
     global _installed
     if _installed:
         return
@@ -41,6 +57,7 @@ def quiet_abandoned_reads() -> None:
             previous(report)
 
     sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_UnretrievedReadErrors())
     _installed = True
 
 

@@ -218,10 +218,12 @@ async def _read_array_index_and_device_put():  # named as Orbax's read coroutine
     return None
 
 
-def test_only_the_reports_of_abandoned_reads_are_dropped(monkeypatch):
+def test_only_the_reports_of_abandoned_reads_are_dropped(monkeypatch, caplog):
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
     monkeypatch.setattr(restore_failures, "_installed", False)
+    asyncio_log = logging.getLogger("asyncio")
+    monkeypatch.setattr(asyncio_log, "filters", [])
     restore_failures.quiet_abandoned_reads()
     restore_failures.quiet_abandoned_reads()  # a second call installs nothing more
 
@@ -236,3 +238,10 @@ def test_only_the_reports_of_abandoned_reads_are_dropped(monkeypatch):
         sys.unraisablehook(each)
     coroutine.close()
     assert seen == others
+
+    # A finished task whose read error nobody retrieved: asyncio logs it as an error.
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for error in (Exception("Encountered error while reading array index: (0,)"),
+                      ValueError("another task's error")):  # fmt: skip
+            asyncio_log.error("Task exception was never retrieved", exc_info=error)
+    assert [str(r.exc_info[1]) for r in caplog.records] == ["another task's error"]
