@@ -100,16 +100,14 @@ class DCGANGenerator(nn.Module):
             return jnp.tanh(x)
         x = UpConv(max(ch // 2, 1), dcgan_init, name=f"ConvTranspose_{n - 1}")(x)
         x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, c))
-        for _ in range(self.extra_convs - 1):
-            x = nn.Conv(max(ch // 2, 1), (3, 3), use_bias=False, kernel_init=dcgan_init)(x)
-            x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, c))
+        x = self._refine(x, labels, stat_mask, c, self.extra_convs - 1)
         x = nn.Conv(self.image_shape[-1], (3, 3), kernel_init=dcgan_init)(x)
         return jnp.tanh(x)
 
-    def _refine(self, x, labels, stat_mask, c):
-        """``extra_convs`` x (3x3 convolution, batch norm, ReLU) on ``x [B, h, w, ch]``,
-        keeping its shape."""
-        for _ in range(self.extra_convs):
+    def _refine(self, x, labels, stat_mask, c, count: int | None = None):
+        """``count`` (default ``extra_convs``) x (3x3 convolution, batch norm, ReLU) on
+        ``x [B, h, w, ch]``, keeping its shape."""
+        for _ in range(self.extra_convs if count is None else count):
             x = nn.Conv(x.shape[-1], (3, 3), use_bias=False, kernel_init=dcgan_init)(x)
             x = nn.relu(BatchStatNorm(self.num_classes)(x, labels, stat_mask, c))
         return x
