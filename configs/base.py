@@ -29,11 +29,13 @@ def parse_args(arg: str | None, allowed: dict[str, object]) -> dict[str, object]
         how the text is converted (bool, int, float or str).
 
     Raises:
-      UserError: naming an unknown key, a malformed pair or a value of the wrong type.
+      UserError: naming an unknown key, a key given twice, a malformed pair or a value of the
+        wrong type.
     """
     values = dict(allowed)
     if not arg:
         return values
+    given = {}
     for pair in arg.split(","):
         if not pair:
             continue
@@ -43,6 +45,12 @@ def parse_args(arg: str | None, allowed: dict[str, object]) -> dict[str, object]
         key = key.strip()
         if key not in allowed:
             raise UserError(f"unknown config argument {key!r}; expected one of {sorted(allowed)}")
+        if key in given:  # one of the two is a slip; which, only the user knows
+            raise UserError(
+                f"config argument {key!r} given twice ({key}={given[key]!r} and "
+                f"{key}={text.strip()!r}); give it once"
+            )
+        given[key] = text.strip()
         values[key] = _convert(key, text.strip(), allowed[key])
     if "preset" in values and values["preset"] not in PRESETS:
         raise UserError(f"config argument preset={values['preset']!r}: expected one of {PRESETS}")

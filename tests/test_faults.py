@@ -88,6 +88,10 @@ BAD_INPUT = {
     "unknown key": ([VAE, "--config.train.bogus=3"], "unknown config key 'train.bogus'"),
     "wrong type": ([VAE, "--config.train.num_steps=many"], "train.num_steps='many'"),
     "unknown config argument": ([f"{VAE},colour=red"], "'colour'"),
+    "config argument twice": (
+        [f"{VAE},cond=class,cond=none"],
+        "config argument 'cond' given twice (cond='class' and cond='none'); give it once",
+    ),
     "unknown mode": ([VAE, "--mode=dance"], "--mode='dance'"),
     "missing dataset": ([VAE, "--config.data.name=tfds:no_such_dataset"], "no_such_dataset"),
     "mistyped data.dir": ([VAE, "--config.data.dir=/no/such/fashion"], "data.dir"),
