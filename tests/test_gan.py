@@ -20,13 +20,13 @@ from jaxgen.gan.step import (
     mode_seeking_ratio,
     top_k_gradients,
     top_k_share,
-    two_player_step,
 )
 from jaxgen.methods.gan import GAN
 from jaxgen.models.dcgan import DCGANGenerator, grid_plan
 from jaxgen.models.layers import UpConv
 from jaxgen.models.spectral_norm import SNConv, SNDense
 from tests.conftest import jitted_init, jitted_step, load_config
+from tests.ring_of_gaussians import MLP, nearest_mode, train_on_ring
 
 
 def _trees_equal(a, b) -> bool:
@@ -258,57 +258,20 @@ def test_bad_gan_config_is_a_user_error(overrides, key):
 # --- a toy run: 8 Gaussians on a ring ------------------------------------------------------
 
 
-class _MLP(nn.Module):
-    out: int
-
-    @nn.compact
-    def __call__(self, x):
-        for _ in range(2):
-            x = nn.relu(nn.Dense(64)(x))
-        return nn.Dense(self.out)(x)
-
-
-def _ring(rng, n, std):
-    k = jax.random.randint(rng, (n,), 0, 8)
-    angle = 2 * jnp.pi * k / 8
-    centres = 2.0 * jnp.stack([jnp.cos(angle), jnp.sin(angle)], -1)
-    return centres + std * jax.random.normal(jax.random.fold_in(rng, 1), (n, 2))
-
-
 def test_gan_recovers_the_modes_of_a_ring_of_gaussians():
     std, z_dim, steps = 0.05, 8, 2000
-    g_net, d_net = _MLP(2), _MLP(1)
+    g_net, d_net = MLP(2), MLP(1)
     players = Players(
         generate=lambda p, z, y: g_net.apply(p, z),
         discriminate=lambda p, s, x, y, update: (d_net.apply(p, x)[:, 0], s),
         z_dim=z_dim,
     )
-    objective = Objective(loss="nonsaturating", r1_gamma=0.1, r1_every=4)  # lazy R1
-    tx = optax.adam(1e-3, b1=0.5)
     key = jax.random.PRNGKey(0)
-    params = {
-        "generator": g_net.init(key, jnp.zeros((1, z_dim))),
-        "discriminator": d_net.init(jax.random.fold_in(key, 1), jnp.zeros((1, 2))),
-    }
-    opt_state = {name: tx.init(p) for name, p in params.items()}
-
-    def body(carry, t):
-        params, opt_state = carry
-        rng = jax.random.fold_in(key, t)
-        real = _ring(jax.random.fold_in(rng, 7), 128, std)
-        params, opt_state, _, _ = two_player_step(
-            players, objective, tx, tx, params, opt_state, {}, real, None, rng, t
-        )
-        return (params, opt_state), None
-
-    train = jax.jit(lambda c: jax.lax.scan(body, c, jnp.arange(steps))[0])
-    params, _ = train((params, opt_state))
+    params, _ = train_on_ring(players, g_net, d_net, steps, std, key)
     x = np.asarray(g_net.apply(params["generator"], jax.random.normal(key, (2000, z_dim))))
-    angle = 2 * np.pi * np.arange(8) / 8
-    centres = 2.0 * np.stack([np.cos(angle), np.sin(angle)], -1)
-    dist = np.linalg.norm(x[:, None] - centres[None], axis=-1)
-    close = dist.min(1) < 3 * std  # within 3 standard deviations of a mode
-    counts = np.bincount(dist.argmin(1)[close], minlength=8)
+    mode, dist = nearest_mode(x)
+    close = dist < 3 * std  # within 3 standard deviations of a mode
+    counts = np.bincount(mode[close], minlength=8)
     assert close.mean() > 0.25, f"only {close.mean():.2f} of samples are near a mode"
     assert (counts >= 20).sum() >= 7, f"samples per mode: {counts}"
 

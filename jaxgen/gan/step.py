@@ -59,16 +59,22 @@ class Players:
     Attributes:
       generate: ``(g_params, z [N, z_dim], cond | None) -> x [N, ...]``.
       discriminate: ``(d_params, d_state, x [N, ...], cond | None, update: bool)
-        -> (outputs [N], d_state)``; ``update`` refines the spectral-norm state.
-      z_dim: latent size.
+        -> (outputs, d_state)``; ``update`` refines the spectral-norm state. ``outputs`` is
+        ``[N]``, or with ``info_codes = K > 0`` ``[N, 1 + K]``: the critic's output, then
+        the logits of the code that made each image (see :func:`critic`, :func:`code_loss`).
+      z_dim: size of the continuous latent.
       num_classes: > 0 for a class-conditional pair (``cond``: int32 labels ``[N]``);
         otherwise ``cond`` is None or a pytree of ``[N, ...]`` arrays (e.g. text fields).
+      info_codes: ``K > 0``: InfoGAN's categorical code (Chen et al., 2016): the generator's
+        latent ``[N, z_dim + K]`` is ``N(0, I)`` followed by the one-hot of a uniform code,
+        which the discriminator's second head learns to recover (0: off).
     """
 
     generate: Callable
     discriminate: Callable
     z_dim: int
     num_classes: int = 0
+    info_codes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +96,9 @@ class Objective:
     augmented images too. ``cr_real`` / ``cr_fake``: weights of balanced consistency
     regularisation (Zhao et al., 2021; 0: off), the mean squared difference between the
     discriminator's outputs on the real / generated images and on ``cr_augment`` copies of
-    them (:mod:`jaxgen.gan.augment`).
+    them (:mod:`jaxgen.gan.augment`). ``info_weight``: weight of InfoGAN's code loss (the
+    cross-entropy of the discriminator's code logits on generated images) in both players'
+    losses, for pairs with ``Players.info_codes`` (``lambda``; Chen et al. used 1).
     """
 
     loss: str = "hinge"
@@ -107,9 +115,10 @@ class Objective:
     cr_real: float = 0.0
     cr_fake: float = 0.0
     cr_augment: tuple[str, ...] = ("translation",)
+    info_weight: float = 1.0
 
     def __post_init__(self):
-        for key in ("cr_real", "cr_fake"):
+        for key in ("cr_real", "cr_fake", "info_weight"):
             if not getattr(self, key) >= 0:
                 raise UserError(f"config key gan.{key}={getattr(self, key)}: expected >= 0")
         if (self.cr_real or self.cr_fake) and not self.cr_augment:
@@ -129,13 +138,13 @@ def _rows(tree: PyTree, index: jax.Array) -> PyTree:
 def _latents(
     players: Players, rng: jax.Array, n: int, pool: PyTree | None = None
 ) -> tuple[jax.Array, PyTree | None]:
-    """``n`` latents ``[n, z_dim]`` and their conditions.
+    """``n`` latents ``[n, z_dim (+ info_codes)]`` (:func:`latents`) and their conditions.
 
     Conditions: uniform labels for a class-conditional pair; else ``n`` rows of ``pool``
     (real conditions ``[M, ...]``) drawn uniformly with replacement; else None.
     """
     z_rng, y_rng = jax.random.split(rng)
-    z = jax.random.normal(z_rng, (n, players.z_dim))
+    z = latents(z_rng, n, players.z_dim, players.info_codes)
     cond = None
     if players.num_classes > 0:
         cond = jax.random.randint(y_rng, (n,), 0, players.num_classes, jnp.int32)
@@ -143,6 +152,30 @@ def _latents(
         m = jax.tree.leaves(pool)[0].shape[0]
         cond = _rows(pool, jax.random.randint(y_rng, (n,), 0, m))
     return z, cond
+
+
+def latents(rng: jax.Array, n: int, z_dim: int, info_codes: int = 0) -> jax.Array:
+    """``n`` generator inputs: ``N(0, I)`` ``[n, z_dim]``, followed with ``info_codes = K
+    > 0`` by the one-hot ``[n, K]`` of uniform codes."""
+    if not info_codes:
+        return jax.random.normal(rng, (n, z_dim))
+    z_rng, code_rng = jax.random.split(rng)
+    z = jax.random.normal(z_rng, (n, z_dim))
+    codes = jax.random.randint(code_rng, (n,), 0, info_codes)
+    return jnp.concatenate([z, jax.nn.one_hot(codes, info_codes, dtype=z.dtype)], axis=-1)
+
+
+def critic(outputs: jax.Array) -> jax.Array:
+    """The critic's outputs ``[N]`` of the discriminator's ``[N]`` or ``[N, 1 + K]``."""
+    return outputs[:, 0] if outputs.ndim == 2 else outputs
+
+
+def code_loss(players: Players, outputs: jax.Array, z: jax.Array) -> jax.Array:
+    """InfoGAN's code loss: the mean cross-entropy (nats) of the code logits
+    ``outputs[:, 1:]`` ``[N, K]`` against the codes in the latents ``z[:, z_dim:]``."""
+    labels = jnp.argmax(z[:, players.z_dim :], axis=-1)
+    logits = outputs[:, 1:].astype(jnp.float32)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 def discriminator_update(
@@ -182,19 +215,24 @@ def discriminator_update(
     def loss_fn(d_params):
         out_real, state = players.discriminate(d_params, d_state, real, real_labels, True)
         out_fake, state = players.discriminate(d_params, state, fake, fake_labels, True)
-        loss = d_loss_fn(out_real, out_fake)
         extra = {}
+        if players.info_codes:
+            extra["d_info_loss"] = code_loss(players, out_fake, z)
+        out_real, out_fake = critic(out_real), critic(out_fake)
+        loss = d_loss_fn(out_real, out_fake)
+        if players.info_codes:
+            loss = loss + objective.info_weight * extra["d_info_loss"]
         pairs = (("cr_real", real, out_real, real_labels), ("cr_fake", fake, out_fake, fake_labels))
         for i, (key, x, out, labels) in enumerate(pairs):
             weight = getattr(objective, key)
             if weight > 0:
                 copies = augment(x, jax.random.fold_in(cr_rng, i), objective.cr_augment)
-                out_copies, _ = players.discriminate(d_params, state, copies, labels, False)
+                out_copies = critic(players.discriminate(d_params, state, copies, labels, False)[0])
                 extra[key] = jnp.mean(jnp.square(out - out_copies))
                 loss = loss + weight * extra[key]
 
         def d_fn(x):
-            return players.discriminate(d_params, state, x, real_labels, False)[0]
+            return critic(players.discriminate(d_params, state, x, real_labels, False)[0])
 
         if objective.gp_weight > 0:
             extra["gp"] = gradient_penalty(d_fn, real, fake, gp_rng)
@@ -259,6 +297,9 @@ def generator_update(
         seen = augment(fake, aug_rng, objective.augment) if objective.augment else fake
         out, _ = players.discriminate(params["discriminator"], d_state, seen, labels, False)
         extra = {}
+        if players.info_codes:
+            extra["g_info_loss"] = code_loss(players, out, z)
+        out = critic(out)
         if objective.top_k > 0:
             share = top_k_share(objective, step)
             out = top_k_gradients(out, share)
@@ -268,6 +309,8 @@ def generator_update(
             extra["mode_seeking"] = mode_seeking_ratio(fake[:half], fake[half : 2 * half],
                                                        z[:half], z[half : 2 * half])  # fmt: skip
             loss = loss + objective.mode_seeking / (extra["mode_seeking"] + 1e-5)
+        if players.info_codes:
+            loss = loss + objective.info_weight * extra["g_info_loss"]
         return loss, extra
 
     (loss, extra), grads = jax.value_and_grad(loss_fn, has_aux=True)(params["generator"])

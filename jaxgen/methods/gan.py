@@ -16,7 +16,10 @@ Config (besides the shared keys):
   ``top_k`` 0: off; see :class:`jaxgen.gan.step.Objective`); ``gan.diffaugment`` (a
   DiffAugment policy such as ``translation,cutout``; "": off); ``gan.cr_real``,
   ``gan.cr_fake`` (consistency regularisation weights; 0: off) and ``gan.cr_augment``
-  (its transforms; :mod:`jaxgen.gan.augment`).
+  (its transforms; :mod:`jaxgen.gan.augment`); ``gan.info_codes`` (unconditional DCGAN:
+  the values ``K`` of InfoGAN's uniform categorical code, appended one-hot to ``z`` and
+  recovered by a second discriminator head; 0: off) and ``gan.info_weight`` (its loss's
+  weight; see :class:`jaxgen.gan.step.Players`).
 * ``train.d_steps``: discriminator updates per generator update; each takes
   ``train.batch_size / d_steps`` real images of the step's batch.
 * ``optimizer.*`` builds both optimizers; ``optimizer.learning_rate`` is the
@@ -72,12 +75,10 @@ import numpy as np
 
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.gan import rejection
-from jaxgen.gan.augment import parse_policy
-from jaxgen.gan.losses import get_loss
+from jaxgen.gan import config_checks, rejection
 from jaxgen.gan.optimizers import TwoPlayerOptimizer, player_optimizer
 from jaxgen.gan.rejection_sampler import RejectionSampler
-from jaxgen.gan.step import Objective, Players, two_player_step
+from jaxgen.gan.step import Players, critic, latents, two_player_step
 from jaxgen.methods.base import (
     Method,
     TrainState,
@@ -87,14 +88,13 @@ from jaxgen.methods.base import (
 )
 from jaxgen.methods.description import config_value
 from jaxgen.methods.gradients import cast_floating
-from jaxgen.models.dcgan import D_NORMS, DCGANDiscriminator, DCGANGenerator
+from jaxgen.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from jaxgen.models.resnet_gan import ResNetDiscriminator, ResNetGenerator
 from jaxgen.models.spectral_norm import COLLECTION
 from jaxgen.sampling import SampleOptions
 from jaxgen.text.conditioner import PARAMS_KEY
 from jaxgen.validate import check_sample_options_used
 
-ARCHS = ("dcgan", "resnet")
 SAMPLERS = ("generator", "drs")
 
 
@@ -105,23 +105,9 @@ class GAN(Method):
 
     def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
         super().__init__(config, data)
-        m, g = config.model, config.gan
-        if m.arch not in ARCHS:
-            raise UserError(f"config key model.arch={m.arch!r}: expected one of {ARCHS}")
-        if m.d_norm not in D_NORMS:
-            raise UserError(f"config key model.d_norm={m.d_norm!r}: expected one of {D_NORMS}")
-        get_loss(g.loss)
-        if m.d_norm == "batch" and (g.gp_weight > 0 or g.r1_gamma > 0):
-            raise UserError(
-                "config key model.d_norm='batch': gradient penalties need per-example "
-                "discriminator outputs; use spectral, layer or none"
-            )
-        d_steps = int(config.train.d_steps)
-        if d_steps < 1 or config.train.batch_size % d_steps:
-            raise UserError(
-                f"config key train.d_steps={d_steps}: expected >= 1 and dividing "
-                f"train.batch_size={config.train.batch_size}"
-            )
+        m = config.model
+        config_checks.check_networks(config)
+        self.objective = config_checks.objective(config)
         self.num_classes = data.num_classes if data.cond == "class" else 0
         if data.cond == "class" and not self.num_classes:
             raise UserError(f"cond=class but data {config.data.name!r} has no labels")
@@ -135,15 +121,14 @@ class GAN(Method):
         self._reference_texts = None
         shape = tuple(data.image_shape)
         conditioned = self.text is not None
+        self.info_codes = config_checks.info_codes(config, bool(self.num_classes) or conditioned)
         extra_convs = int(m.get("g_extra_convs", 0))
-        if extra_convs and m.arch != "dcgan":
-            raise UserError(f"config key model.g_extra_convs={extra_convs}: only for arch=dcgan")
         if m.arch == "dcgan":
             self.generator = DCGANGenerator(
                 shape, m.g_width, self.num_classes, text_dim, extra_convs
             )
             self.discriminator = DCGANDiscriminator(
-                shape, m.d_width, m.d_norm, self.num_classes, conditioned
+                shape, m.d_width, m.d_norm, self.num_classes, conditioned, self.info_codes
             )
         else:
             self.generator = ResNetGenerator(shape, m.g_width, self.num_classes, text_dim)
@@ -151,23 +136,9 @@ class GAN(Method):
                 shape, m.d_width, self.num_classes, m.d_norm != "none", m.d_extra_blocks,
                 conditioned,
             )  # fmt: skip
-        self.objective = Objective(
-            loss=g.loss,
-            d_steps=d_steps,
-            g_batch_size=int(g.g_batch_size),
-            r1_gamma=float(g.r1_gamma),
-            r1_every=int(g.r1_every),
-            gp_weight=float(g.gp_weight),
-            mode_seeking=float(g.get("mode_seeking", 0.0)),
-            top_k=float(g.get("top_k", 0.0)),
-            top_k_gamma=float(g.get("top_k_gamma", 0.99)),
-            top_k_every=int(g.get("top_k_every", 1000)),
-            augment=parse_policy(g.get("diffaugment", ""), "gan.diffaugment"),
-            cr_real=float(g.get("cr_real", 0.0)),
-            cr_fake=float(g.get("cr_fake", 0.0)),
-            cr_augment=parse_policy(g.get("cr_augment", "translation"), "gan.cr_augment"),
+        self.players = Players(
+            self._generate, self._discriminate, m.z_dim, self.num_classes, self.info_codes
         )
-        self.players = Players(self._generate, self._discriminate, m.z_dim, self.num_classes)
         self.rejection_sampler = RejectionSampler(
             self._draw, self._score, self.reference_batch_size(), self.num_classes, int(config.seed)
         )
@@ -218,7 +189,7 @@ class GAN(Method):
         """Logits ``[N]`` of the sampling discriminator (``params["discriminator"]`` and
         ``params["discriminator_state"]``) for images ``x`` in [-1, 1]."""
         d_params, d_state = params["discriminator"], params["discriminator_state"]
-        return self._discriminate(d_params, d_state, x, labels, False)[0]
+        return critic(self._discriminate(d_params, d_state, x, labels, False)[0])
 
     def _batch_condition(self, batch):
         """The conditions of a batch: labels ``[B]``, the text fields, or None."""
@@ -233,7 +204,7 @@ class GAN(Method):
         images = images_to_symmetric(batch["image"][:2])
         labels = jnp.zeros((2,), jnp.int32) if self.num_classes else None
         text = jnp.zeros((2, self.text.width), jnp.float32) if self.text is not None else None
-        z = jnp.zeros((2, self.config.model.z_dim), jnp.float32)
+        z = jnp.zeros((2, self.config.model.z_dim + self.info_codes), jnp.float32)
         g_vars = self.generator.init({"params": g_rng}, z, labels, None, text)
         d_vars = dict(self.discriminator.init({"params": d_rng}, images, labels, False, text))
         d_vars.pop("intermediates", None)
@@ -396,8 +367,9 @@ class GAN(Method):
         """``num`` draws of the generator, float32 ``[num, H, W, C]`` in ``[0, 1]``."""
         ref_rng, z_rng = jax.random.split(rng)
         n_ref = self.reference_batch_size()
-        z_ref = jax.random.normal(ref_rng, (n_ref, self.config.model.z_dim))
-        z = jax.random.normal(z_rng, (num, self.config.model.z_dim))
+        z_dim = self.config.model.z_dim
+        z_ref = latents(ref_rng, n_ref, z_dim, self.info_codes)
+        z = latents(z_rng, num, z_dim, self.info_codes)
         labels = None
         if self.text is not None:
             labels = self._sample_text(ref_rng, n_ref, num, conditioning)
@@ -434,6 +406,8 @@ class GAN(Method):
             regs.append(f"R1 gamma={gan['r1_gamma']}")
         if float(gan.get("gp_weight") or 0) > 0:
             regs.append(f"GP lambda={gan['gp_weight']}")
+        if int(gan.get("info_codes") or 0) > 0:
+            regs.append(f"InfoGAN code K={gan['info_codes']}")
         generic = super().describe(config)
         return generic.replace(
             architecture=(

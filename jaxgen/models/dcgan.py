@@ -16,7 +16,9 @@ LeakyReLU(0.2), normalisation after every convolution but the first
 (``norm``: ``batch`` as in the paper, ``spectral`` as in Miyato et al.'s
 "standard CNN" experiments, ``layer`` or ``none``), then a linear output and,
 when class-conditional, the projection term ``<embed(y), h>`` (Miyato &
-Koyama, 2018). Outputs are logits/critic values ``[B]``.
+Koyama, 2018). Outputs are logits/critic values ``[B]``; with ``info_codes = K`` a second
+linear head on the same features adds the logits of InfoGAN's code (Chen et al., 2016),
+``[B, 1 + K]`` in all.
 
 Conditional generators use class-conditional batch norm. Text-conditioned ones
 (``text_dim > 0``) map the pooled text embedding ``[B, D]`` through a learned
@@ -121,6 +123,7 @@ class DCGANDiscriminator(nn.Module):
     norm: str = "spectral"
     num_classes: int = 0
     text_conditioned: bool = False
+    info_codes: int = 0  # K > 0: a second head, the logits [B, K] of InfoGAN's code
 
     @nn.compact
     def __call__(
@@ -130,6 +133,8 @@ class DCGANDiscriminator(nn.Module):
         update: bool = False,
         text: jax.Array | None = None,
     ) -> jax.Array:
+        """Outputs ``[B]``, or with ``info_codes = K`` ``[B, 1 + K]``: the output, then the
+        code logits read from the same features."""
         if self.norm not in D_NORMS:
             raise UserError(f"config key model.d_norm={self.norm!r}: expected one of {D_NORMS}")
         n, _ = grid_plan(check_square(self.image_shape))
@@ -152,6 +157,11 @@ class DCGANDiscriminator(nn.Module):
             out = out + jnp.sum(embed * h, axis=-1)
         if self.text_conditioned:
             out = out + text_projection(h, text, sn, update)
+        if self.info_codes:
+            logits = SNDense(self.info_codes, spectral=sn, kernel_init=init, name="info_head")(
+                h, update
+            )
+            return jnp.concatenate([out[:, None], logits], axis=-1)
         return out
 
 
