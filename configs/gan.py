@@ -58,6 +58,7 @@ def get_config(arg: str | None = None):
         top_k=0.0, top_k_gamma=0.99, top_k_every=1000,
         diffaugment="", cr_real=0.0, cr_fake=0.0, cr_augment="translation",
         info_codes=0, info_weight=1.0,  # InfoGAN: values of a categorical code (0: off), lambda
+        clusters=0,  # condition on K k-means clusters of the training pixels (0: off)
     )  # fmt: skip
 
     c.train.num_steps = 50_000  # generator updates

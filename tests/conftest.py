@@ -188,6 +188,18 @@ def jitted_init(method, tx, rng, batch):
     return jax.jit(lambda r, b: method.init_state(r, b, tx))(rng, batch)
 
 
+def gray_batch(seed: int, n: int = 8, size: int = 8) -> dict:
+    """``n`` random uint8 images ``[n, size, size, 1]`` with label 0, as a data batch."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return {
+        "image": jnp.asarray(rng.integers(0, 256, (n, size, size, 1)), jnp.uint8),
+        "label": jnp.zeros(n, jnp.int32),
+    }
+
+
 def adam_losses(loss_fn, params, batch, steps: int, learning_rate: float = 3e-3):
     """Trains ``params`` on one fixed ``batch`` with Adam; returns ``(params, [loss per step])``.
 

@@ -25,7 +25,7 @@ from jaxgen.methods.gan import GAN
 from jaxgen.models.dcgan import DCGANGenerator, grid_plan
 from jaxgen.models.layers import UpConv
 from jaxgen.models.spectral_norm import SNConv, SNDense
-from tests.conftest import jitted_init, jitted_step, load_config
+from tests.conftest import gray_batch, jitted_init, jitted_step, load_config
 from tests.ring_of_gaussians import MLP, nearest_mode, train_on_ring
 
 
@@ -211,11 +211,7 @@ def test_each_player_changes_only_its_own_parameters(frozen, trained):
         config.optimizer.learning_rate = 0.0
     method = GAN(config, DataSpec((8, 8, 1), 10, "none"))
     tx = method.make_optimizer()
-    rng = np.random.default_rng(1)
-    batch = {
-        "image": jnp.asarray(rng.integers(0, 256, (8, 8, 8, 1)), jnp.uint8),
-        "label": jnp.zeros(8, jnp.int32),
-    }
+    batch = gray_batch(1)
     state = jitted_init(method, tx, jax.random.PRNGKey(0), batch)
     new, _ = jitted_step(method, tx, 0.0)(state, batch)
     assert _trees_equal(new.params[frozen], state.params[frozen])

@@ -4,13 +4,11 @@ code captures, and the option on the real method."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxgen.data.spec import DataSpec
-from jaxgen.errors import UserError
 from jaxgen.gan.step import Players, code_loss, critic, latents
 from jaxgen.methods.gan import GAN
-from tests.conftest import jitted_init, jitted_step, load_config
+from tests.conftest import gray_batch, jitted_init, jitted_step, load_config
 from tests.ring_of_gaussians import MLP, nearest_mode, train_on_ring
 
 
@@ -64,37 +62,13 @@ def test_a_trained_code_picks_one_mode_of_a_ring_of_gaussians_each():
     assert len(set(main_modes)) >= 7, f"the codes' modes: {main_modes}"
 
 
-@pytest.mark.parametrize(
-    "args, overrides, expected",
-    [
-        ("preset=smoke,cond=class", {}, "for unconditional DCGANs (cond=none"),
-        ("preset=smoke", {"model.arch": "resnet"}, "model.arch='resnet'"),
-        ("preset=smoke", {"gan.info_codes": -1}, "gan.info_codes=-1: expected >= 0"),
-        ("preset=smoke", {"gan.info_codes": 4, "gan.info_weight": -1.0}, "gan.info_weight"),
-    ],
-)
-def test_bad_info_code_config_is_a_user_error(args, overrides, expected):
-    config = load_config(f"configs/gan.py:{args}")
-    config.gan.info_codes = 4
-    for dotted, value in overrides.items():
-        section, name = dotted.split(".")
-        config[section][name] = value
-    cond = "class" if "cond=class" in args else "none"
-    with pytest.raises(UserError, match=expected.replace("(", r"\(")):
-        GAN(config, DataSpec((8, 8, 1), 10, cond))
-
-
 def test_info_gan_trains_its_code_head_and_samples_every_code():
     config = load_config("configs/gan.py:preset=smoke")
     config.gan.info_codes = 3
     config.optimizer.learning_rate = config.optimizer.d_learning_rate = 1e-2  # a few steps
     method = GAN(config, DataSpec((8, 8, 1), 10, "none"))
     tx = method.make_optimizer()
-    rng = np.random.default_rng(0)
-    batch = {
-        "image": jnp.asarray(rng.integers(0, 256, (8, 8, 8, 1)), jnp.uint8),
-        "label": jnp.zeros(8, jnp.int32),
-    }
+    batch = gray_batch(0)
     state = jitted_init(method, tx, jax.random.PRNGKey(0), batch)
     head = state.params["discriminator"]["info_head"]["kernel"]
     assert head.shape[-1] == 3

@@ -49,6 +49,25 @@ def info_codes(config: ml_collections.ConfigDict, conditional: bool) -> int:
     return codes
 
 
+def clusters(config: ml_collections.ConfigDict, conditional: bool) -> int:
+    """``gan.clusters`` (0 when absent): >= 0, and > 0 only without labels or text
+    (``conditional``), at most ``train.batch_size`` (the first batch seeds the centroids)."""
+    k = int(config.gan.get("clusters", 0))
+    if k < 0:
+        raise UserError(f"config key gan.clusters={k}: expected >= 0 (0: off)")
+    if k and conditional:
+        raise UserError(
+            f"config key gan.clusters={k}: for GANs trained without labels or text (cond=none); "
+            f"this one has cond={config.data.cond!r}"
+        )
+    if k > config.train.batch_size:
+        raise UserError(
+            f"config key gan.clusters={k}: at most train.batch_size={config.train.batch_size} "
+            "(the first batch seeds the centroids)"
+        )
+    return k
+
+
 def objective(config: ml_collections.ConfigDict) -> Objective:
     """The :class:`~jaxgen.gan.step.Objective` of ``config.gan`` and ``train.d_steps``, which
     must divide ``train.batch_size``; keys older configs lack take their defaults."""

@@ -19,7 +19,9 @@ Config (besides the shared keys):
   (its transforms; :mod:`jaxgen.gan.augment`); ``gan.info_codes`` (unconditional DCGAN:
   the values ``K`` of InfoGAN's uniform categorical code, appended one-hot to ``z`` and
   recovered by a second discriminator head; 0: off) and ``gan.info_weight`` (its loss's
-  weight; see :class:`jaxgen.gan.step.Players`).
+  weight; see :class:`jaxgen.gan.step.Players`); ``gan.clusters`` (unconditional data: ``K``
+  clusters of the training images' pixels by online k-means, whose indices condition both
+  networks as labels would; 0: off; :mod:`jaxgen.gan.clusters`).
 * ``train.d_steps``: discriminator updates per generator update; each takes
   ``train.batch_size / d_steps`` real images of the step's batch.
 * ``optimizer.*`` builds both optimizers; ``optimizer.learning_rate`` is the
@@ -75,7 +77,7 @@ import numpy as np
 
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.gan import config_checks, rejection
+from jaxgen.gan import clusters, config_checks, rejection, summary
 from jaxgen.gan.optimizers import TwoPlayerOptimizer, player_optimizer
 from jaxgen.gan.rejection_sampler import RejectionSampler
 from jaxgen.gan.step import Players, critic, latents, two_player_step
@@ -86,7 +88,6 @@ from jaxgen.methods.base import (
     images_to_symmetric,
     mark_nonfinite,
 )
-from jaxgen.methods.description import config_value
 from jaxgen.methods.gradients import cast_floating
 from jaxgen.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from jaxgen.models.resnet_gan import ResNetDiscriminator, ResNetGenerator
@@ -122,19 +123,18 @@ class GAN(Method):
         shape = tuple(data.image_shape)
         conditioned = self.text is not None
         self.info_codes = config_checks.info_codes(config, bool(self.num_classes) or conditioned)
+        self.clusters = config_checks.clusters(config, bool(self.num_classes) or conditioned)
+        labels = self.num_classes or self.clusters  # the networks' label embeddings
         extra_convs = int(m.get("g_extra_convs", 0))
         if m.arch == "dcgan":
-            self.generator = DCGANGenerator(
-                shape, m.g_width, self.num_classes, text_dim, extra_convs
-            )
+            self.generator = DCGANGenerator(shape, m.g_width, labels, text_dim, extra_convs)
             self.discriminator = DCGANDiscriminator(
-                shape, m.d_width, m.d_norm, self.num_classes, conditioned, self.info_codes
+                shape, m.d_width, m.d_norm, labels, conditioned, self.info_codes
             )
         else:
-            self.generator = ResNetGenerator(shape, m.g_width, self.num_classes, text_dim)
+            self.generator = ResNetGenerator(shape, m.g_width, labels, text_dim)
             self.discriminator = ResNetDiscriminator(
-                shape, m.d_width, self.num_classes, m.d_norm != "none", m.d_extra_blocks,
-                conditioned,
+                shape, m.d_width, labels, m.d_norm != "none", m.d_extra_blocks, conditioned,
             )  # fmt: skip
         self.players = Players(
             self._generate, self._discriminate, m.z_dim, self.num_classes, self.info_codes
@@ -202,7 +202,7 @@ class GAN(Method):
         g_rng, d_rng = jax.random.split(rng)
         gt_rng, dt_rng = jax.random.split(jax.random.fold_in(rng, 1))
         images = images_to_symmetric(batch["image"][:2])
-        labels = jnp.zeros((2,), jnp.int32) if self.num_classes else None
+        labels = jnp.zeros((2,), jnp.int32) if self.num_classes or self.clusters else None
         text = jnp.zeros((2, self.text.width), jnp.float32) if self.text is not None else None
         z = jnp.zeros((2, self.config.model.z_dim + self.info_codes), jnp.float32)
         g_vars = self.generator.init({"params": g_rng}, z, labels, None, text)
@@ -212,7 +212,19 @@ class GAN(Method):
         if self.text is not None:  # one jointly trained encoder per player ({} when frozen)
             params["generator"].update(self.text.init_params(gt_rng))
             params["discriminator"].update(self.text.init_params(dt_rng))
+        if self.clusters:
+            real = images_to_symmetric(batch["image"])
+            d_vars[clusters.STATE_KEY] = clusters.init_state(
+                real, self.clusters, jax.random.fold_in(rng, 2)
+            )
         return params, d_vars
+
+    def _split_state(self, model_state):
+        """``(discriminator state, cluster state or None)`` of the ``model_state``."""
+        if not self.clusters:
+            return model_state, None
+        rest = {k: v for k, v in model_state.items() if k != clusters.STATE_KEY}
+        return rest, model_state[clusters.STATE_KEY]
 
     def batch_transform(self):
         """The shared transform; a frozen text encoder's batches keep ``text_pooled`` only."""
@@ -255,6 +267,10 @@ class GAN(Method):
         rng = jax.random.fold_in(state.rng, state.step)
         real = images_to_symmetric(batch["image"])
         labels = self._batch_condition(batch)
+        d_state, cluster_state = self._split_state(state.model_state)
+        if self.clusters:  # this batch's clusters, before the centroids move to it
+            labels = clusters.assign(real, cluster_state["centroids"])
+            cluster_state = clusters.update(cluster_state, real, labels)
         params, opt_state, d_state, metrics = two_player_step(
             self.players,
             self.objective,
@@ -262,12 +278,16 @@ class GAN(Method):
             tx.discriminator,
             state.params,
             state.opt_state,
-            state.model_state,
+            d_state,
             real,
             labels,
             rng,
             state.step,
         )
+        if self.clusters:
+            d_state = {**d_state, clusters.STATE_KEY: cluster_state}
+            share = cluster_state["counts"] / jnp.sum(cluster_state["counts"])
+            metrics = dict(metrics, cluster_min_share=jnp.min(share))
         step = state.step.astype(jnp.float32)
         decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
         ema_params = {
@@ -291,9 +311,12 @@ class GAN(Method):
         """The generator (its EMA), and for ``sample.sampler=drs`` the discriminator
         (``discriminator``) with its spectral-norm state (``discriminator_state``)."""
         params = {"generator": state.ema_params["generator"]}
+        d_state, cluster_state = self._split_state(state.model_state)
+        if cluster_state is not None:
+            params["cluster_counts"] = cluster_state["counts"]
         if self.resolve_sample_options(options).sampler == "drs":
             params["discriminator"] = state.params["discriminator"]
-            params["discriminator_state"] = state.model_state
+            params["discriminator_state"] = d_state
         return params
 
     def eval_functions(self, params):
@@ -308,6 +331,11 @@ class GAN(Method):
         name = options.sampler or "generator"
         if name not in SAMPLERS:
             raise UserError(f"config key sample.sampler={name!r}: expected one of {list(SAMPLERS)}")
+        if name == "drs" and self.clusters:
+            raise UserError(
+                "config key sample.sampler='drs': not for a GAN trained on clusters "
+                "(gan.clusters); use sample.sampler=generator"
+            )
         if name == "drs" and self.text is not None:
             raise UserError(
                 "config key sample.sampler='drs': for unconditional and class-conditioned GANs; "
@@ -373,6 +401,12 @@ class GAN(Method):
         labels = None
         if self.text is not None:
             labels = self._sample_text(ref_rng, n_ref, num, conditioning)
+        elif self.clusters:  # both drawn in proportion to the clusters' sizes
+            counts = params["cluster_counts"]
+            y_ref = clusters.draw(jax.random.fold_in(ref_rng, 1), counts, n_ref)
+            labels = jnp.concatenate(
+                [y_ref, clusters.draw(jax.random.fold_in(z_rng, 1), counts, num)]
+            )
         elif self.num_classes:
             y_ref = jax.random.randint(
                 jax.random.fold_in(ref_rng, 1), (n_ref,), 0, self.num_classes, jnp.int32
@@ -397,27 +431,7 @@ class GAN(Method):
 
     @classmethod
     def describe(cls, config):
-        model = config_value(config, "model", {}) or {}
-        gan = config_value(config, "gan", {}) or {}
-        regs = []
-        if model.get("d_norm") == "spectral":
-            regs.append("SN")
-        if float(gan.get("r1_gamma") or 0) > 0:
-            regs.append(f"R1 gamma={gan['r1_gamma']}")
-        if float(gan.get("gp_weight") or 0) > 0:
-            regs.append(f"GP lambda={gan['gp_weight']}")
-        if int(gan.get("info_codes") or 0) > 0:
-            regs.append(f"InfoGAN code K={gan['info_codes']}")
         generic = super().describe(config)
         return generic.replace(
-            architecture=(
-                f"{model.get('arch')} (G {model.get('g_width')}"
-                + (f" +{model['g_extra_convs']} 3x3 convs" if model.get("g_extra_convs") else "")
-                + f", D {model.get('d_width')}, "
-                f"D norm {model.get('d_norm')})"
-            ),
-            training=(
-                f"{gan.get('loss')} loss, " + ("+".join(regs) or "no regulariser") + ", "
-                f"{config_value(config, 'train.d_steps')} D steps"
-            ),
+            architecture=summary.architecture(config), training=summary.training(config)
         )
