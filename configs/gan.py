@@ -128,6 +128,16 @@ def get_config(arg: str | None = None):
         # the peer (given the same 8.8 minutes) on 5 contrastive figures (same file).
         # Training to 28,000 steps (the whole budget), a discriminator of width 64 and a
         # latent scaled by 0.9 or 0.8 left both precisions level with the peer's (same file).
+        # What the precision lacked was images between classes: a continuous latent maps onto
+        # a connected set, and the same recipe conditioned on the real classes had domain
+        # precision 0.856. Conditioning on 10 clusters of the training images' pixels instead
+        # (gan.clusters=10: online k-means, no labels; generated images draw their cluster in
+        # proportion to its size), three draws of 2000, domain / contrastive: FD 15.1 -> 11.5
+        # / 0.021 -> 0.018, precision 0.723 -> 0.804 / 0.882 -> 0.901, density 0.639 -> 0.748
+        # / 0.884 -> 0.952, C2ST 0.807 -> 0.768 / 0.728 -> 0.692, broken 39.9% -> 22.6% / 6.5%
+        # -> 3.0%, recall 0.769 -> 0.784 / 0.846 -> 0.811, 5.8 minutes against 4.9 (same
+        # file). InfoGAN's code (gan.info_codes=10), which should find such modes itself,
+        # found others than the classes and was worse (precision 0.713 / 0.861).
         # The conditional presets keep spectral norm, 10,000 steps, the
         # linear decay and the EMA: batch norm and the raw generator are unmeasured with their
         # projection discriminators.
@@ -138,6 +148,7 @@ def get_config(arg: str | None = None):
         c.gan.loss = "nonsaturating"
         unconditional = args["cond"] == "none"
         c.model.d_norm = "batch" if unconditional else "spectral"
+        c.gan.clusters = 10 if unconditional else 0
         c.train.num_steps = 14_000 if unconditional else 10_000
         c.train.d_steps = 1
         c.train.batch_size = 64
