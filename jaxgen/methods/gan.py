@@ -77,10 +77,11 @@ import numpy as np
 
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.gan import clusters, config_checks, rejection, summary
+from jaxgen.gan import clusters, config_checks, rejection
 from jaxgen.gan.optimizers import TwoPlayerOptimizer, player_optimizer
 from jaxgen.gan.rejection_sampler import RejectionSampler
 from jaxgen.gan.step import Players, critic, latents, two_player_step
+from jaxgen.methods import gan_summary
 from jaxgen.methods.base import (
     Method,
     TrainState,
@@ -433,5 +434,5 @@ class GAN(Method):
     def describe(cls, config):
         generic = super().describe(config)
         return generic.replace(
-            architecture=summary.architecture(config), training=summary.training(config)
+            architecture=gan_summary.architecture(config), training=gan_summary.training(config)
         )
