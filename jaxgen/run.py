@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from jaxgen import parallel, paths
-from jaxgen.checkpoints import list_steps
+from jaxgen.checkpoints import CheckpointMismatchError, list_steps
 from jaxgen.data.description import (
     check_same_training_data,
     training_data_identity,
@@ -40,6 +40,18 @@ log = logging.getLogger("jaxgen")
 
 MODES = ("train", "eval", "sample")
 GRID_IMAGES = 64  # the sample grid shows the first 64 images; every image is in the .npz
+
+
+def _with_new_keys(error: CheckpointMismatchError, changes: dict) -> CheckpointMismatchError:
+    """``error``, naming the keys this run's config lacks (added to jaxgen since), whose
+    values today's config files may set to another model than the one trained."""
+    new = [f"{key}={value!r}" for key, (old, value) in changes.items() if old is None]
+    if not new:
+        return error
+    return CheckpointMismatchError(
+        f"{error}; keys added since this run started take today's values ({', '.join(new)}): "
+        "relaunch with --workdir alone to train on with the run's own config"
+    )
 
 
 def validate_mode(mode: str) -> None:
@@ -143,7 +155,10 @@ def train(
     data_identity = training_data_identity(exp.train_source)
     check_same_training_data(workdir, config.data, data_identity)
     trainer = Trainer(exp, stop)
-    state, data_state = trainer.prepare()
+    try:
+        state, data_state = trainer.prepare()
+    except CheckpointMismatchError as e:
+        raise _with_new_keys(e, changes) from None
     if parallel.is_main_process():
         record_launch(workdir, config, "train", changes, list(argv))
         write_description(workdir, config.data, exp.data_description, data_identity)

@@ -764,3 +764,18 @@ def test_bad_cache_threshold_is_one_line_before_the_first_write(tmp_path, capfd,
         "error: JAXGEN_CACHE_MIN_COMPILE_SECS='half a second': expected seconds >= 0"
     ]
     assert not workdir.exists()
+
+
+def test_a_checkpoint_that_misfits_names_the_keys_added_since_the_run_started():
+    """A relaunch with today's config file: keys the run's config lacks may be what changed
+    the model, so the one-line refusal names them and the way to resume."""
+    from jaxgen.checkpoints import CheckpointMismatchError
+    from jaxgen.run import _with_new_keys
+
+    error = CheckpointMismatchError("checkpoint c/10 does not fit this config's model: x")
+    changes = {"gan.clusters": (None, 10), "train.num_steps": (10, 20)}
+    text = str(_with_new_keys(error, changes))
+    assert text.startswith("checkpoint c/10 does not fit this config's model: x; keys added")
+    assert "(gan.clusters=10)" in text and "num_steps" not in text
+    assert "relaunch with --workdir alone" in text
+    assert _with_new_keys(error, {"train.num_steps": (10, 20)}) is error

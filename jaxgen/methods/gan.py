@@ -33,13 +33,15 @@ State (the shared :class:`TrainState`): ``params`` and ``opt_state`` hold
 the generator (decay ``min(train.ema_decay, (1 + t) / (10 + t))`` at step
 ``t``) and ``ema_params["discriminator"]`` the live discriminator, so that
 ``ema_params`` has the structure of ``params``; ``model_state`` holds the
-discriminator's spectral-norm vectors. One ``train_step`` is
+discriminator's spectral-norm vectors and, with ``gan.clusters``, the k-means state under
+``"clusters"``. One ``train_step`` is
 :func:`jaxgen.gan.step.two_player_step`; its metric ``loss`` is the sum of the
 discriminator's and the generator's losses (``d_loss + g_loss``, both logged too).
 
 Sampling uses the EMA generator. Its batch norm takes the statistics of a
-reference batch of ``gan.g_batch_size`` random latents (uniform labels) drawn
-with the sample key, so an image does not depend on what else is requested.
+reference batch of ``gan.g_batch_size`` random latents (uniform labels; clusters drawn
+by their sizes) drawn with the sample key, so an image does not depend on what else is
+requested.
 ``sample.sampler=drs`` (discriminator rejection sampling, :mod:`jaxgen.gan.rejection_sampler`)
 keeps, per requested image, the first of ``rejection_sampler.CANDIDATES`` draws with its
 condition that the live discriminator accepts; an image then depends on the other requests of
