@@ -41,6 +41,7 @@ DDPM = f"--config={REPO}/configs/ddpm.py:preset=smoke"
 DDPM_PUBLISHED = f"--config={REPO}/configs/ddpm.py:data=fashion_mnist"
 PIXELCNN = f"--config={REPO}/configs/pixelcnn.py:preset=smoke"
 STYLE = f"--config={REPO}/configs/style_transfer.py:preset=smoke"
+GAN = f"--config={REPO}/configs/gan.py:preset=smoke"
 SMOKE_STEPS = 4  # train.num_steps of the smoke presets
 
 
@@ -88,6 +89,15 @@ BAD_INPUT = {
     "unknown key": ([VAE, "--config.train.bogus=3"], "unknown config key 'train.bogus'"),
     "wrong type": ([VAE, "--config.train.num_steps=many"], "train.num_steps='many'"),
     "unknown config argument": ([f"{VAE},colour=red"], "'colour'"),
+    "negative gan.clusters": ([GAN, "--config.gan.clusters=-1"], "gan.clusters=-1: expected >= 0"),
+    "clusters with labels": (
+        [f"{GAN},cond=class", "--config.gan.clusters=4"],
+        "gan.clusters=4: for GANs trained without labels or text",
+    ),
+    "negative gan.info_weight": (
+        [GAN, "--config.gan.info_codes=2", "--config.gan.info_weight=-1"],
+        "gan.info_weight=-1.0: expected >= 0",
+    ),
     "config argument twice": (
         [f"{VAE},cond=class,cond=none"],
         "config argument 'cond' given twice (cond='class' and cond='none'); give it once",
