@@ -1,5 +1,7 @@
 """A GAN conditioned on online k-means clusters of its training pixels (``gan.clusters``)."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ from jaxgen.errors import UserError
 from jaxgen.gan import clusters
 from jaxgen.methods.gan import GAN
 from jaxgen.sampling import SampleOptions
-from tests.conftest import gray_batch, jitted_init, jitted_step, load_config
+from tests.conftest import gray_batch, jitted_init, jitted_step, launch, load_config
 
 
 def test_assign_picks_the_nearest_centroid():
@@ -118,3 +120,24 @@ def test_rejection_sampling_is_refused_for_clusters(clustered_gan):
     method = clustered_gan[0]
     with pytest.raises(UserError, match="not for a GAN trained on clusters"):
         method.resolve_sample_options(SampleOptions(sampler="drs"))
+
+
+def test_a_resumed_run_continues_the_clusters_exactly(tmp_path):
+    """4 steps in one launch, or 2 then a relaunch to 4: the same losses and cluster shares,
+    so the k-means state is checkpointed with the networks."""
+    common = ["--config=configs/gan.py:preset=smoke", "--config.gan.clusters=3"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    for args in (
+        [f"--workdir={whole}"],
+        [f"--workdir={split}", "--config.train.num_steps=2"],
+        [f"--workdir={split}", "--config.train.num_steps=4"],
+    ):
+        result = launch(*common, *args)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    def last_row(workdir):
+        rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+        row = [r for r in rows if r["step"] == 4 and "loss" in r][0]
+        return row["loss"], row["cluster_min_share"]
+
+    assert last_row(whole) == last_row(split)
