@@ -135,7 +135,7 @@ def get_config(arg: str | None = None):
         # proportion to its size), three draws of 2000, domain / contrastive: FD 15.1 -> 11.5
         # / 0.021 -> 0.018, precision 0.723 -> 0.804 / 0.882 -> 0.901, density 0.639 -> 0.748
         # / 0.884 -> 0.952, C2ST 0.807 -> 0.768 / 0.728 -> 0.692, broken 39.9% -> 22.6% / 6.5%
-        # -> 3.0%, recall 0.769 -> 0.784 / 0.846 -> 0.811, 5.8 minutes against 4.9 (same
+        # -> 3.0%, recall 0.769 -> 0.784 / 0.846 -> 0.811, 4.8 minutes against 4.9 (same
         # file). InfoGAN's code (gan.info_codes=10), which should find such modes itself,
         # found others than the classes and was worse (precision 0.713 / 0.861).
         # The conditional presets keep spectral norm, 10,000 steps, the
