@@ -33,7 +33,13 @@ from jaxgen.preemption import StopRequest
 from jaxgen.text.conditioner import sync_tokenizer
 from jaxgen.trainer import Trainer, run_evals
 from jaxgen.validate import check_config_values
-from jaxgen.workdir import check_resume_config, check_workdir, record_launch
+from jaxgen.workdir import (
+    check_resume_config,
+    check_workdir,
+    flatten,
+    record_launch,
+    trained_config,
+)
 from jaxgen.workdir_lock import owned_workdir
 
 log = logging.getLogger("jaxgen")
@@ -42,10 +48,13 @@ MODES = ("train", "eval", "sample")
 GRID_IMAGES = 64  # the sample grid shows the first 64 images; every image is in the .npz
 
 
-def _with_new_keys(error: CheckpointMismatchError, changes: dict) -> CheckpointMismatchError:
-    """``error``, naming the keys this run's config lacks (added to jaxgen since), whose
-    values today's config files may set to another model than the one trained."""
-    new = [f"{key}={value!r}" for key, (old, value) in changes.items() if old is None]
+def _with_new_keys(
+    error: CheckpointMismatchError, changes: dict, trained: dict | None
+) -> CheckpointMismatchError:
+    """``error``, naming the keys of ``changes`` that the ``trained`` config lacks (added to
+    jaxgen since), whose values today's config files may set to another model."""
+    known = flatten(trained or {})
+    new = [f"{key}={value!r}" for key, (_, value) in changes.items() if key not in known]
     if not new:
         return error
     return CheckpointMismatchError(
@@ -158,7 +167,7 @@ def train(
     try:
         state, data_state = trainer.prepare()
     except CheckpointMismatchError as e:
-        raise _with_new_keys(e, changes) from None
+        raise _with_new_keys(e, changes, trained_config(workdir)) from None
     if parallel.is_main_process():
         record_launch(workdir, config, "train", changes, list(argv))
         write_description(workdir, config.data, exp.data_description, data_identity)

@@ -783,9 +783,10 @@ def test_a_checkpoint_that_misfits_names_the_keys_added_since_the_run_started():
     from jaxgen.run import _with_new_keys
 
     error = CheckpointMismatchError("checkpoint c/10 does not fit this config's model: x")
-    changes = {"gan.clusters": (None, 10), "train.num_steps": (10, 20)}
-    text = str(_with_new_keys(error, changes))
+    trained = {"gan": {"loss": "hinge"}, "train": {"num_steps": 10}, "init_from": None}
+    changes = {"gan.clusters": (None, 10), "train.num_steps": (10, 20), "init_from": (None, "w")}
+    text = str(_with_new_keys(error, changes, trained))
     assert text.startswith("checkpoint c/10 does not fit this config's model: x; keys added")
-    assert "(gan.clusters=10)" in text and "num_steps" not in text
+    assert "(gan.clusters=10)" in text and "num_steps" not in text and "init_from" not in text
     assert "relaunch with --workdir alone" in text
-    assert _with_new_keys(error, {"train.num_steps": (10, 20)}) is error
+    assert _with_new_keys(error, {"train.num_steps": (10, 20)}, trained) is error
