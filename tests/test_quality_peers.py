@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks.peers import quality_table, score_samples
+from benchmarks.peers import records as peer_records
 
 PEERS = ("vae", "dcgan", "ddpm", "pixelcnn")
 
@@ -115,7 +116,7 @@ def test_markdown_table_shows_both_feature_spaces():
     scores["fd_contrastive"] = 0.0123
     record = dict(family="vae", implementation="pytorch", minutes=9.98, steps=1234,
                   params=1688289, **scores)  # fmt: skip
-    lines = quality_table.markdown_table([record]).splitlines()
+    lines = peer_records.markdown_table([record]).splitlines()
     assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|") == 14
     assert lines[2] == (
         "| vae | pytorch | 9.98 | 1234 | 1,688,289 | 12.3 / 0.0123 | 0.5 / 0.5 | 0.75 / 0.75 | "
@@ -138,24 +139,24 @@ def test_comparison_knows_which_direction_is_better():
     jaxgen = _record("gan", "jaxgen", fd_domain=0.4, recall_domain=0.6, precision_contrastive=0.4,
                      density_domain=0.6, coverage_contrastive=0.4,
                      broken_share_domain=0.7)  # fmt: skip
-    ahead, level, behind = quality_table.comparison(jaxgen, peer)
+    ahead, level, behind = peer_records.comparison(jaxgen, peer)
     assert ahead == ["fd_domain", "recall_domain", "density_domain"]
     assert behind == ["precision_contrastive", "coverage_contrastive", "broken_share_domain"]
     # single draws have no spread: only an exact tie is level
     assert level[:2] == ["fd_contrastive", "kid_domain"] and len(level) == 10
     # records from before a metric existed are compared on the metrics both have
     del jaxgen["density_domain"], peer["density_domain"]
-    assert len(sum(quality_table.comparison(jaxgen, peer), [])) == 15
+    assert len(sum(peer_records.comparison(jaxgen, peer), [])) == 15
 
 
 def test_summarize_draws_gives_mean_and_sample_std():
     scores = [{"fd_domain": v, "recall_domain": 1.0 - v / 10} for v in (1.0, 2.0, 6.0)]
-    record = quality_table.summarize_draws(scores)
+    record = peer_records.summarize_draws(scores)
     assert record["draws"] == 3 and record["draw_scores"] == scores
     assert record["fd_domain"] == pytest.approx(3.0)
     assert record["fd_domain_std"] == pytest.approx(np.sqrt(((2**2) + 1 + 9) / 2))
     assert record["recall_domain_std"] == pytest.approx(record["fd_domain_std"] / 10)
-    single = quality_table.summarize_draws(scores[:1])
+    single = peer_records.summarize_draws(scores[:1])
     assert single["fd_domain"] == 1.0 and "fd_domain_std" not in single
 
 
@@ -166,16 +167,16 @@ def test_comparison_counts_only_leads_beyond_the_draws_noise():
     offsets /= offsets.std(ddof=1)
 
     def summarized(recall, std):
-        return quality_table.summarize_draws([{"recall_domain": recall + std * d} for d in offsets])
+        return peer_records.summarize_draws([{"recall_domain": recall + std * d} for d in offsets])
 
     clear = summarized(0.81, 0.004), summarized(0.80, 0.004)
-    assert quality_table.comparison(*clear) == (["recall_domain"], [], [])
-    assert quality_table.comparison(*clear[::-1]) == ([], [], ["recall_domain"])
+    assert peer_records.comparison(*clear) == (["recall_domain"], [], [])
+    assert peer_records.comparison(*clear[::-1]) == ([], [], ["recall_domain"])
     noisy = summarized(0.81, 0.01), summarized(0.80, 0.01)
-    assert quality_table.comparison(*noisy) == ([], ["recall_domain"], [])
-    assert quality_table.comparison(*noisy[::-1]) == ([], ["recall_domain"], [])
+    assert peer_records.comparison(*noisy) == ([], ["recall_domain"], [])
+    assert peer_records.comparison(*noisy[::-1]) == ([], ["recall_domain"], [])
     row = dict(family="ddpm", implementation="jaxgen", minutes=1.0, steps=3, params=None)
-    assert "| 0.81±0.004 / - |" in quality_table.markdown_table([{**row, **clear[0]}])
+    assert "| 0.81±0.004 / - |" in peer_records.markdown_table([{**row, **clear[0]}])
 
 
 def test_table_from_records_takes_the_newest_of_each_and_counts_the_leads(tmp_path, capsys):
@@ -186,7 +187,7 @@ def test_table_from_records_takes_the_newest_of_each_and_counts_the_leads(tmp_pa
     path = tmp_path / "records.jsonl"
     lines = [json.dumps(r) for r in (old, peer, other, new)] + ['{"torn']
     path.write_text("\n".join(lines) + "\n")
-    records = quality_table.newest_records(str(path), ["vae", "gan"])
+    records = peer_records.newest_records(str(path), ["vae", "gan"])
     assert [(r["family"], r["implementation"]) for r in records] == [
         ("vae", "jaxgen"), ("gan", "jaxgen"), ("gan", "pytorch")]  # fmt: skip
     assert records[1]["fd_domain"] == 0.4
@@ -232,7 +233,7 @@ def test_table_scores_each_draw_of_finished_runs_without_launching(tmp_path, cap
     argv = ["--families=vae", f"--root={tmp_path}", "--num=40", "--draws=2", "--num-ref=200",
             "--torch-python=/nonexistent/python", f"--out={out}"]  # fmt: skip
     assert quality_table.main(argv) == 0
-    jaxgen, peer = [json.loads(line) for line in out.read_text().splitlines()]
+    jaxgen, peer, real_row = [json.loads(line) for line in out.read_text().splitlines()]
     assert (jaxgen["implementation"], jaxgen["draws"], jaxgen["num"]) == ("jaxgen", 2, 40)
     assert (jaxgen["minutes"], jaxgen["steps"], jaxgen["params"]) == (1.0, 300, 1234)
     real, rand = jaxgen["draw_scores"]
@@ -244,7 +245,14 @@ def test_table_scores_each_draw_of_finished_runs_without_launching(tmp_path, cap
     # the peer's file holds the same draws in the other order
     assert peer["draw_scores"][0]["fd_domain"] > peer["draw_scores"][1]["fd_domain"]
     assert peer["steps"] == 7 and peer["fd_domain"] == pytest.approx(jaxgen["fd_domain"], rel=0.05)
-    assert "mean over 2 independent draws" in capsys.readouterr().out
+    # the real row: test images 200-279, whose first draw is jaxgen's first
+    assert (real_row["benchmark"], real_row["implementation"], real_row["draws"]) == (
+        "quality_table_real", "test images 200-279", 2)  # fmt: skip
+    assert real_row["draw_scores"][0] == jaxgen["draw_scores"][0]
+    assert real_row["fd_domain"] < jaxgen["fd_domain"] / 5
+    out_text = capsys.readouterr().out
+    assert "mean over 2 independent draws" in out_text
+    assert "| real | test images 200-279 | - | - | - |" in out_text
 
 
 def test_peer_records_score_jaxgen_only_and_check_the_peer_was_scored_alike(tmp_path, capsys):
@@ -259,7 +267,7 @@ def test_peer_records_score_jaxgen_only_and_check_the_peer_was_scored_alike(tmp_
     out = tmp_path / "records.jsonl"
     argv = ["--families=vae", f"--root={tmp_path}", "--num=40", "--draws=2", "--num-ref=200",
             "--torch-python=/nonexistent/python", f"--out={out}",
-            f"--peer-records={saved}"]  # fmt: skip
+            f"--peer-records={saved}", "--no-real-row"]  # fmt: skip
     assert quality_table.main(argv) == 0
     (jaxgen,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert jaxgen["implementation"] == "jaxgen" and jaxgen["draws"] == 2
@@ -277,3 +285,41 @@ def test_peer_records_score_jaxgen_only_and_check_the_peer_was_scored_alike(tmp_
         quality_table.main(argv)
     assert refused.value.code == 2 and "retrain the peer" in capsys.readouterr().err
     assert len(out.read_text().splitlines()) == 1  # refused runs wrote nothing
+
+
+def test_real_row_says_which_level_metrics_no_model_could_lead_on(tmp_path, capsys):
+    """Level metrics on which neither model is behind held-out real images are named as such
+    (no lead can show there); a level metric where both are behind the real images is not."""
+    spread = dict(draws=3, seed=0, **{f"{k}_std": 0.01 for k in peer_records.metric_keys()})
+    jaxgen = dict(_record("gan", "jaxgen", fd_domain=0.3, kid_contrastive=0.505), **spread)
+    peer = dict(_record("gan", "pytorch", kid_contrastive=0.5, fd_contrastive=0.505), **spread)
+    real = dict(_record("real", "test images 32-79", kid_contrastive=0.5, fd_contrastive=0.1),
+                **spread, benchmark="quality_table_real")  # fmt: skip
+    del real["minutes"], real["steps"], real["params"]
+    (line,) = peer_records.summary_lines([jaxgen, peer], real)
+    # kid_contrastive: level, and both within the real images' noise; fd_contrastive: level,
+    # and both behind the real images; the other level ones: all three equal
+    level = [k for k in peer_records.metric_keys() if k != "fd_domain"]
+    floor = [k for k in level if k != "fd_contrastive"]
+    assert line == (
+        f"gan: jaxgen ahead on 1 of 16; level (within 2 standard errors) on {', '.join(level)} "
+        f"({', '.join(floor)}: both as good as held-out real images)"
+    )
+    path = tmp_path / "records.jsonl"
+    other = dict(real, num=999, fd_contrastive=0.9)  # scored with another --num: not this table's
+    path.write_text("\n".join(json.dumps(r) for r in (jaxgen, peer, real, other)) + "\n")
+    assert peer_records.newest_real_record(str(path), jaxgen) == real
+    assert quality_table.main([f"--table-from={path}", "--families=gan"]) == 0
+    table = capsys.readouterr().out
+    assert "| real | test images 32-79 | - | - | - |" in table
+    assert quality_table.main([f"--table-from={path}", "--families=gan", "--no-real-row"]) == 0
+    assert "| real |" not in capsys.readouterr().out
+
+
+def test_real_row_past_the_test_set_is_refused_before_anything_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as refused:
+        quality_table.main([f"--root={tmp_path}", "--num=4000", "--draws=3",
+                            "--torch-python=/nonexistent/python"])  # fmt: skip
+    assert refused.value.code == 2
+    assert "--real-row: num_ref + num = 14000" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -34,6 +34,13 @@ which jaxgen is ahead of its peer by more than twice the standard error of the d
 prints the same table from records already written (the newest of each family and
 implementation), training and scoring nothing.
 
+Under the models, the table has a row of real images: the ``--num * --draws`` test images after
+the reference, scored in the same ``--draws`` slices (record ``benchmark="quality_table_real"``;
+``--no-real-row``: none). It is what a model that draws the data itself would score at this
+sample size, so a family's line also names the level metrics on which both models are as close
+to the reference as those real images (not behind them by more than twice the standard error):
+there no lead can show at this sample size.
+
   python benchmarks/peers/quality_table.py --families=ddpm \
       --peer-records=benchmarks/results/quality_peers_cpu.jsonl
 
@@ -60,6 +67,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from benchmarks.peers.records import (  # noqa: E402 (after the path it needs)
+    REAL_BENCHMARK,
+    json_objects,
+    newest_real_record,
+    newest_records,
+    print_table,
+    summarize_draws,
+)
+
 # family -> (jaxgen config, peer script in benchmarks/peers/quality)
 FAMILIES = {
     "vae": ("configs/vae.py", "vae.py"),
@@ -67,31 +83,10 @@ FAMILIES = {
     "ddpm": ("configs/ddpm.py", "ddpm.py"),
     "pixelcnn": ("configs/pixelcnn.py", "pixelcnn.py"),
 }
-# Table columns: (label, metric key prefix); each cell shows domain / contrastive.
-COLUMNS = (("FD", "fd"), ("KID", "kid"), ("precision", "precision"), ("recall", "recall"),
-           ("density", "density"), ("coverage", "coverage"), ("C2ST acc.", "c2st_accuracy"),
-           ("broken share", "broken_share"))  # fmt: skip
-
-
-def _json_objects(path: str) -> list[dict]:
-    """The JSON objects of the lines of ``path`` ([] when absent); a line that is not one
-    (the torn last line of a killed writer) is skipped."""
-    if not os.path.isfile(path):
-        return []
-    objects = []
-    with open(path) as f:
-        for line in f:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                objects.append(obj)
-    return objects
 
 
 def _rows(path: str) -> list[dict]:
-    return [row for row in _json_objects(path) if isinstance(row.get("step"), int)]
+    return [row for row in json_objects(path) if isinstance(row.get("step"), int)]
 
 
 def _positive(value) -> bool:
@@ -165,131 +160,6 @@ def _run(cmd: list[str], log_path: str) -> None:
         raise SystemExit(f"exit status {code}: {' '.join(cmd)} (log: {log_path})")
 
 
-# Metric key prefixes where a lower value is better; higher is better for the others.
-LOWER_IS_BETTER = frozenset({"fd", "kid", "c2st_accuracy", "broken_share"})
-FEATURES = ("domain", "contrastive")
-# A lead counts when the difference of the means exceeds this many standard errors of it.
-CLEAR_LEAD_SE = 2.0
-
-
-def metric_keys() -> list[str]:
-    """``<metric>_<features>`` of every column of :data:`COLUMNS`, in table order."""
-    return [f"{metric}_{features}" for _, metric in COLUMNS for features in FEATURES]
-
-
-def summarize_draws(scores: list[dict[str, float]]) -> dict:
-    """One record's metric fields from the scores of its draws (independent sample sets of
-    equal size): ``<key>`` the mean over draws, ``<key>_std`` their sample standard deviation
-    (``ddof=1``; only with two draws or more), ``draws`` the count and ``draw_scores`` the
-    scores themselves."""
-    out: dict = {"draws": len(scores), "draw_scores": scores}
-    for key in scores[0]:
-        values = np.asarray([s[key] for s in scores], np.float64)
-        out[key] = float(values.mean())
-        if len(values) > 1:
-            out[f"{key}_std"] = float(values.std(ddof=1))
-    return out
-
-
-def _standard_error(record: dict, key: str) -> float:
-    """Standard error of ``record``'s mean of ``key`` (0 for a single draw)."""
-    std = record.get(f"{key}_std")
-    return 0.0 if std is None else std / np.sqrt(record.get("draws") or 1)
-
-
-def comparison(jaxgen: dict, peer: dict) -> tuple[list[str], list[str], list[str]]:
-    """``(ahead, level, behind)``: the ``<metric>_<features>`` keys of :data:`COLUMNS` both
-    records have, split by whether jaxgen's mean is better than the peer's by more than
-    :data:`CLEAR_LEAD_SE` standard errors of the difference, within that, or worse by more.
-    Records of a single draw have no spread: there any difference decides and only an exact
-    tie is level."""
-    ahead, level, behind = [], [], []
-    for key in metric_keys():
-        if key not in jaxgen or key not in peer:
-            continue
-        gain = jaxgen[key] - peer[key]
-        if key.rsplit("_", 1)[0] in LOWER_IS_BETTER:
-            gain = -gain
-        margin = CLEAR_LEAD_SE * float(np.hypot(_standard_error(jaxgen, key),
-                                                _standard_error(peer, key)))  # fmt: skip
-        if gain > margin:
-            ahead.append(key)
-        elif gain < -margin:
-            behind.append(key)
-        else:
-            level.append(key)
-    return ahead, level, behind
-
-
-def newest_records(path: str, families: list[str]) -> list[dict]:
-    """The last ``quality_table`` record of each (family, implementation) in the JSON lines
-    file ``path``, ordered as ``families`` and then jaxgen before its peer."""
-    latest = {}
-    for record in _json_objects(path):
-        if record.get("benchmark") == "quality_table":
-            latest[record["family"], record["implementation"]] = record
-    order = {"jaxgen": 0}
-    keys = sorted((k for k in latest if k[0] in families),
-                  key=lambda k: (families.index(k[0]), order.get(k[1], 1), k[1]))  # fmt: skip
-    return [latest[k] for k in keys]
-
-
-def summary_lines(records: list[dict]) -> list[str]:
-    """One line per family with a jaxgen and a ``pytorch`` record: how many metrics jaxgen
-    leads on clearly (:func:`comparison`), and the ones where it is level or behind."""
-    by_key = {(r["family"], r["implementation"]): r for r in records}
-    lines = []
-    for family in dict.fromkeys(r["family"] for r in records):
-        jaxgen, peer = by_key.get((family, "jaxgen")), by_key.get((family, "pytorch"))
-        if jaxgen is None or peer is None:
-            continue
-        ahead, level, behind = comparison(jaxgen, peer)
-        total = len(ahead) + len(level) + len(behind)
-        line = f"{family}: jaxgen ahead on {len(ahead)} of {total}"
-        if level:
-            line += f"; level (within {CLEAR_LEAD_SE:g} standard errors) on {', '.join(level)}"
-        lines.append(line + (f"; behind on {', '.join(behind)}" if behind else ""))
-    return lines
-
-
-def print_table(records: list[dict]) -> None:
-    first = records[0]
-    draws = max(int(r.get("draws") or 1) for r in records)
-    spread = (f"; each cell the mean over {draws} independent draws ± their standard deviation"
-              if draws > 1 else "")  # fmt: skip
-    machines = list(dict.fromkeys(r.get("hardware", "unknown hardware") for r in records))
-    where = machines[0] if len(machines) == 1 else (
-        " and ".join(machines) + " (each record's hardware says which)")  # fmt: skip
-    print(f"\n{where}; {first.get('num')} samples per draw "
-          f"against the first {first.get('num_ref')} Fashion-MNIST test images; each metric: "
-          f"domain / contrastive features{spread}\n")  # fmt: skip
-    print(markdown_table(records))
-    print("\n" + "\n".join(summary_lines(records)))
-
-
-def _value(record: dict, key: str) -> str:
-    value, std = record.get(key), record.get(f"{key}_std")
-    if value is None:
-        return "-"
-    return f"{value:.3g}" if std is None else f"{value:.3g}±{std:.1g}"
-
-
-def _cell(record: dict, key: str) -> str:
-    return " / ".join(_value(record, f"{key}_{x}") for x in FEATURES)
-
-
-def markdown_table(records: list[dict]) -> str:
-    """One row per record: family, implementation, minutes, steps, params, and each metric of
-    :data:`COLUMNS` as ``domain / contrastive`` (``mean±std`` over draws when it has several)."""
-    head = ["family", "implementation", "minutes", "steps", "params"] + [c[0] for c in COLUMNS]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
-    for r in records:
-        params = "-" if r.get("params") is None else f"{r['params']:,}"
-        cells = [r["family"], r["implementation"], f"{r['minutes']:.2f}", str(r["steps"]), params]
-        lines.append("| " + " | ".join(cells + [_cell(r, key) for _, key in COLUMNS]) + " |")
-    return "\n".join(lines)
-
-
 def peer_run(
     family: str, minutes: float, args: argparse.Namespace, root: str, torch_python: str
 ) -> tuple[str, str, dict]:
@@ -337,7 +207,12 @@ def saved_peer_record(path: str, family: str, args: argparse.Namespace, minutes:
 
 def main(argv=None) -> int:
     from benchmarks.common import hardware, write_record
-    from benchmarks.peers.score_samples import Scorer, read_samples, reference_images
+    from benchmarks.peers.score_samples import (
+        Scorer,
+        held_out_images,
+        read_samples,
+        reference_images,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(FAMILIES))
@@ -360,6 +235,8 @@ def main(argv=None) -> int:
         help="compare with the newest peer record of each family in this JSON lines file "
              "instead of training and scoring the peer",
     )  # fmt: skip
+    parser.add_argument("--real-row", action=argparse.BooleanOptionalAction, default=True,
+                        help="score held-out test images as a row of the table")  # fmt: skip
     parser.add_argument("--out", default="", help="JSON lines (default <root>/quality_table.jsonl)")
     parser.add_argument(
         "--table-from", default="",
@@ -380,14 +257,23 @@ def main(argv=None) -> int:
             parser.error(
                 f"--table-from: no quality_table record of {families} in {args.table_from}"
             )
-        print_table(records)
+        real = newest_real_record(args.table_from, records[0]) if args.real_row else None
+        print_table(records, real)
         return 0
     if args.peer_records and not os.path.isfile(args.peer_records):
         parser.error(f"--peer-records: no file {args.peer_records}")
     root, py = os.path.abspath(args.root), sys.executable
     torch_python = "" if args.peer_records else args.torch_python or find_torch_python()
-    scorer = Scorer(reference_images(args.num_ref), args.extractors.split(","), args.seed)
     info, records, total = hardware(), [], args.num * args.draws
+    try:  # real images past the test set fail here, before anything trains
+        held_out = held_out_images(args.num_ref, total) if args.real_row else None
+    except ValueError as e:
+        parser.error(f"--real-row: {e}")
+    scorer = Scorer(reference_images(args.num_ref), args.extractors.split(","), args.seed)
+
+    def scored(images: np.ndarray) -> dict:
+        return summarize_draws([scorer.score(images[d * args.num : (d + 1) * args.num])
+                                for d in range(args.draws)])  # fmt: skip
 
     def peer_record(family: str, minutes: float) -> dict:
         try:
@@ -424,17 +310,20 @@ def main(argv=None) -> int:
         else:
             runs, saved = [jaxgen_run, peer_run(family, minutes, args, root, torch_python)], None
         for implementation, path, fields in runs:
-            images = read_samples(path, total)[0]
-            scores = [scorer.score(images[d * args.num : (d + 1) * args.num])
-                      for d in range(args.draws)]  # fmt: skip
             record = dict(benchmark="quality_table", family=family, implementation=implementation,
                           file=path, num=args.num, num_ref=args.num_ref, seed=args.seed,
-                          **fields, **summarize_draws(scores), **info)  # fmt: skip
+                          **fields, **scored(read_samples(path, total)[0]), **info)  # fmt: skip
             write_record(record, args.out or os.path.join(root, "quality_table.jsonl"))
             records.append(record)
         if saved is not None:
             records.append(saved)
-    print_table(records)
+    real = None
+    if held_out is not None:
+        real = dict(benchmark=REAL_BENCHMARK, family="real", num=args.num, num_ref=args.num_ref,
+                    implementation=f"test images {args.num_ref}-{args.num_ref + total - 1}",
+                    seed=args.seed, **scored(held_out), **info)  # fmt: skip
+        write_record(real, args.out or os.path.join(root, "quality_table.jsonl"))
+    print_table(records, real)
     return 0
 
 

@@ -50,6 +50,19 @@ def reference_images(num_ref: int) -> np.ndarray:
     return images[:num_ref].reshape(num_ref, 28, 28, 1)
 
 
+def held_out_images(num_ref: int, num: int) -> np.ndarray:
+    """The ``num`` Fashion-MNIST test images after the first ``num_ref`` (the reference), uint8
+    ``[num, 28, 28, 1]``: real images scored like samples, the best any model can do."""
+    from jaxgen.data.sources import fashion_mnist
+
+    images = np.asarray(fashion_mnist("test").images)
+    if num_ref + num > len(images):
+        raise ValueError(
+            f"num_ref + num = {num_ref + num}: more than the {len(images)} test images"
+        )
+    return images[num_ref : num_ref + num].reshape(num, 28, 28, 1)
+
+
 class Scorer:
     """Scores uint8 image sets ``[N, 28, 28, 1]`` against fixed reference images; the
     reference features of each extractor are computed once."""
