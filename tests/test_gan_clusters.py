@@ -11,7 +11,6 @@ from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.gan import clusters
 from jaxgen.methods.gan import GAN
-from jaxgen.sampling import SampleOptions
 from tests.conftest import gray_batch, jitted_init, jitted_step, launch, load_config
 
 
@@ -115,12 +114,6 @@ def test_bad_info_code_or_cluster_config_is_a_user_error(args, overrides, expect
     cond = "class" if "cond=class" in args else "none"
     with pytest.raises(UserError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         GAN(config, DataSpec((8, 8, 1), 10, cond))
-
-
-def test_rejection_sampling_is_refused_for_clusters(clustered_gan):
-    method = clustered_gan[0]
-    with pytest.raises(UserError, match="not for a GAN trained on clusters"):
-        method.resolve_sample_options(SampleOptions(sampler="drs"))
 
 
 def test_a_resumed_run_continues_the_clusters_exactly(tmp_path):

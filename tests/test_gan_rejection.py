@@ -10,11 +10,11 @@ import pytest
 
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.gan import rejection
+from jaxgen.gan import clusters, rejection
 from jaxgen.gan.rejection_sampler import CANDIDATES
 from jaxgen.methods.gan import GAN
 from jaxgen.sampling import SampleOptions
-from tests.conftest import jitted_init, load_config
+from tests.conftest import gray_batch, jitted_init, load_config
 
 
 def test_zero_shift_is_exact_rejection_sampling_of_the_data_density():
@@ -69,6 +69,21 @@ def gan():
     return method, state
 
 
+@pytest.fixture(scope="module")
+def clustered_gan():
+    """An untrained smoke GAN conditioned on 3 k-means clusters (``gan.clusters``)."""
+    config = load_config("configs/gan.py:preset=smoke")
+    config.gan.clusters = 3
+    method = GAN(config, DataSpec((8, 8, 1), 10, "none"))
+    state = jitted_init(method, method.make_optimizer(), jax.random.PRNGKey(0), gray_batch(0))
+    return method, state
+
+
+@pytest.fixture(params=["class", "clusters"])
+def labelled_gan(request, gan, clustered_gan):
+    return gan if request.param == "class" else clustered_gan
+
+
 def _drs(method, state, percentile):
     options = method.resolve_sample_options(SampleOptions(sampler="drs", drs_percentile=percentile))
     params = method.prepare_sampling(method.sampling_params(state, options), options, None)
@@ -79,13 +94,14 @@ def _logits(method, params, images, labels):
     return method._score(params, jnp.asarray(images) * 2.0 - 1.0, labels)
 
 
-def test_drs_keeps_each_slot_one_of_its_draws_as_the_acceptance_rule_says(gan):
+def test_drs_keeps_each_slot_one_of_its_draws_as_the_acceptance_rule_says(labelled_gan):
     """Against the candidates drawn the way ``sample`` draws them: each kept image is one of
     its slot's draws, and the kept draws' mean logit matches its exact expectation under the
-    rule (first accepted, else the likeliest); a higher percentile keeps higher logits."""
-    method, state = gan
+    rule (first accepted, else the likeliest); a higher percentile keeps higher logits. For
+    classes and for clusters: the slot's label conditions its draws and their scores."""
+    method, state = labelled_gan
     num, rng = 1024, jax.random.PRNGKey(3)
-    slots = jnp.arange(num, dtype=jnp.int32) % 10
+    slots = jnp.arange(num, dtype=jnp.int32) % (method.clusters or method.num_classes)
     total = num * CANDIDATES
     expected_means = []
     for percentile in (50.0, 99.0):
@@ -125,6 +141,26 @@ def test_drs_sample_does_not_depend_on_later_slots(gan):
     np.testing.assert_array_equal(a[:4], b[:4])
 
 
+def test_drs_on_clusters_draws_each_slot_a_cluster_by_size(clustered_gan):
+    """Asked for no labels, a clustered GAN's slots take clusters drawn in proportion to the
+    counts (:func:`jaxgen.gan.clusters.draw`), as its plain sampler does."""
+    method, state = clustered_gan
+    options, params = _drs(method, state, 95.0)
+    assert set(params) == {"generator", "cluster_counts", "discriminator",
+                           "discriminator_state", "drs"}  # fmt: skip
+    rng, num = jax.random.PRNGKey(5), 12
+    slots = clusters.draw(jax.random.fold_in(rng, 2), params["cluster_counts"], num)
+    assert len(set(np.asarray(slots).tolist())) > 1
+    unlabelled = method.sample(params, rng, num, None, options)
+    np.testing.assert_array_equal(
+        unlabelled, method.sample(params, rng, num, {"label": slots}, options)
+    )
+    other = (slots + 1) % method.clusters
+    assert not np.array_equal(
+        unlabelled, method.sample(params, rng, num, {"label": other}, options)
+    )
+
+
 def test_drs_params_hold_the_discriminator(gan):
     method, state = gan
     options, params = _drs(method, state, 0.0)
@@ -151,5 +187,5 @@ def test_bad_drs_options_are_one_line_errors(gan, options, text):
 def test_drs_is_refused_for_text_conditioned_gans():
     config = load_config("configs/gan.py:preset=smoke,cond=text,data=sprites")
     config.sample.sampler = "drs"
-    with pytest.raises(UserError, match="sample.sampler='drs': for unconditional"):
+    with pytest.raises(UserError, match="sample.sampler='drs': for GANs without text"):
         GAN(config, DataSpec((8, 8, 3), 5, "text")).resolve_sample_options()

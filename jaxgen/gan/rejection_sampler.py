@@ -31,6 +31,8 @@ BURN_IN_STREAM = 0x5D45  # folded into the PRNGKey of the run's seed for the bur
 DrawFn = Callable[[dict, jax.Array, int, dict | None], jax.Array]
 # (params, images in [-1, 1] [B, H, W, C], labels [B] | None) -> float32 logits [B] (nats)
 ScoreFn = Callable[[dict, jax.Array, jax.Array | None], jax.Array]
+# (params, key, num) -> int32 labels [num] of slots that were given none
+LabelFn = Callable[[dict, jax.Array, int], jax.Array]
 
 
 class RejectionSampler:
@@ -41,13 +43,17 @@ class RejectionSampler:
       score: the discriminator's logits (:data:`ScoreFn`); reads ``params["discriminator"]``
         and ``params["discriminator_state"]``.
       chunk: rows the discriminator scores at once (its training micro-batch).
-      num_classes: labels of a class-conditioned GAN; 0 when unconditional.
+      slot_labels: the labels of slots given none (:data:`LabelFn`): the classes in turn
+        for a class-conditioned GAN, clusters drawn by size for a clustered one; None when
+        the networks take no labels.
       seed: the run's seed, which keys the burn-in draws.
     """
 
-    def __init__(self, draw: DrawFn, score: ScoreFn, chunk: int, num_classes: int, seed: int):
+    def __init__(
+        self, draw: DrawFn, score: ScoreFn, chunk: int, slot_labels: LabelFn | None, seed: int
+    ):
         self.draw, self.score = draw, score
-        self.chunk, self.num_classes, self.seed = chunk, num_classes, seed
+        self.chunk, self.slot_labels, self.seed = chunk, slot_labels, seed
 
     def scored_draws(self, params, rng, num, labels):
         """``(images float32 [M, H, W, C] in [0, 1], logits [M])`` of ``M`` draws, ``num``
@@ -71,37 +77,36 @@ class RejectionSampler:
 
     def candidate_labels(self, slots, count):
         """int32 ``[count]``: each slot's label ``CANDIDATES`` times in a row, the sequence
-        repeated to ``count``; None when unconditional."""
-        if not self.num_classes:
+        repeated to ``count``; None when the slots have none."""
+        if slots is None:
             return None
         return jnp.resize(jnp.repeat(jnp.asarray(slots, jnp.int32), CANDIDATES), (count,))
 
     def calibrate(self, params, percentile: float) -> dict:
         """``params`` plus ``"drs"`` (:func:`jaxgen.gan.rejection.calibrate` at ``percentile``)
-        from ``BURN_IN`` draws keyed by the seed (labels in turn when class-conditioned)."""
+        from ``BURN_IN`` draws keyed by the seed, labelled by ``slot_labels``."""
         count = -(-BURN_IN // self.chunk) * self.chunk
-        labels = None
-        if self.num_classes:
-            labels = jnp.arange(count, dtype=jnp.int32) % self.num_classes
         rng = jax.random.fold_in(jax.random.PRNGKey(self.seed), BURN_IN_STREAM)
+        labels = None
+        if self.slot_labels is not None:
+            labels = self.slot_labels(params, jax.random.fold_in(rng, 1), count)
         _, logits = self._jitted_scored_draws(params, rng, count, labels)
         return dict(params, drs=rejection.calibrate(logits, percentile))
 
     def sample(self, params, rng, num, conditioning):
         """float32 ``[num, H, W, C]`` in ``[0, 1]``: per requested image, the first accepted
         of its ``CANDIDATES`` draws (:func:`jaxgen.gan.rejection.choose`). ``params`` come
-        from :meth:`calibrate`; ``conditioning``: ``label`` int32 ``[num]`` or None (the
-        classes in turn)."""
+        from :meth:`calibrate`; ``conditioning``: ``label`` int32 ``[num]`` or None
+        (``slot_labels``)."""
         if "drs" not in params:
             raise UserError("sample.sampler='drs': the parameters lack its calibration")
         total = num * CANDIDATES
         padded = -(-total // self.chunk) * self.chunk
         slots = None
-        if self.num_classes:
-            if conditioning is not None and "label" in conditioning:
-                slots = conditioning["label"]
-            else:
-                slots = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+        if conditioning is not None and "label" in conditioning:
+            slots = jnp.asarray(conditioning["label"], jnp.int32)
+        elif self.slot_labels is not None:
+            slots = self.slot_labels(params, jax.random.fold_in(rng, 2), num)
         draw_rng, accept_rng = jax.random.split(rng)
         images, logits = self.scored_draws(
             params, draw_rng, padded, self.candidate_labels(slots, padded)

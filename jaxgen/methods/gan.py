@@ -44,7 +44,8 @@ by their sizes) drawn with the sample key, so an image does not depend on what e
 requested.
 ``sample.sampler=drs`` (discriminator rejection sampling, :mod:`jaxgen.gan.rejection_sampler`)
 keeps, per requested image, the first of ``rejection_sampler.CANDIDATES`` draws with its
-condition that the live discriminator accepts; an image then depends on the other requests of
+condition (its class or its cluster, the latter drawn by size) that the live discriminator,
+given that condition, accepts; an image then depends on the other requests of
 its discriminator chunk (the micro-batch over ``CANDIDATES`` images), not on later ones.
 
 Text conditioning (``cond=text``, :mod:`jaxgen.text.conditioner`): the
@@ -143,8 +144,9 @@ class GAN(Method):
             self._generate, self._discriminate, m.z_dim, self.num_classes, self.info_codes
         )
         self.rejection_sampler = RejectionSampler(
-            self._draw, self._score, self.reference_batch_size(), self.num_classes, int(config.seed)
-        )
+            self._draw, self._score, self.reference_batch_size(), self._slot_labels(),
+            int(config.seed),
+        )  # fmt: skip
 
     # --- the networks as pure functions --------------------------------------
     def _split(self, player_params, cond):
@@ -334,14 +336,9 @@ class GAN(Method):
         name = options.sampler or "generator"
         if name not in SAMPLERS:
             raise UserError(f"config key sample.sampler={name!r}: expected one of {list(SAMPLERS)}")
-        if name == "drs" and self.clusters:
-            raise UserError(
-                "config key sample.sampler='drs': not for a GAN trained on clusters "
-                "(gan.clusters); use sample.sampler=generator"
-            )
         if name == "drs" and self.text is not None:
             raise UserError(
-                "config key sample.sampler='drs': for unconditional and class-conditioned GANs; "
+                "config key sample.sampler='drs': for GANs without text conditioning; "
                 "this one is text-conditioned (use sample.sampler=generator)"
             )
         used = ("sampler", "drs_percentile") if name == "drs" else ("sampler",)
@@ -394,6 +391,15 @@ class GAN(Method):
             return self.rejection_sampler.sample(params, rng, num, conditioning)
         return self._draw(params, rng, num, conditioning)
 
+    def _slot_labels(self):
+        """The labels of ``num`` samples asked for without any, ``(params, key, num) -> int32
+        [num]``: the classes in turn, or clusters drawn by size; None without labels."""
+        if self.clusters:
+            return lambda params, key, num: clusters.draw(key, params["cluster_counts"], num)
+        if self.num_classes:
+            return lambda params, key, num: jnp.arange(num, dtype=jnp.int32) % self.num_classes
+        return None
+
     def _draw(self, params, rng, num, conditioning):
         """``num`` draws of the generator, float32 ``[num, H, W, C]`` in ``[0, 1]``."""
         ref_rng, z_rng = jax.random.split(rng)
@@ -404,20 +410,19 @@ class GAN(Method):
         labels = None
         if self.text is not None:
             labels = self._sample_text(ref_rng, n_ref, num, conditioning)
-        elif self.clusters:  # both drawn in proportion to the clusters' sizes
-            counts = params["cluster_counts"]
-            y_ref = clusters.draw(jax.random.fold_in(ref_rng, 1), counts, n_ref)
-            labels = jnp.concatenate(
-                [y_ref, clusters.draw(jax.random.fold_in(z_rng, 1), counts, num)]
-            )
-        elif self.num_classes:
-            y_ref = jax.random.randint(
-                jax.random.fold_in(ref_rng, 1), (n_ref,), 0, self.num_classes, jnp.int32
-            )
+        elif self.clusters or self.num_classes:
+            if self.clusters:  # the reference rows' clusters drawn by size, as in training
+                y_ref = clusters.draw(
+                    jax.random.fold_in(ref_rng, 1), params["cluster_counts"], n_ref
+                )
+            else:
+                y_ref = jax.random.randint(
+                    jax.random.fold_in(ref_rng, 1), (n_ref,), 0, self.num_classes, jnp.int32
+                )
             if conditioning is not None and "label" in conditioning:
                 y = jnp.asarray(conditioning["label"], jnp.int32)
             else:
-                y = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+                y = self._slot_labels()(params, jax.random.fold_in(z_rng, 1), num)
             labels = jnp.concatenate([y_ref, y])
         mask = jnp.concatenate([jnp.ones((n_ref,)), jnp.zeros((num,))])
         x = self._generate(params["generator"], jnp.concatenate([z_ref, z]), labels, mask)
