@@ -103,10 +103,11 @@ class RejectionSampler:
         total = num * CANDIDATES
         padded = -(-total // self.chunk) * self.chunk
         slots = None
-        if conditioning is not None and "label" in conditioning:
-            slots = jnp.asarray(conditioning["label"], jnp.int32)
-        elif self.slot_labels is not None:
-            slots = self.slot_labels(params, jax.random.fold_in(rng, 2), num)
+        if self.slot_labels is not None:
+            if conditioning is not None and "label" in conditioning:
+                slots = jnp.asarray(conditioning["label"], jnp.int32)
+            else:
+                slots = self.slot_labels(params, jax.random.fold_in(rng, 2), num)
         draw_rng, accept_rng = jax.random.split(rng)
         images, logits = self.scored_draws(
             params, draw_rng, padded, self.candidate_labels(slots, padded)
