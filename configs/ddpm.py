@@ -12,7 +12,9 @@ shape-colour pairs seen / held out in training, 48 min on a 2-core CPU):
 
 Arguments: ``preset=smoke|cpu`` (default: full), ``data=<source>``, ``cond=none|class``,
 ``cond=text`` with ``text_encoder=bert|transformer`` (see ``configs/base.py``),
-``prediction=eps|x0|v`` (default: ``v`` for ``preset=cpu``, else ``eps``),
+``prediction=eps|x0|v`` (default: ``v`` for ``preset=cpu``, else ``eps``, the paper's; an
+under-trained eps network draws blotchy speckle, so a short run should predict ``v``: README,
+"Where the DDPM preset's speckle came from"),
 ``weighting=uniform|min_snr`` (the loss weighting over noise levels; default: ``min_snr`` for
 ``preset=cpu`` without text, else ``uniform``),
 ``schedule=linear|cosine``, ``edm=true`` (EDM preconditioning and noise distribution instead
