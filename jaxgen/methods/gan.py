@@ -144,8 +144,8 @@ class GAN(Method):
             self._generate, self._discriminate, m.z_dim, self.num_classes, self.info_codes
         )
         self.rejection_sampler = RejectionSampler(
-            self._draw, self._score, self.reference_batch_size(), self._slot_labels(),
-            int(config.seed),
+            self._draw, self._score, self.reference_batch_size(),
+            self._slot_labels if labels else None, int(config.seed),
         )  # fmt: skip
 
     # --- the networks as pure functions --------------------------------------
@@ -391,14 +391,12 @@ class GAN(Method):
             return self.rejection_sampler.sample(params, rng, num, conditioning)
         return self._draw(params, rng, num, conditioning)
 
-    def _slot_labels(self):
-        """The labels of ``num`` samples asked for without any, ``(params, key, num) -> int32
-        [num]``: the classes in turn, or clusters drawn by size; None without labels."""
+    def _slot_labels(self, params, key, num):
+        """int32 ``[num]``, the labels of ``num`` samples asked for without any: clusters
+        drawn by size (``key``, ``params["cluster_counts"]``), or the classes in turn."""
         if self.clusters:
-            return lambda params, key, num: clusters.draw(key, params["cluster_counts"], num)
-        if self.num_classes:
-            return lambda params, key, num: jnp.arange(num, dtype=jnp.int32) % self.num_classes
-        return None
+            return clusters.draw(key, params["cluster_counts"], num)
+        return jnp.arange(num, dtype=jnp.int32) % self.num_classes
 
     def _draw(self, params, rng, num, conditioning):
         """``num`` draws of the generator, float32 ``[num, H, W, C]`` in ``[0, 1]``."""
@@ -422,7 +420,7 @@ class GAN(Method):
             if conditioning is not None and "label" in conditioning:
                 y = jnp.asarray(conditioning["label"], jnp.int32)
             else:
-                y = self._slot_labels()(params, jax.random.fold_in(z_rng, 1), num)
+                y = self._slot_labels(params, jax.random.fold_in(z_rng, 1), num)
             labels = jnp.concatenate([y_ref, y])
         mask = jnp.concatenate([jnp.ones((n_ref,)), jnp.zeros((num,))])
         x = self._generate(params["generator"], jnp.concatenate([z_ref, z]), labels, mask)
