@@ -36,6 +36,8 @@ from jaxgen.validate import check_config_values
 from jaxgen.workdir import (
     check_resume_config,
     check_workdir,
+    config_changes,
+    config_dict,
     flatten,
     record_launch,
     trained_config,
@@ -60,6 +62,31 @@ def _with_new_keys(
     return CheckpointMismatchError(
         f"{error}; keys added since this run started take today's values ({', '.join(new)}): "
         "relaunch with --workdir alone to train on with the run's own config"
+    )
+
+
+# Sections of the config whose keys can change a network's or its inputs' shapes.
+SHAPE_SECTIONS = ("model", "data")
+MAX_NAMED_KEYS = 6
+
+
+def _with_trained_values(
+    error: CheckpointMismatchError, config: ml_collections.ConfigDict, workdir: str
+) -> CheckpointMismatchError:
+    """``error``, naming the ``model.*`` and ``data.*`` values the run was trained with where
+    ``config`` differs: a run trained with overrides, sampled or evaluated without them."""
+    trained = trained_config(workdir)
+    if trained is None:
+        return error
+    changes = config_changes(trained, config_dict(config))
+    differing = [k for k in changes if k.split(".", 1)[0] in SHAPE_SECTIONS]
+    if not differing:
+        return error
+    named = ", ".join(f"{k}={changes[k][0]!r}" for k in differing[:MAX_NAMED_KEYS])
+    more = f" and {len(differing) - MAX_NAMED_KEYS} more" if len(differing) > MAX_NAMED_KEYS else ""
+    return CheckpointMismatchError(
+        f"{error}; the run was trained with {named}{more}: give those values, or leave the "
+        "config out to use the run's own (launch.py with --workdir alone)"
     )
 
 
@@ -135,20 +162,26 @@ def restore_for_inference(
     exp = Experiment(config, workdir, training=False)
     checkpoints = exp.checkpoints(read_only=True)
     try:
-        if step is None:
-            step, state, _ = checkpoints.restore_latest(
-                exp.abstract_sharded_state(), fall_back=True
-            )
-        elif step not in checkpoints.all_steps():
-            raise UserError(
-                f"no checkpoint of step {step} in {checkpoints.directory}; it has "
-                f"{checkpoints.all_steps()}"
-            )
-        else:
-            state, _ = checkpoints.restore(step, exp.abstract_sharded_state())
+        return exp, *_restore(checkpoints, exp, step)
+    except CheckpointMismatchError as e:
+        raise _with_trained_values(e, config, workdir) from None
     finally:
         checkpoints.close()
-    return exp, step, state
+
+
+def _restore(checkpoints, exp: Experiment, step: int | None) -> tuple[int, object]:
+    """``(step, state)``: checkpoint ``step`` of ``checkpoints`` (None: the newest that
+    restores) in ``exp``'s sharded state."""
+    if step is None:
+        step, state, _ = checkpoints.restore_latest(exp.abstract_sharded_state(), fall_back=True)
+        return step, state
+    if step not in checkpoints.all_steps():
+        raise UserError(
+            f"no checkpoint of step {step} in {checkpoints.directory}; it has "
+            f"{checkpoints.all_steps()}"
+        )
+    state, _ = checkpoints.restore(step, exp.abstract_sharded_state())
+    return step, state
 
 
 def train(

@@ -330,6 +330,22 @@ def test_allowed_width_change_says_the_checkpoint_does_not_fit(run_copy, capfd):
     assert tree_digest(run_copy) == before
 
 
+def test_sampling_with_another_model_names_the_values_the_run_was_trained_with(run_copy, capfd):
+    """A run trained with overrides, sampled with its config file but without them: the
+    refusal names the model values the run was trained with, and writes nothing."""
+    before = tree_digest(run_copy)
+    result = run_cli(
+        capfd, VAE, "--config.model.hidden_dim=64", "--mode=sample", f"--workdir={run_copy}"
+    )
+    assert_refused(
+        result,
+        "(32,) there, (64,) here",
+        "the run was trained with model.hidden_dim=32:",
+        "launch.py with --workdir alone",
+    )
+    assert tree_digest(run_copy) == before
+
+
 def test_finished_run_relaunched_does_nothing(run_copy, capfd):
     before = tree_digest(os.path.join(run_copy, "checkpoints"))
     result = run_cli(capfd, VAE, f"--workdir={run_copy}")
