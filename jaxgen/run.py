@@ -79,7 +79,8 @@ def _with_trained_values(
     if trained is None:
         return error
     changes = config_changes(trained, config_dict(config))
-    differing = [k for k in changes if k.split(".", 1)[0] in SHAPE_SECTIONS]
+    known = flatten(trained)  # keys added to jaxgen since the run started have no trained value
+    differing = [k for k in changes if k.split(".", 1)[0] in SHAPE_SECTIONS and k in known]
     if not differing:
         return error
     named = ", ".join(f"{k}={changes[k][0]!r}" for k in differing[:MAX_NAMED_KEYS])
