@@ -5,26 +5,34 @@ own (``orbax.checkpoint._src.asyncio_utils.run_sync``). When one read fails (a d
 file, a chunk rotated away by another launch), the loop is closed while the other reads are
 still pending; as each finishes, TensorStore's callback meets the closed loop, and the reads'
 coroutines are garbage-collected unfinished. Python reports each of these through
-``sys.unraisablehook``, and a finished task whose read error nobody retrieved through the
-``asyncio`` logger: hundreds of tracebacks around the one-line error the launcher prints,
-sometimes splicing into it. :func:`quiet_abandoned_reads` drops exactly those reports.
+``sys.unraisablehook``, and a finished task or future whose read error nobody retrieved
+through the ``asyncio`` logger: hundreds of tracebacks around the one-line error the
+launcher prints, sometimes splicing into it. :func:`quiet_abandoned_reads` drops exactly
+those reports.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 # The coroutine Orbax runs for every array shard it reads (orbax-checkpoint 0.11 and later).
 _READ_COROUTINE = "_read_array_index_and_device_put"
 _ORBAX_READ_ERROR = "Encountered error while reading array index"
+# TensorStore's failed read: its status code, then what it was reading.
+_TENSORSTORE_READ_ERROR = re.compile(r"[A-Z_]+: Error reading ")
 
 _installed = False
 
 
 def _is_read_failure(error: BaseException | None) -> bool:
-    """Whether ``error`` is a callback meeting the closed event loop or Orbax's read error."""
+    """Whether ``error`` is a callback meeting the closed event loop, Orbax's read error, or
+    TensorStore's own (``OUT_OF_RANGE: Error reading "<array>" ...``), which a read's future
+    holds when nobody awaited it."""
     if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return True
+    if isinstance(error, ValueError) and _TENSORSTORE_READ_ERROR.match(str(error)):
         return True
     return error is not None and str(error).startswith(_ORBAX_READ_ERROR)
 

@@ -239,9 +239,16 @@ def test_only_the_reports_of_abandoned_reads_are_dropped(monkeypatch, caplog):
     coroutine.close()
     assert seen == others
 
-    # A finished task whose read error nobody retrieved: asyncio logs it as an error.
+    # A finished task or future whose read error nobody retrieved: asyncio logs it as an error.
+    tensorstore_error = ValueError(
+        'OUT_OF_RANGE: Error reading "params.encoder.Conv_4.kernel/0.0.0.0" in OCDBT database'
+    )
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         for error in (Exception("Encountered error while reading array index: (0,)"),
-                      ValueError("another task's error")):  # fmt: skip
-            asyncio_log.error("Task exception was never retrieved", exc_info=error)
-    assert [str(r.exc_info[1]) for r in caplog.records] == ["another task's error"]
+                      tensorstore_error, ValueError("another task's error"),
+                      ValueError("Error reading a config file")):  # fmt: skip
+            asyncio_log.error("Future exception was never retrieved", exc_info=error)
+    assert [str(r.exc_info[1]) for r in caplog.records] == [
+        "another task's error",
+        "Error reading a config file",
+    ]
