@@ -80,6 +80,7 @@ def get_config(arg: str | None = None):
     # closest schedule jaxgen.optim offers.
     c.optimizer.schedule = "cosine"
     c.sample.sampler = "fast"
+    c.sample.temperature = 1.0  # divides the logits of every draw (1: from the model, 0: greedy)
 
     # num_examples: the whole CIFAR-10 test split (10,000 images).
     c.evals.likelihood = dict(type="likelihood", num_examples=10_000, batch_size=500, every=0)

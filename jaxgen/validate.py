@@ -51,6 +51,7 @@ _RANGES = (
     ("sample.guidance", ">= 0", " (0: unconditional, 1: conditional)"),
     ("sample.final_snr", ">= 0", " (0: the process's least noisy level)"),
     ("sample.drs_percentile", "[0, 100)", " (0: 95)"),
+    ("sample.temperature", ">= 0", " (0: greedy, 1: draws from the model)"),
     ("sample.timing_repeats", ">= 0", " (0: no timing)"),
     ("data.prefetch", ">= 0", ""),
     ("text.caption_seed", ">= 0", ""),

@@ -76,3 +76,54 @@ def test_mixture_sampler_draws_from_the_model():
     sharp = sharp.at[:, 1:4].set(jnp.array([200, 100, 50]) / 127.5 - 1).at[:, 4:7].set(-7.0)
     pixels = np.asarray(logistic_mixture.sample_pixel(sharp, 3, 1, jax.random.PRNGKey(1)))
     assert np.mean(np.abs(pixels - [200, 100, 50]) <= 1) > 0.95
+
+
+def test_tempered_categorical_draws_follow_the_tempered_softmax():
+    from jaxgen.pixelcnn import categorical
+
+    n, temperature = 20_000, 0.5
+    logits = jax.random.normal(jax.random.PRNGKey(3), (256,)) * 2.0
+    out = jnp.tile(logits, (n, 1))  # one channel: the 256 logits of every draw
+    draws = categorical.sample_channel(out, 0, 1, jax.random.PRNGKey(4), temperature)
+    freq = np.bincount(np.asarray(draws), minlength=256) / n
+    tempered = np.asarray(jax.nn.softmax(logits / temperature))
+    assert 0.5 * np.abs(freq - tempered).sum() < 0.05  # total variation
+    assert 0.5 * np.abs(tempered - np.asarray(jax.nn.softmax(logits))).sum() > 0.2
+    greedy = categorical.sample_channel(out[:4], 0, 1, jax.random.PRNGKey(4), 0.0)
+    np.testing.assert_array_equal(np.asarray(greedy), int(jnp.argmax(logits)))
+
+
+def test_tempered_mixture_draws_follow_the_tempered_mixture():
+    """At temperature T the draws follow the mixture whose logits are divided by T and whose
+    scales are multiplied by it; at 0, the likeliest component's mean."""
+    from jaxgen.pixelcnn import logistic_mixture
+
+    n, temperature = 20_000, 0.5
+    out = jnp.array([0.3, -0.2, -0.5, 0.6, -2.5, -3.0])  # logits, means, log-scales
+    draws = logistic_mixture.sample_pixel(
+        jnp.tile(out, (n, 1)), 1, 2, jax.random.PRNGKey(0), temperature
+    )
+    freq = np.bincount(np.asarray(draws[:, 0]), minlength=256) / n
+    log_t = np.log(temperature)
+    tempered = jnp.concatenate([out[:2] / temperature, out[2:4], out[4:] + log_t])
+    values = jnp.arange(256).reshape(256, 1, 1, 1)
+    log_probs = logistic_mixture.log_prob(jnp.tile(tempered, (256, 1, 1, 1)), values, 2)
+    probs = np.exp(np.asarray(log_probs))[:, 0, 0]
+    assert 0.5 * np.abs(freq - probs).sum() < 0.05
+    untempered = np.exp(
+        np.asarray(logistic_mixture.log_prob(jnp.tile(out, (256, 1, 1, 1)), values, 2))
+    )
+    assert 0.5 * np.abs(untempered[:, 0, 0] - probs).sum() > 0.2
+    greedy = logistic_mixture.sample_pixel(jnp.tile(out, (3, 1)), 1, 2, jax.random.PRNGKey(0), 0.0)
+    np.testing.assert_array_equal(np.asarray(greedy[:, 0]), 64)  # component 0's mean, -0.5
+
+
+@pytest.mark.parametrize("variant", ["gated", "pixelcnn_pp"])
+def test_sample_temperature_reaches_every_draw(variant):
+    """``sample.temperature=0`` draws greedily: the same images whatever the key."""
+    method, params = tiny(variant, channels=1)
+    method.config.sample.temperature = 0.0
+    method, _ = _rebuild(method)
+    sample = jax.jit(method.sample, static_argnums=2)
+    first, second = (np.asarray(sample(params, jax.random.PRNGKey(k), 2)) for k in (1, 2))
+    np.testing.assert_array_equal(first, second)

@@ -223,6 +223,8 @@ def test_pixelcnn_sampler_name_and_steps_are_checked_before_training(tmp_path):
     text = _refused(_config(spec, **{"sample.sampler": "euler"}), tmp_path)
     assert text == "config key sample.sampler='euler': expected one of ['fast', 'plain']"
     assert "sample.steps=10" in _refused(_config(spec, **{"sample.steps": 10}), tmp_path)
+    text = _refused(_config(spec, **{"sample.temperature": -0.5}), tmp_path)
+    assert text.startswith("config key sample.temperature=-0.5: expected >= 0 (0: greedy")
     Experiment(_config(spec, **{"sample.sampler": "plain"}), str(tmp_path / "ok"))
 
 

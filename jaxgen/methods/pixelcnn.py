@@ -11,6 +11,9 @@ log-likelihood in nats per dimension and ``bits_per_dim`` = loss / ln 2. The
 likelihood is exact, so :meth:`PixelCNN.likelihood` gives per-example test
 ``bits_per_dim``. ``sample.sampler`` = ``fast`` (default, cached incremental) or
 ``plain`` (a full network pass per pixel and channel); both give the same images.
+``sample.temperature`` (default 1: draws from the model; 0: greedy) tempers every draw: the
+256-way logits are divided by it, the mixture's logits too and its logistics' scales
+multiplied.
 Class-conditional with ``cond=class``. Text-conditional with ``cond=text``: the pooled
 text embedding ``[B, D]`` of the caption (training, likelihood) or of the prompt
 (sampling) is the network's ``context`` vector, projected to the conditioning vector
@@ -116,6 +119,12 @@ class PixelCNN(Method):
             raise UserError(
                 f"config key model.cond_drop_prob={self.cond_drop_prob}: expected in [0, 1)"
             )
+        self.temperature = float(config.get("sample", {}).get("temperature", 1.0))
+        if self.temperature < 0:
+            raise UserError(
+                f"config key sample.temperature={self.temperature}: expected >= 0 (0: greedy, "
+                "1: draws from the model)"
+            )
         self.model = build_model(config.model, data, self.num_classes)
         self.num_dims = math.prod(data.image_shape)
 
@@ -216,7 +225,10 @@ class PixelCNN(Method):
             cond = {"context": jnp.zeros((num, self.text.width), jnp.float32)}
         else:
             cond = self._cond(params, conditioning)  # the text is encoded once, before the loop
-        images = SAMPLERS[name](self.model, self._net_params(params), rng, num, cond)
+        net_params = self._net_params(params)
+        images = SAMPLERS[name](
+            self.model, net_params, rng, num, cond, temperature=self.temperature
+        )
         return images.astype(jnp.float32) / 255.0
 
     @classmethod

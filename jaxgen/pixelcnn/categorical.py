@@ -36,7 +36,17 @@ def channel_params(out: jax.Array, x: jax.Array) -> jax.Array:
     return channel_logits(out, x.shape[-1])
 
 
-def sample_channel(out_pixel: jax.Array, channel: int, channels: int, key: jax.Array) -> jax.Array:
-    """Draws channel ``channel`` of one pixel: ``out_pixel`` ``[B, 256C]`` -> int32 ``[B]``."""
+def sample_channel(
+    out_pixel: jax.Array, channel: int, channels: int, key: jax.Array, temperature: float = 1.0
+) -> jax.Array:
+    """Draws channel ``channel`` of one pixel: ``out_pixel`` ``[B, 256C]`` -> int32 ``[B]``.
+
+    ``temperature`` divides the logits: 1 draws from the model, below 1 sharper, 0 the most
+    likely value (greedy).
+    """
     logits = channel_logits(out_pixel, channels)[:, channel]
+    if temperature == 0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    if temperature != 1.0:
+        logits = logits / temperature
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)

@@ -92,7 +92,11 @@ def channel_params(out: jax.Array, x: jax.Array, num_mixtures: int) -> jax.Array
 
 
 def sample_pixel(
-    out_pixel: jax.Array, channels: int, num_mixtures: int, key: jax.Array
+    out_pixel: jax.Array,
+    channels: int,
+    num_mixtures: int,
+    key: jax.Array,
+    temperature: float = 1.0,
 ) -> jax.Array:
     """Draws one pixel, int32 ``[B, C]``, from ``out_pixel`` ``[B, P]``.
 
@@ -100,14 +104,21 @@ def sample_pixel(
     and rounding to the nearest of the 256 values (clipped to the end bins), which
     draws exactly from the discretized distribution; later channels are coupled to
     the drawn (discrete) values of earlier ones, as in :func:`log_prob`.
+
+    ``temperature`` (1 draws from the model) divides the mixture logits and multiplies every
+    logistic's scale: below 1, the likelier components and values closer to their means; 0
+    takes the likeliest component's mean (greedy).
     """
     logits, means, log_scales, coeffs = split_params(out_pixel, channels, num_mixtures)
     mix_key, value_key = jax.random.split(key)
-    component = jax.random.categorical(mix_key, logits, axis=-1)
+    if temperature == 0:
+        component = jnp.argmax(logits, axis=-1)
+    else:
+        component = jax.random.categorical(mix_key, logits / temperature, axis=-1)
     pick = lambda a: jnp.take_along_axis(a, component[:, None, None], axis=-1)[..., 0]
     means, log_scales, coeffs = pick(means), pick(log_scales), pick(coeffs)
     u = jax.random.uniform(value_key, means.shape, minval=1e-5, maxval=1.0 - 1e-5)
-    noise = jnp.log(u) - jnp.log1p(-u)
+    noise = temperature * (jnp.log(u) - jnp.log1p(-u))  # the logistic's scale times T
     values, xs = [], []
     for c in range(channels):
         mean = means[:, c] + sum(coeffs[:, c * (c - 1) // 2 + j] * xs[j] for j in range(c))

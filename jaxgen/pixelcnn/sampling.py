@@ -103,15 +103,18 @@ class ARModel:
             return categorical.channel_params(out, x)
         return logistic_mixture.channel_params(out, x, self.num_mixtures)
 
-    def draw(self, out_pixel, canvas, row, col, key, channel=None):
-        """Writes a draw from ``out_pixel`` ``[B, P]`` into ``canvas`` at ``(row, col)``."""
+    def draw(self, out_pixel, canvas, row, col, key, channel=None, temperature=1.0):
+        """Writes a draw from ``out_pixel`` ``[B, P]`` into ``canvas`` at ``(row, col)``, at
+        ``temperature`` (see the heads' samplers; 1: from the model, 0: greedy)."""
         channels = self.image_shape[2]
         if self.per_channel:
             value = categorical.sample_channel(
-                out_pixel, channel, channels, jax.random.fold_in(key, channel)
+                out_pixel, channel, channels, jax.random.fold_in(key, channel), temperature
             )
             return canvas.at[:, row, col, channel].set(value)
-        pixel = logistic_mixture.sample_pixel(out_pixel, channels, self.num_mixtures, key)
+        pixel = logistic_mixture.sample_pixel(
+            out_pixel, channels, self.num_mixtures, key, temperature
+        )
         return canvas.at[:, row, col, :].set(pixel)
 
 
@@ -120,11 +123,18 @@ def _channel_steps(model: ARModel) -> tuple[int | None, ...]:
 
 
 def sample_plain(
-    model: ARModel, params, rng: jax.Array, num: int, cond=None, num_pixels: int | None = None
+    model: ARModel,
+    params,
+    rng: jax.Array,
+    num: int,
+    cond=None,
+    num_pixels: int | None = None,
+    temperature: float = 1.0,
 ) -> jax.Array:
     """int32 images ``[num, H, W, C]`` in 0..255, one full network pass per pixel and channel.
 
-    ``num_pixels`` stops after that many pixels in raster order (the rest stay 0; for timing).
+    ``num_pixels`` stops after that many pixels in raster order (the rest stay 0; for timing);
+    ``temperature`` tempers each draw (:meth:`ARModel.draw`; 1: from the model, 0: greedy).
     """
     cond = cond or {}
     height, width, channels = model.image_shape
@@ -137,7 +147,7 @@ def sample_plain(
             out_pixel = jax.lax.dynamic_index_in_dim(
                 jax.lax.dynamic_index_in_dim(out, row, 1, keepdims=False), col, 1, keepdims=False
             )
-            canvas = model.draw(out_pixel, canvas, row, col, key, channel)
+            canvas = model.draw(out_pixel, canvas, row, col, key, channel, temperature)
         return canvas
 
     canvas = jnp.zeros((num, height, width, channels), jnp.int32)
@@ -145,11 +155,17 @@ def sample_plain(
 
 
 def sample_fast(
-    model: ARModel, params, rng: jax.Array, num: int, cond=None, num_pixels: int | None = None
+    model: ARModel,
+    params,
+    rng: jax.Array,
+    num: int,
+    cond=None,
+    num_pixels: int | None = None,
+    temperature: float = 1.0,
 ) -> jax.Array:
     """int32 images ``[num, H, W, C]`` in 0..255, with cached incremental network passes.
 
-    ``num_pixels``: as in :func:`sample_plain`.
+    ``num_pixels``, ``temperature``: as in :func:`sample_plain`.
     """
     cond = cond or {}
     height, width, channels = model.image_shape
@@ -165,7 +181,7 @@ def sample_fast(
         key = jax.random.fold_in(rng, t)
         for channel in _channel_steps(model):
             out, cache = model.apply(params, canvas, cond, Step("pixel", row, col), cache)
-            canvas = model.draw(out[:, 0, 0], canvas, row, col, key, channel)
+            canvas = model.draw(out[:, 0, 0], canvas, row, col, key, channel, temperature)
         return canvas, cache
 
     canvas = jnp.zeros((num, height, width, channels), jnp.int32)
