@@ -91,6 +91,20 @@ def _has_key(config: ml_collections.ConfigDict, dotted: str) -> bool:
     return lookup(config, dotted) is not MISSING
 
 
+def _key_added_since(config: ml_collections.ConfigDict, args: list[str]) -> str | None:
+    """The first override key of ``args`` that ``config`` (a run's own) lacks and that today's
+    ``configs/<family>.py`` has: a key added since the run was trained; None if there is none."""
+    missing = [k for k in map(override_key, args) if k is not None and not _has_key(config, k)]
+    path = os.path.join(os.path.dirname(paths.__file__), "..", "configs", f"{config.family}.py")
+    if not missing or not os.path.isfile(path):
+        return None
+    try:
+        today = load_config_file(path)
+    except Exception:  # the plain unknown-key error then stands
+        return None
+    return missing[0] if _has_key(today, missing[0]) else None
+
+
 def _argv_value(argv: list[str], name: str) -> str | None:
     """The last value of ``--name=V`` or ``--name V`` in ``argv``, or None."""
     value = None
@@ -187,9 +201,17 @@ def parse(argv: list[str]) -> Launch:
     """
     from absl import flags
 
-    config, _ = base_config(argv)
+    config, own = base_config(argv)
     family = config.get("family")
-    rest = apply_override_args(config, _without_config_flag(argv[1:]))
+    args = _without_config_flag(argv[1:])
+    added = _key_added_since(config, args) if own else None
+    if added is not None:
+        raise UserError(
+            f"unknown config key {added!r} (--config.{added}) in the config this run was "
+            f"trained with: configs/{family}.py added it since; to set it, pass "
+            f"--config=configs/{family}.py[:args] with the settings the run was trained with"
+        )
+    rest = apply_override_args(config, args)
     if config.get("family") != family:  # the other sections are still this family's
         raise UserError(
             f"config key family={config.get('family')!r}: a config builds one family "

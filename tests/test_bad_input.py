@@ -434,3 +434,29 @@ def test_overriding_the_family_is_refused(tmp_path, capfd):
     result = run_cli(capfd, VAE, "--config.family=gan", f"--workdir={workdir}")
     assert_refused(result, "family='gan'", "configs/<family>.py")
     assert not workdir.exists()
+
+
+def test_a_key_added_since_the_run_was_trained_says_how_to_set_it(trained, capfd, monkeypatch):
+    """Sampling a run with --workdir alone and an override its saved config predates: the
+    refusal says the key is new and how to give it, and writes nothing. A key that today's
+    config file lacks too stays a plain unknown key."""
+    from jaxgen import saved_config
+
+    def trained_before_the_key(workdir):  # as if the run predated sample.sampler
+        config = trained_config(workdir)
+        del config["sample"]["sampler"]
+        return config
+
+    trained_config = saved_config.trained_config
+    monkeypatch.setattr(saved_config, "trained_config", trained_before_the_key)
+    before = tree_digest(trained)
+    result = run_cli(capfd, f"--workdir={trained}", "--mode=sample", "--config.sample.sampler=gmm")
+    assert_refused(
+        result,
+        "unknown config key 'sample.sampler' (--config.sample.sampler) in the config this run",
+        "configs/vae.py added it since; to set it, pass --config=configs/vae.py[:args]",
+    )
+    result = run_cli(capfd, f"--workdir={trained}", "--mode=sample", "--config.sample.bogus=1")
+    assert_refused(result, "unknown config key 'sample.bogus' (--config.sample.bogus)")
+    assert "added it since" not in result.stderr
+    assert tree_digest(trained) == before
