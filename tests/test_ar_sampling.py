@@ -127,3 +127,13 @@ def test_sample_temperature_reaches_every_draw(variant):
     sample = jax.jit(method.sample, static_argnums=2)
     first, second = (np.asarray(sample(params, jax.random.PRNGKey(k), 2)) for k in (1, 2))
     np.testing.assert_array_equal(first, second)
+
+
+def test_the_tables_name_a_sampling_temperature_other_than_1():
+    from jaxgen.methods.pixelcnn import PixelCNN
+    from tests.conftest import load_config
+
+    config = load_config("configs/pixelcnn.py:preset=cpu").to_dict()
+    assert PixelCNN.describe(config).sampler == "fast"
+    config["sample"]["temperature"] = 0.9
+    assert PixelCNN.describe(config).sampler == "fast, temperature 0.9"

@@ -22,7 +22,8 @@ class FamilyDescription:
       architecture: the network, e.g. ``conv VAE (32, 64), latent 32``.
       training: the family's objective and switches, e.g. ``ELBO, beta=1.0``; the tables
         append what every family shares (``cond=...``, ``fine-tuned from ...``).
-      sampler: ``sample.sampler``.
+      sampler: ``sample.sampler``, with ``temperature T`` and ``top-k K`` appended where the
+        config draws at a temperature other than 1 or truncates to the ``K`` likeliest values.
       sampler_steps: ``sample.steps`` as text, ``default`` when a sampler is named without
         steps.
       likelihood_bound: how ``bits_per_dim`` is obtained (``exact``, ``IWAE, k=64``, ...);
@@ -69,6 +70,12 @@ def describe_config(config: Any, is_generator: bool = True) -> FamilyDescription
     its steps, no training text and no likelihood bound."""
     sampler = config_value(config, "sample.sampler")
     steps = config_value(config, "sample.steps")
+    temperature = config_value(config, "sample.temperature", 1.0)
+    top_k = config_value(config, "sample.top_k", 0)
+    if sampler not in (None, "") and temperature != 1:
+        sampler = f"{sampler}, temperature {temperature:g}"
+    if sampler not in (None, "") and top_k:
+        sampler = f"{sampler}, top-k {top_k}"
     return FamilyDescription(
         architecture=generic_architecture(config),
         sampler=None if sampler in (None, "") else sampler,
