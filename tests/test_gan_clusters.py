@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxgen import clusters
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.gan import clusters
 from jaxgen.methods.gan import GAN
 from tests.conftest import gray_batch, jitted_init, jitted_step, launch, load_config
 

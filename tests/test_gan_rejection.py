@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxgen import clusters
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.gan import clusters, rejection
+from jaxgen.gan import rejection
 from jaxgen.gan.rejection_sampler import CANDIDATES
 from jaxgen.methods.gan import GAN
 from jaxgen.sampling import SampleOptions
@@ -143,7 +144,7 @@ def test_drs_sample_does_not_depend_on_later_slots(gan):
 
 def test_drs_on_clusters_draws_each_slot_a_cluster_by_size(clustered_gan):
     """Asked for no labels, a clustered GAN's slots take clusters drawn in proportion to the
-    counts (:func:`jaxgen.gan.clusters.draw`), as its plain sampler does."""
+    counts (:func:`jaxgen.clusters.draw`), as its plain sampler does."""
     method, state = clustered_gan
     options, params = _drs(method, state, 95.0)
     assert set(params) == {"generator", "cluster_counts", "discriminator",

@@ -21,7 +21,7 @@ Config (besides the shared keys):
   recovered by a second discriminator head; 0: off) and ``gan.info_weight`` (its loss's
   weight; see :class:`jaxgen.gan.step.Players`); ``gan.clusters`` (unconditional data: ``K``
   clusters of the training images' pixels by online k-means, whose indices condition both
-  networks as labels would; 0: off; :mod:`jaxgen.gan.clusters`).
+  networks as labels would; 0: off; :mod:`jaxgen.clusters`).
 * ``train.d_steps``: discriminator updates per generator update; each takes
   ``train.batch_size / d_steps`` real images of the step's batch.
 * ``optimizer.*`` builds both optimizers; ``optimizer.learning_rate`` is the
@@ -78,9 +78,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxgen import clusters
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.gan import clusters, config_checks, rejection
+from jaxgen.gan import config_checks, rejection
 from jaxgen.gan.optimizers import TwoPlayerOptimizer, player_optimizer
 from jaxgen.gan.rejection_sampler import RejectionSampler
 from jaxgen.gan.step import Players, critic, latents, two_player_step

@@ -14,8 +14,14 @@ likelihood is exact, so :meth:`PixelCNN.likelihood` gives per-example test
 ``sample.temperature`` (default 1: draws from the model; 0: greedy) tempers every draw: the
 256-way logits are divided by it, the mixture's logits too and its logistics' scales
 multiplied.
-Class-conditional with ``cond=class``. Text-conditional with ``cond=text``: the pooled
-text embedding ``[B, D]`` of the caption (training, likelihood) or of the prompt
+Class-conditional with ``cond=class``. With ``model.clusters=K`` (data without labels or
+text) the network is conditioned on the image's cluster among ``K`` clusters of the training
+pixels, found by online k-means as training goes (:mod:`jaxgen.clusters`; its state in the
+``model_state``); each sample draws its cluster by the clusters' shares of the data, and
+``bits_per_dim`` is then an upper bound, ``-log2 (p(c) p(x | c)) / D`` with ``c`` the
+image's nearest cluster (``p(x)`` sums ``p(c) p(x | c)`` over every ``c``).
+Text-conditional with ``cond=text``: the pooled text embedding ``[B, D]`` of the caption
+(training, likelihood) or of the prompt
 (sampling) is the network's ``context`` vector, projected to the conditioning vector
 that biases every gate (conditional gates, van den Oord et al. 2016b); the likelihood is
 then ``-log p(x | caption)``. A jointly trained text encoder's parameters sit under
@@ -36,6 +42,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxgen import clusters
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.methods.base import Method
@@ -125,13 +132,26 @@ class PixelCNN(Method):
                 f"config key sample.temperature={self.temperature}: expected >= 0 (0: greedy, "
                 "1: draws from the model)"
             )
-        self.model = build_model(config.model, data, self.num_classes)
+        self.clusters = int(config.model.get("clusters", 0))
+        if self.clusters < 0:
+            raise UserError(f"config key model.clusters={self.clusters}: expected >= 0 (0: off)")
+        if self.clusters and data.cond != "none":
+            raise UserError(
+                f"config key model.clusters={self.clusters}: for data without labels or text "
+                f"(cond=none); this config has cond={data.cond!r}"
+            )
+        if self.clusters > config.train.batch_size:
+            raise UserError(
+                f"config key model.clusters={self.clusters}: at most train.batch_size="
+                f"{config.train.batch_size} (the first batch seeds the centroids)"
+            )
+        self.model = build_model(config.model, data, self.num_classes or self.clusters)
         self.num_dims = math.prod(data.image_shape)
 
     @staticmethod
     def _net_params(params) -> dict:
-        """The network's parameters (without the text encoder's)."""
-        return {k: v for k, v in params.items() if k != PARAMS_KEY}
+        """The network's parameters (without the text encoder's or the clusters)."""
+        return {k: v for k, v in params.items() if k not in (PARAMS_KEY, clusters.STATE_KEY)}
 
     def _cond(self, params, source: dict | None, drop: jax.Array | None = None) -> dict:
         """The network's conditioning inputs from a batch or sampling ``conditioning``.
@@ -143,7 +163,7 @@ class PixelCNN(Method):
         """
         source = source or {}
         cond = {}
-        if self.num_classes:
+        if self.num_classes or self.clusters:
             cond["label"] = jnp.asarray(source["label"], jnp.int32)
         if self.text is not None:
             missing = [k for k in self.text.fields if k not in source]
@@ -167,6 +187,8 @@ class PixelCNN(Method):
             net_rng, text_rng = jax.random.split(rng)
             params.update(self.text.init_params(text_rng))
             cond = {"context": jnp.zeros((x.shape[0], self.text.width), jnp.float32)}
+        elif self.clusters:  # the label embedding's shape; the batch has no clusters yet
+            cond = {"label": jnp.zeros((x.shape[0],), jnp.int32)}
         else:
             cond = self._cond(params, batch)
         # A counter-based (rbg) key compiles far faster than threefry for hundreds of tensors.
@@ -191,6 +213,39 @@ class PixelCNN(Method):
         )
         return -self.model.log_prob(out, images)
 
+    @staticmethod
+    def _symmetric(images: jax.Array) -> jax.Array:
+        return images.astype(jnp.float32) / 127.5 - 1.0
+
+    def init_model_state(self, rng, batch):
+        """With ``model.clusters``: the k-means state, its centroids seeded from ``batch``."""
+        if not self.clusters:
+            return {}
+        images = self._symmetric(batch["image"])
+        return {clusters.STATE_KEY: clusters.init_state(images, self.clusters, rng)}
+
+    def train_step(self, state, batch, tx, ema_decay):
+        """The generic step; with ``model.clusters`` on the batch labelled by its nearest
+        centroids, which then move towards it."""
+        if not self.clusters:
+            return super().train_step(state, batch, tx, ema_decay)
+        images = self._symmetric(batch["image"])
+        cluster_state = state.model_state[clusters.STATE_KEY]
+        labels = clusters.assign(images, cluster_state["centroids"])
+        cluster_state = clusters.update(cluster_state, images, labels)
+        state, metrics = super().train_step(state, {**batch, "label": labels}, tx, ema_decay)
+        share = cluster_state["counts"] / jnp.sum(cluster_state["counts"])
+        metrics = dict(metrics, cluster_min_share=jnp.min(share))
+        return state.replace(model_state={clusters.STATE_KEY: cluster_state}), metrics
+
+    def sampling_params(self, state, options=None):
+        """The EMA parameters; with ``model.clusters`` also the k-means state under
+        ``"clusters"`` (the likelihood's labels, the samples' cluster shares)."""
+        params = super().sampling_params(state, options)
+        if self.clusters:
+            params = {**params, clusters.STATE_KEY: state.model_state[clusters.STATE_KEY]}
+        return params
+
     def loss(self, params, batch, rng):
         nats_per_dim = jnp.mean(self._nll(params, batch, rng, train=True)) / self.num_dims
         return nats_per_dim, {"bits_per_dim": nats_per_dim / math.log(2.0)}
@@ -198,7 +253,14 @@ class PixelCNN(Method):
     has_likelihood = True
 
     def likelihood(self, params, batch, rng):
-        nll = self._nll(params, batch, rng, train=False)
+        if self.clusters:  # the bound -log p(c) - log p(x | c) at the image's nearest cluster
+            state = params[clusters.STATE_KEY]
+            labels = clusters.assign(self._symmetric(batch["image"]), state["centroids"])
+            log_share = jnp.log(state["counts"] / jnp.sum(state["counts"]))
+            nll = self._nll(params, {**batch, "label": labels}, rng, train=False)
+            nll = nll - log_share[labels]
+        else:
+            nll = self._nll(params, batch, rng, train=False)
         return {"bits_per_dim": nll / (self.num_dims * math.log(2.0)), "nll": nll}
 
     def _resolve_sample_options(self, options: SampleOptions) -> SampleOptions:
@@ -220,6 +282,10 @@ class PixelCNN(Method):
         conditioning = dict(conditioning or {})
         if self.num_classes and "label" not in conditioning:
             conditioning["label"] = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+        if self.clusters and "label" not in conditioning:  # drawn by the clusters' shares
+            counts = params[clusters.STATE_KEY]["counts"].astype(jnp.float32)
+            rng, cluster_rng = jax.random.split(rng)
+            conditioning["label"] = clusters.draw(cluster_rng, counts, num)
         if self.text is not None and not any(k in conditioning for k in self.text.fields):
             # No prompt: the null text (a meaningful p(x) only with model.cond_drop_prob > 0).
             cond = {"context": jnp.zeros((num, self.text.width), jnp.float32)}
@@ -249,8 +315,9 @@ class PixelCNN(Method):
             if variant == "gated" and cols != 3:
                 arch += f", {cols} columns wide"
         generic = super().describe(config)
+        k = int(model.get("clusters") or 0)
         return generic.replace(
-            architecture=arch,
+            architecture=arch + (f", conditioned on {k} pixel clusters" if k else ""),
             training="max. likelihood, teacher forcing",
-            likelihood_bound="exact",
+            likelihood_bound=f"bound: the image's nearest of {k} clusters" if k else "exact",
         )

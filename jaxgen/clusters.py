@@ -1,17 +1,19 @@
-"""Online k-means of the training images, whose cluster indices condition a GAN trained
-without labels (``gan.clusters``).
+"""Online k-means of the training images, whose cluster indices condition a model trained
+without labels (``gan.clusters``, ``model.clusters`` of the PixelCNN).
 
 A continuous latent maps onto a connected set, so an unconditional generator of classes that
 look nothing alike also draws images between them; conditioning on a cluster of the real
 images lets it keep such modes apart without labels (as Sage et al., 2018, and Liu et al.,
 2020, condition on clusters of learned features; here the pixels are clustered, so nothing
-trained elsewhere is used). The centroids follow mini-batch k-means (Sculley, 2010): each
-real image is assigned to its nearest centroid, and every centroid moves to the running mean
-of all the images assigned to it so far (a step of ``1 / count`` per image). The counts also
-give each cluster's share of the data, from which generated images draw their cluster.
+trained elsewhere is used). An autoregressive model commits to the cluster before its first
+pixel instead of deciding row by row what it draws. The centroids follow mini-batch k-means
+(Sculley, 2010): each real image is assigned to its nearest centroid, and every centroid moves
+to the running mean of all the images assigned to it so far (a step of ``1 / count`` per
+image). The counts also give each cluster's share of the data, from which generated images
+draw their cluster.
 
 State: ``{"centroids": float32 [K, D], "counts": float32 [K]}`` with ``D = H * W * C`` in the
-generator's ``[-1, 1]`` scale.
+model's ``[-1, 1]`` scale.
 """
 
 from __future__ import annotations

@@ -1,0 +1,114 @@
+"""A PixelCNN conditioned on online k-means clusters of its training pixels (``model.clusters``)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen import clusters
+from jaxgen.data.spec import DataSpec
+from jaxgen.errors import UserError
+from jaxgen.methods.pixelcnn import PixelCNN
+from tests.test_pixelcnn import H, W, tiny_model_config
+
+K = 3
+
+
+def _method(k: int = K, cond: str = "none", batch_size: int = 8) -> PixelCNN:
+    config = tiny_model_config("gated", cond=cond)
+    config.model.clusters, config.train.batch_size = k, batch_size
+    return PixelCNN(config, DataSpec((H, W, 1), 4 if cond == "class" else 0, cond))
+
+
+def _images(n: int, seed: int = 0, kind=None) -> jnp.ndarray:
+    """``n`` uint8 images of three kinds (dark, bright, left half bright), unevenly many, or
+    of the kinds ``kind`` (``[n]``)."""
+    if kind is None:
+        kind = np.random.default_rng(seed).choice(3, size=n, p=[0.6, 0.3, 0.1])
+    kind = np.asarray(kind)
+    images = np.zeros((n, H, W, 1), np.uint8)
+    images[kind == 1] = 230
+    images[kind == 2, :, : W // 2] = 230
+    noise = np.random.default_rng(seed + 1).integers(0, 20, images.shape)
+    return jnp.asarray(images + noise.astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    "k, cond, batch_size, expected",
+    [
+        (-1, "none", 8, "model.clusters=-1: expected >= 0"),
+        (3, "class", 8, "model.clusters=3: for data without labels or text (cond=none)"),
+        (9, "none", 8, "model.clusters=9: at most train.batch_size=8"),
+    ],
+)
+def test_bad_cluster_counts_are_refused(k, cond, batch_size, expected):
+    with pytest.raises(UserError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        _method(k, cond, batch_size)
+
+
+def test_training_labels_each_batch_by_its_nearest_centroid_and_moves_them():
+    import optax
+
+    method = _method()
+    tx = optax.adam(1e-3)
+    state = method.init_state(jax.random.PRNGKey(0), {"image": _images(8)}, tx)
+    step = jax.jit(lambda s, b: method.train_step(s, b, tx, 0.9))
+    for seed in range(1, 4):
+        batch = {"image": _images(8, seed)}
+        before = state.model_state[clusters.STATE_KEY]
+        state, metrics = step(state, batch)
+    after = state.model_state[clusters.STATE_KEY]
+    # The last step labelled its batch by the centroids before it, then moved them to it.
+    x = batch["image"].astype(jnp.float32) / 127.5 - 1.0
+    expected = clusters.update(before, x, clusters.assign(x, before["centroids"]))
+    np.testing.assert_allclose(after["centroids"], expected["centroids"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(after["counts"], expected["counts"])
+    assert float(np.sum(after["counts"])) == K + 3 * 8  # each image counted once
+    share = np.asarray(after["counts"]) / float(np.sum(after["counts"]))
+    np.testing.assert_allclose(float(metrics["cluster_min_share"]), share.min(), rtol=1e-6)
+
+
+def test_samples_draw_their_clusters_by_share_and_a_given_label_is_kept(monkeypatch):
+    method = _method()
+    params = method.init_params(jax.random.PRNGKey(0), {"image": _images(2)})
+    counts = jnp.array([0.0, 1.0, 0.0])  # all of the data in cluster 1
+    params = {**params, clusters.STATE_KEY: {"centroids": jnp.zeros((K, H * W)), "counts": counts}}
+    drawn = []
+    draw = clusters.draw
+    monkeypatch.setattr(clusters, "draw", lambda *a: drawn.append(draw(*a)) or drawn[-1])
+    images = method.sample(params, jax.random.PRNGKey(1), 4)
+    assert images.shape == (4, H, W, 1) and len(drawn) == 1
+    np.testing.assert_array_equal(drawn[0], 1)  # every sample drew cluster 1
+    method.sample(params, jax.random.PRNGKey(1), 2, {"label": jnp.array([2, 0])})
+    assert len(drawn) == 1  # a given label is used, not drawn
+
+
+def test_likelihood_is_the_nearest_cluster_bound_of_the_cluster_mixture():
+    """``bits_per_dim`` is ``-log2 (p(c) p(x | c)) / D`` at the nearest centroid ``c``: at
+    least the mixture's exact ``-log2 (sum_c p(c) p(x | c)) / D``."""
+    method = _method()
+    images = _images(4, kind=[0, 1, 2, 1])
+    params = method.init_params(jax.random.PRNGKey(0), {"image": images})
+    x = images.astype(jnp.float32) / 127.5 - 1.0
+    counts = jnp.array([5.0, 2.0, 1.0])
+    state = {**clusters.init_state(x, K, jax.random.PRNGKey(3)), "counts": counts}
+    params = {**params, clusters.STATE_KEY: state}
+    bits = np.asarray(method.likelihood(params, {"image": images}, None)["bits_per_dim"])
+    log_share = np.log(np.asarray(counts) / 8.0)
+    per_cluster = np.stack(  # [K, 4]: -log p(x | c) in nats
+        [
+            np.asarray(
+                method._nll(params, {"image": images, "label": jnp.full((4,), c)}, None, False)
+            )
+            for c in range(K)
+        ]
+    )
+    to_bits = 1.0 / (H * W * np.log(2.0))
+    nearest = np.asarray(clusters.assign(x, state["centroids"]))
+    own = (per_cluster[nearest, np.arange(4)] - log_share[nearest]) * to_bits
+    np.testing.assert_allclose(bits, own, rtol=1e-5)
+    exact = -np.asarray(jax.scipy.special.logsumexp(log_share[:, None] - per_cluster, axis=0))
+    assert (bits >= exact * to_bits - 1e-6).all()
+    assert len(set(nearest.tolist())) > 1  # the images sit in different clusters
