@@ -74,20 +74,30 @@ def _with_trained_values(
     error: CheckpointMismatchError, config: ml_collections.ConfigDict, workdir: str
 ) -> CheckpointMismatchError:
     """``error``, naming the ``model.*`` and ``data.*`` values the run was trained with where
-    ``config`` differs: a run trained with overrides, sampled or evaluated without them."""
+    ``config`` differs (a run trained with overrides, sampled or evaluated without them), and
+    the ones ``config`` sets that the run's config lacks (keys added to jaxgen since, which
+    have no trained value)."""
     trained = trained_config(workdir)
     if trained is None:
         return error
     changes = config_changes(trained, config_dict(config))
-    known = flatten(trained)  # keys added to jaxgen since the run started have no trained value
-    differing = [k for k in changes if k.split(".", 1)[0] in SHAPE_SECTIONS and k in known]
-    if not differing:
+    known = flatten(trained)
+    shaping = [k for k in changes if k.split(".", 1)[0] in SHAPE_SECTIONS]
+    differing = [k for k in shaping if k in known][:MAX_NAMED_KEYS]
+    added = [f"{k}={changes[k][1]!r}" for k in shaping if k not in known]
+    if not differing and not added:
         return error
-    named = ", ".join(f"{k}={changes[k][0]!r}" for k in differing[:MAX_NAMED_KEYS])
-    more = f" and {len(differing) - MAX_NAMED_KEYS} more" if len(differing) > MAX_NAMED_KEYS else ""
+    parts = []
+    if differing:
+        named = ", ".join(f"{k}={changes[k][0]!r}" for k in differing)
+        more = sum(k in known for k in shaping) - len(differing)
+        parts.append(f"the run was trained with {named}{f' and {more} more' if more else ''}")
+    if added:
+        parts.append(f"keys added since the run started take today's values ({', '.join(added)})")
+    advice = "give those values, or leave" if differing else "leave"
     return CheckpointMismatchError(
-        f"{error}; the run was trained with {named}{more}: give those values, or leave the "
-        "config out to use the run's own (launch.py with --workdir alone)"
+        f"{error}; {'; '.join(parts)}: {advice} the config out to use the run's own "
+        "(launch.py with --workdir alone)"
     )
 
 

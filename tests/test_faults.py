@@ -806,3 +806,29 @@ def test_a_checkpoint_that_misfits_names_the_keys_added_since_the_run_started():
     assert "(gan.clusters=10)" in text and "num_steps" not in text and "init_from" not in text
     assert "relaunch with --workdir alone" in text
     assert _with_new_keys(error, {"train.num_steps": (10, 20)}, trained) is error
+
+
+def test_a_sampling_misfit_names_trained_values_and_keys_added_since(monkeypatch):
+    """Sampling with today's config file: the refusal names the model values the run was
+    trained with where they differ, and the model keys it predates with today's values."""
+    import ml_collections
+
+    from jaxgen import run as run_module
+    from jaxgen.checkpoints import CheckpointMismatchError
+
+    trained = {"model": {"width": 32}, "train": {"num_steps": 10}}
+    monkeypatch.setattr(run_module, "trained_config", lambda workdir: trained)
+    error = CheckpointMismatchError("checkpoint c/10 does not fit this config's model: x")
+    today = {"model": {"width": 32, "clusters": 10}, "train": {"num_steps": 20}}
+    text = str(run_module._with_trained_values(error, ml_collections.ConfigDict(today), "w"))
+    assert text == (
+        "checkpoint c/10 does not fit this config's model: x; keys added since the run started "
+        "take today's values (model.clusters=10): leave the config out to use the run's own "
+        "(launch.py with --workdir alone)"
+    )
+    today["model"]["width"] = 64
+    text = str(run_module._with_trained_values(error, ml_collections.ConfigDict(today), "w"))
+    assert "; the run was trained with model.width=32; keys added since" in text
+    assert "(model.clusters=10): give those values, or leave the config out" in text
+    today["model"] = {"width": 32}
+    assert run_module._with_trained_values(error, ml_collections.ConfigDict(today), "w") is error
