@@ -50,13 +50,18 @@ MODES = ("train", "eval", "sample")
 GRID_IMAGES = 64  # the sample grid shows the first 64 images; every image is in the .npz
 
 
+def _added_keys(changes: dict, known: dict) -> list[str]:
+    """``key=today's value`` for each key of ``changes`` (key -> (trained, today's)) that the
+    run's flattened config ``known`` lacks: keys added to jaxgen since the run started."""
+    return [f"{key}={value!r}" for key, (_, value) in changes.items() if key not in known]
+
+
 def _with_new_keys(
     error: CheckpointMismatchError, changes: dict, trained: dict | None
 ) -> CheckpointMismatchError:
     """``error``, naming the keys of ``changes`` that the ``trained`` config lacks (added to
     jaxgen since), whose values today's config files may set to another model."""
-    known = flatten(trained or {})
-    new = [f"{key}={value!r}" for key, (_, value) in changes.items() if key not in known]
+    new = _added_keys(changes, flatten(trained or {}))
     if not new:
         return error
     return CheckpointMismatchError(
@@ -82,9 +87,9 @@ def _with_trained_values(
         return error
     changes = config_changes(trained, config_dict(config))
     known = flatten(trained)
-    shaping = [k for k in changes if k.split(".", 1)[0] in SHAPE_SECTIONS]
+    shaping = {k: v for k, v in changes.items() if k.split(".", 1)[0] in SHAPE_SECTIONS}
     differing = [k for k in shaping if k in known][:MAX_NAMED_KEYS]
-    added = [f"{k}={changes[k][1]!r}" for k in shaping if k not in known]
+    added = _added_keys(shaping, known)
     if not differing and not added:
         return error
     parts = []

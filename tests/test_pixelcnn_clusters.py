@@ -38,7 +38,6 @@ def _images(n: int, seed: int = 0, kind=None) -> jnp.ndarray:
 @pytest.mark.parametrize(
     "k, cond, batch_size, expected",
     [
-        (-1, "none", 8, "model.clusters=-1: expected >= 0"),
         (3, "class", 8, "model.clusters=3: for data without labels or text (cond=none)"),
         (9, "none", 8, "model.clusters=9: at most train.batch_size=8"),
     ],

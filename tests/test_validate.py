@@ -225,6 +225,8 @@ def test_pixelcnn_sampler_name_and_steps_are_checked_before_training(tmp_path):
     assert "sample.steps=10" in _refused(_config(spec, **{"sample.steps": 10}), tmp_path)
     text = _refused(_config(spec, **{"sample.temperature": -0.5}), tmp_path)
     assert text.startswith("config key sample.temperature=-0.5: expected >= 0 (0: greedy")
+    text = _refused(_config(spec, **{"model.clusters": -1}), tmp_path)
+    assert text == "config key model.clusters=-1: expected integers >= 0"
     Experiment(_config(spec, **{"sample.sampler": "plain"}), str(tmp_path / "ok"))
 
 

@@ -126,15 +126,9 @@ class PixelCNN(Method):
             raise UserError(
                 f"config key model.cond_drop_prob={self.cond_drop_prob}: expected in [0, 1)"
             )
+        # sample.temperature >= 0 and model.clusters >= 0: jaxgen.validate, before this.
         self.temperature = float(config.get("sample", {}).get("temperature", 1.0))
-        if self.temperature < 0:
-            raise UserError(
-                f"config key sample.temperature={self.temperature}: expected >= 0 (0: greedy, "
-                "1: draws from the model)"
-            )
         self.clusters = int(config.model.get("clusters", 0))
-        if self.clusters < 0:
-            raise UserError(f"config key model.clusters={self.clusters}: expected >= 0 (0: off)")
         if self.clusters and data.cond != "none":
             raise UserError(
                 f"config key model.clusters={self.clusters}: for data without labels or text "
