@@ -7,6 +7,8 @@ the same state layout, the same sampling function and the same evaluators.
 from __future__ import annotations
 
 import functools
+import logging
+import time
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +31,10 @@ from jaxgen.text.conditioning import read_prompts
 
 SAMPLE_STREAM = 1  # fold_in tags that separate the RNG streams of one seed
 EVAL_STREAM = 2
+FIT_STREAM = 3
 DEFAULT_SAMPLE_BATCH = 256  # sample.batch_size of configs written before it existed
+
+log = logging.getLogger("jaxgen")
 
 
 class Experiment:
@@ -70,6 +75,7 @@ class Experiment:
                 config, self.mesh.size, jax.process_count(), len(self.train_source)
             )
             validate.check_eval_split(config, self.eval_source)  # else found after the last step
+            self.method.data_fit_count(len(self.train_source))  # its UserError, before writing
         self.tx = self.method.make_optimizer()
         check_evaluators(
             config.evals,
@@ -130,6 +136,33 @@ class Experiment:
             compiler_options=runtime.RUN_ONCE_COMPILER_OPTIONS,
         )
         return init(self.rng, self.example_batch())
+
+    def fit_to_data(self, state: TrainState) -> TrainState:
+        """A fresh ``state`` whose ``model_state`` the family has fitted to training images
+        spread evenly over the split (:meth:`Method.fit_to_data`; unchanged when the family
+        asks for none). Every process reads the same images and the fit runs on the mesh, so
+        all of them hold the same state."""
+        count = self.method.data_fit_count(len(self.train_source))
+        if not count:
+            return state
+        start = time.perf_counter()
+        # Rows split evenly over the devices (a few images twice where the split is short).
+        count = parallel.round_up(count, self.mesh.size)
+        indices = np.linspace(0, len(self.train_source) - 1, count).round().astype(np.int64)
+        images = np.stack([self.train_source[int(i)]["image"] for i in indices])
+        fit = jax.jit(
+            self.method.fit_to_data,
+            out_shardings=self.state_shardings.model_state,
+            compiler_options=runtime.RUN_ONCE_COMPILER_OPTIONS,
+        )
+        rng = jax.random.fold_in(self.rng, FIT_STREAM)
+        model_state = fit(state.model_state, parallel.shard_rows(images, self.mesh), rng)
+        jax.block_until_ready(model_state)
+        log.info(
+            "fitted the model state to %d training images in %.1f s",
+            count, time.perf_counter() - start,
+        )  # fmt: skip
+        return state.replace(model_state=model_state)
 
     def abstract_sharded_state(self) -> TrainState:
         return jax.tree.map(

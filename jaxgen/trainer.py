@@ -114,7 +114,7 @@ class Trainer:
                 check_iterator_state(data_state, paths.join(folder, "data", JSON_ITEM_FILE))
             log.info("resumed from checkpoint at step %d", step)
             return state, data_state
-        state = exp.init_state()
+        state = exp.fit_to_data(exp.init_state())
         if exp.config.init_from:
             loaded = load_params_from(exp.config.init_from, state.params)
             # Two device copies: the step donates params and EMA, which must not share buffers.

@@ -1,6 +1,11 @@
-"""A PixelCNN conditioned on online k-means clusters of its training pixels (``model.clusters``)."""
+"""A PixelCNN conditioned on k-means clusters of its training pixels (``model.clusters``), and
+the fit of a fresh run's centroids to the training images (PixelCNN and GAN)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -35,16 +40,19 @@ def _images(n: int, seed: int = 0, kind=None) -> jnp.ndarray:
     return jnp.asarray(images + noise.astype(np.uint8))
 
 
-@pytest.mark.parametrize(
-    "k, cond, batch_size, expected",
-    [
-        (3, "class", 8, "model.clusters=3: for data without labels or text (cond=none)"),
-        (9, "none", 8, "model.clusters=9: at most train.batch_size=8"),
-    ],
-)
-def test_bad_cluster_counts_are_refused(k, cond, batch_size, expected):
+def test_clusters_for_labelled_data_are_refused():
+    expected = "model.clusters=3: for data without labels or text (cond=none)"
     with pytest.raises(UserError, match=expected.replace("(", r"\(").replace(")", r"\)")):
-        _method(k, cond, batch_size)
+        _method(3, "class")
+
+
+def test_the_fit_takes_at_most_its_cap_and_refuses_more_clusters_than_images():
+    assert clusters.fit_count((28, 28, 1), 60_000, 10, "model.clusters") == clusters.FIT_EXAMPLES
+    assert clusters.fit_count((28, 28, 1), 500, 10, "model.clusters") == 500
+    # 1024 x 1024 RGB: as many float32 images as fit in FIT_BYTES
+    assert clusters.fit_count((1024, 1024, 3), 60_000, 10, "gan.clusters") == 85
+    with pytest.raises(UserError, match="model.clusters=9: more clusters than the 5 training"):
+        clusters.fit_count((8, 8, 1), 5, 9, "model.clusters")
 
 
 def test_training_labels_each_batch_by_its_nearest_centroid_and_moves_them():
@@ -111,3 +119,66 @@ def test_likelihood_is_the_nearest_cluster_bound_of_the_cluster_mixture():
     exact = -np.asarray(jax.scipy.special.logsumexp(log_share[:, None] - per_cluster, axis=0))
     assert (bits >= exact * to_bits - 1e-6).all()
     assert len(set(nearest.tolist())) > 1  # the images sit in different clusters
+
+
+FIT_RUN = r"""
+import logging, sys, jax, numpy as np
+sys.path.insert(0, {repo!r})
+logging.basicConfig(level=logging.INFO)
+from jaxgen import clusters
+from jaxgen.cli import load_config_file
+from jaxgen.experiment import Experiment
+from jaxgen.trainer import Trainer
+config = load_config_file({spec!r})
+config[{section!r}].clusters = 3
+exp = Experiment(config, {workdir!r})
+state, _ = Trainer(exp).prepare()
+fitted = jax.device_get(state.model_state[clusters.STATE_KEY])
+np.savez({out!r}, devices=len(jax.devices()), **fitted)
+"""
+
+
+@pytest.mark.parametrize(
+    "spec, section",
+    [("configs/pixelcnn.py:preset=smoke", "model"), ("configs/gan.py:preset=smoke", "gan")],
+)
+def test_a_fresh_run_fits_its_centroids_to_the_training_images(tmp_path, spec, section):
+    """The trainer's fresh state holds k-means fitted to images spread over the training split
+    (not the all-zeros example batch the state's shapes come from), the same on one device and
+    on eight, and nothing is written before the first step."""
+    from jaxgen.experiment import FIT_STREAM, Experiment
+    from tests.conftest import REPO, load_config, xla_flags_with_devices
+
+    runs = {}
+    for devices in (1, 8):
+        out, workdir = tmp_path / f"{devices}.npz", tmp_path / f"run{devices}"
+        code = FIT_RUN.format(
+            repo=REPO, spec=spec, section=section, workdir=str(workdir), out=str(out)
+        )
+        env = dict(os.environ, XLA_FLAGS=xla_flags_with_devices(devices))
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "fitted the model state to" in result.stderr
+        assert not workdir.exists() or not any(workdir.iterdir())
+        runs[devices] = np.load(out)
+        assert int(runs[devices]["devices"]) == devices
+
+    config = load_config(spec)
+    config[section].clusters = 3
+    exp = Experiment(config, str(tmp_path / "direct"))
+    source = exp.train_source
+    for devices, fitted in runs.items():
+        count = min(clusters.FIT_EXAMPLES, len(source))
+        count += -count % devices  # rows split evenly over the devices
+        index = np.linspace(0, len(source) - 1, count).round().astype(np.int64)
+        images = np.stack([source[int(i)]["image"] for i in index]).astype(np.float32)
+        rng = jax.random.fold_in(exp.rng, FIT_STREAM)
+        expected = clusters.fit(jnp.asarray(images / 127.5 - 1), 3, rng)
+        np.testing.assert_allclose(fitted["centroids"], expected["centroids"], atol=1e-4)
+        np.testing.assert_array_equal(fitted["counts"], expected["counts"])
+        assert float(fitted["counts"].sum()) == count, devices
+    gaps = np.linalg.norm(runs[1]["centroids"][:, None] - runs[1]["centroids"][None], axis=-1)
+    assert gaps[~np.eye(3, dtype=bool)].min() > 1.0  # three distinct centroids

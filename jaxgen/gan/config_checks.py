@@ -51,7 +51,8 @@ def info_codes(config: ml_collections.ConfigDict, conditional: bool) -> int:
 
 def clusters(config: ml_collections.ConfigDict, conditional: bool) -> int:
     """``gan.clusters`` (0 when absent): >= 0, and > 0 only without labels or text
-    (``conditional``), at most ``train.batch_size`` (the first batch seeds the centroids)."""
+    (``conditional``); at most the training images they are fitted to:
+    :func:`jaxgen.clusters.fit_count`, when the data are open."""
     k = int(config.gan.get("clusters", 0))
     if k < 0:
         raise UserError(f"config key gan.clusters={k}: expected >= 0 (0: off)")
@@ -59,11 +60,6 @@ def clusters(config: ml_collections.ConfigDict, conditional: bool) -> int:
         raise UserError(
             f"config key gan.clusters={k}: for GANs trained without labels or text (cond=none); "
             f"this one has cond={config.data.cond!r}"
-        )
-    if k > config.train.batch_size:
-        raise UserError(
-            f"config key gan.clusters={k}: at most train.batch_size={config.train.batch_size} "
-            "(the first batch seeds the centroids)"
         )
     return k
 

@@ -166,6 +166,19 @@ class Method:
         del rng, batch
         return {}
 
+    def data_fit_count(self, available: int) -> int:
+        """How many of the ``available`` training images :meth:`fit_to_data` is given before
+        the first step of a fresh run (default 0: it is not called). Raises UserError when
+        the training split cannot give what the config asks."""
+        del available
+        return 0
+
+    def fit_to_data(self, model_state: PyTree, images: jax.Array, rng: jax.Array) -> PyTree:
+        """The ``model_state`` of a fresh run fitted to ``images`` (uint8 ``[N, H, W, C]``,
+        spread evenly over the training split); default: unchanged."""
+        del images, rng
+        return model_state
+
     def loss(
         self, params: PyTree, batch: dict[str, jax.Array], rng: jax.Array
     ) -> tuple[jax.Array, Metrics]:

@@ -225,6 +225,17 @@ class GAN(Method):
             )
         return params, d_vars
 
+    def data_fit_count(self, available):
+        if not self.clusters:
+            return 0
+        return clusters.fit_count(self.data.image_shape, available, self.clusters, "gan.clusters")
+
+    def fit_to_data(self, model_state, images, rng):
+        """With ``gan.clusters``: the k-means state fitted to ``images`` (the state from
+        ``init_state`` holds centroids seeded from the example batch, a placeholder)."""
+        fitted = clusters.fit(images_to_symmetric(images), self.clusters, rng)
+        return {**model_state, clusters.STATE_KEY: fitted}
+
     def _split_state(self, model_state):
         """``(discriminator state, cluster state or None)`` of the ``model_state``."""
         if not self.clusters:

@@ -16,10 +16,11 @@ likelihood is exact, so :meth:`PixelCNN.likelihood` gives per-example test
 multiplied.
 Class-conditional with ``cond=class``. With ``model.clusters=K`` (data without labels or
 text) the network is conditioned on the image's cluster among ``K`` clusters of the training
-pixels, found by online k-means as training goes (:mod:`jaxgen.clusters`; its state in the
-``model_state``); each sample draws its cluster by the clusters' shares of the data, and
-``bits_per_dim`` is then an upper bound, ``-log2 (p(c) p(x | c)) / D`` with ``c`` the
-image's nearest cluster (``p(x)`` sums ``p(c) p(x | c)`` over every ``c``).
+pixels, fitted by k-means before the first step and refined online as training goes
+(:mod:`jaxgen.clusters`; its state in the ``model_state``); each sample draws its cluster
+by the clusters' shares of the data, and ``bits_per_dim`` is then an upper bound,
+``-log2 (p(c) p(x | c)) / D`` with ``c`` the image's nearest cluster (``p(x)`` sums
+``p(c) p(x | c)`` over every ``c``).
 Text-conditional with ``cond=text``: the pooled text embedding ``[B, D]`` of the caption
 (training, likelihood) or of the prompt
 (sampling) is the network's ``context`` vector, projected to the conditioning vector
@@ -134,11 +135,6 @@ class PixelCNN(Method):
                 f"config key model.clusters={self.clusters}: for data without labels or text "
                 f"(cond=none); this config has cond={data.cond!r}"
             )
-        if self.clusters > config.train.batch_size:
-            raise UserError(
-                f"config key model.clusters={self.clusters}: at most train.batch_size="
-                f"{config.train.batch_size} (the first batch seeds the centroids)"
-            )
         self.model = build_model(config.model, data, self.num_classes or self.clusters)
         self.num_dims = math.prod(data.image_shape)
 
@@ -212,11 +208,22 @@ class PixelCNN(Method):
         return images.astype(jnp.float32) / 127.5 - 1.0
 
     def init_model_state(self, rng, batch):
-        """With ``model.clusters``: the k-means state, its centroids seeded from ``batch``."""
+        """With ``model.clusters``: the k-means state, its centroids seeded from ``batch``
+        (a fresh run's are then fitted to the training images, :meth:`fit_to_data`)."""
         if not self.clusters:
             return {}
         images = self._symmetric(batch["image"])
         return {clusters.STATE_KEY: clusters.init_state(images, self.clusters, rng)}
+
+    def data_fit_count(self, available):
+        if not self.clusters:
+            return 0
+        return clusters.fit_count(self.data.image_shape, available, self.clusters, "model.clusters")
+
+    def fit_to_data(self, model_state, images, rng):
+        """With ``model.clusters``: the k-means state fitted to ``images``."""
+        fitted = clusters.fit(self._symmetric(images), self.clusters, rng)
+        return {**model_state, clusters.STATE_KEY: fitted}
 
     def train_step(self, state, batch, tx, ema_decay):
         """The generic step; with ``model.clusters`` on the batch labelled by its nearest
