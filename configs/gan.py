@@ -131,16 +131,21 @@ def get_config(arg: str | None = None):
         # What the precision lacked was images between classes: a continuous latent maps onto
         # a connected set, and the same recipe conditioned on the real classes had domain
         # precision 0.856. Conditioning on 10 clusters of the training images' pixels instead
-        # (gan.clusters=10: online k-means, no labels; generated images draw their cluster in
-        # proportion to its size), three draws of 2000, domain / contrastive: FD 15.1 -> 11.5
-        # / 0.021 -> 0.018, precision 0.723 -> 0.804 / 0.882 -> 0.901, density 0.639 -> 0.748
-        # / 0.884 -> 0.952, C2ST 0.807 -> 0.768 / 0.728 -> 0.692, broken 39.9% -> 22.6% / 6.5%
-        # -> 3.0%, recall 0.769 -> 0.784 / 0.846 -> 0.811, 4.8 minutes against 4.9 (same
-        # file). InfoGAN's code (gan.info_codes=10), which should find such modes itself,
-        # found others than the classes and was worse (precision 0.713 / 0.861). DRS on the
-        # clustered weights (each image's cluster drawn by size, scored with it) moved most
-        # figures by about their draws' spread: FD 11.5 -> 11.2, contrastive density 0.952 ->
-        # 0.978, broken 3.0% -> 3.5% (same file); the generator stays the sampler.
+        # (gan.clusters=10: k-means fitted to 20,000 training images before the first step,
+        # then refined online; no labels; generated images draw their cluster in proportion
+        # to its size), three draws of 2000, domain / contrastive: FD 15.1 -> 6.0 / 0.021 ->
+        # 0.015, precision 0.723 -> 0.838 / 0.882 -> 0.910, density 0.639 -> 0.844 / 0.884 ->
+        # 1.01, C2ST 0.807 -> 0.736 / 0.728 -> 0.691, broken 39.9% -> 14.9% / 6.5% -> 2.4%,
+        # recall 0.769 -> 0.772 / 0.846 -> 0.772, 5.2 minutes against 4.9 (same file). The
+        # clusters before that fit (every centroid starting at one point, the clusters filling
+        # one by one; the smallest held 2.5% of the images, now 3.8%): FD 11.5 / 0.018,
+        # precision 0.804 / 0.901, recall 0.784 / 0.811. 20 fitted clusters (one draw): FD
+        # 6.9 / 0.015, precision 0.853 / 0.926, recall 0.747 / 0.807. InfoGAN's code
+        # (gan.info_codes=10), which should find such modes itself, found others than the
+        # classes and was worse (precision 0.713 / 0.861). DRS on the weights of the unfitted
+        # clusters (each image's cluster drawn by size, scored with it) moved most figures by
+        # about their draws' spread: FD 11.5 -> 11.2, contrastive density 0.952 -> 0.978,
+        # broken 3.0% -> 3.5% (same file); the generator stays the sampler.
         # The conditional presets keep spectral norm, 10,000 steps, the
         # linear decay and the EMA: batch norm and the raw generator are unmeasured with their
         # projection discriminators.
