@@ -139,8 +139,8 @@ def get_config(arg: str | None = None):
         # recall 0.769 -> 0.772 / 0.846 -> 0.772, 5.2 minutes against 4.9 (same file). The
         # clusters before that fit (every centroid starting at one point, the clusters filling
         # one by one; the smallest held 2.5% of the images, now 3.8%): FD 11.5 / 0.018,
-        # precision 0.804 / 0.901, recall 0.784 / 0.811. 20 fitted clusters (one draw): FD
-        # 6.9 / 0.015, precision 0.853 / 0.926, recall 0.747 / 0.807. InfoGAN's code
+        # precision 0.804 / 0.901, recall 0.784 / 0.811. 20 fitted clusters (three draws of
+        # one run): FD 6.7 / 0.029, precision 0.850 / 0.926, recall 0.763 / 0.797. InfoGAN's code
         # (gan.info_codes=10), which should find such modes itself, found others than the
         # classes and was worse (precision 0.713 / 0.861). DRS on the weights of the unfitted
         # clusters (each image's cluster drawn by size, scored with it) moved most figures by

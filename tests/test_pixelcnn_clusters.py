@@ -182,3 +182,17 @@ def test_a_fresh_run_fits_its_centroids_to_the_training_images(tmp_path, spec, s
         assert float(fitted["counts"].sum()) == count, devices
     gaps = np.linalg.norm(runs[1]["centroids"][:, None] - runs[1]["centroids"][None], axis=-1)
     assert gaps[~np.eye(3, dtype=bool)].min() > 1.0  # three distinct centroids
+
+
+def test_more_clusters_than_training_images_is_refused_before_anything_is_written(tmp_path, capfd):
+    from tests.conftest import assert_refused, run_cli
+
+    workdir = tmp_path / "run"
+    result = run_cli(
+        capfd,
+        "--config=configs/pixelcnn.py:preset=smoke",
+        "--config.model.clusters=100000",
+        f"--workdir={workdir}",
+    )
+    assert_refused(result, "model.clusters=100000: more clusters than the", "training images")
+    assert not workdir.exists() or not any(workdir.iterdir())
