@@ -34,11 +34,21 @@ FIT_BYTES = 1 << 30  # ... fewer where their float32 pixels would take more memo
 FIT_ITERATIONS = 30  # Lloyd iterations after the k-means++ seeding
 
 
+def placeholder_state(k: int, image_shape: tuple[int, ...]) -> dict[str, jax.Array]:
+    """The state's shapes and dtypes for ``k`` clusters of images ``image_shape``: zero
+    centroids, each counted once. A fresh run replaces it by :func:`fit_model_state` before
+    its first step; a resumed one by its checkpoint."""
+    dims = math.prod(image_shape)
+    return {"centroids": jnp.zeros((k, dims), jnp.float32), "counts": jnp.ones((k,), jnp.float32)}
+
+
 def fit_count(image_shape: tuple[int, ...], available: int, k: int, what: str) -> int:
-    """How many of ``available`` training images :func:`fit` is given: at most
-    :data:`FIT_EXAMPLES`, and fewer for images so large that their float32 pixels would
-    exceed :data:`FIT_BYTES`. Raises a one-line error, naming the config key ``what``, when
-    that leaves fewer images than the ``k`` clusters."""
+    """How many of ``available`` training images :func:`fit` is given (0 for ``k = 0``: no
+    clusters): at most :data:`FIT_EXAMPLES`, and fewer for images so large that their float32
+    pixels would exceed :data:`FIT_BYTES`. Raises a one-line error, naming the config key
+    ``what``, when that leaves fewer images than the ``k`` clusters."""
+    if not k:
+        return 0
     dims = math.prod(image_shape)
     count = min(FIT_EXAMPLES, available, max(FIT_BYTES // (4 * dims), 1))
     if count < k:
@@ -66,6 +76,13 @@ def fit(images: jax.Array, k: int, rng: jax.Array, iterations: int = FIT_ITERATI
     centroids = jax.lax.fori_loop(0, iterations, lloyd, init_state(x, k, rng)["centroids"])
     sizes = jnp.zeros((k,), jnp.float32).at[assign(x, centroids)].add(1.0)
     return {"centroids": centroids, "counts": jnp.maximum(sizes, 1.0)}
+
+
+def fit_model_state(model_state: dict, images: jax.Array, k: int, rng: jax.Array) -> dict:
+    """``model_state`` with its :data:`STATE_KEY` entry fitted (:func:`fit`) to uint8
+    ``images [N, H, W, C]``, taken to the models' ``[-1, 1]`` scale."""
+    symmetric = images.astype(jnp.float32) / 127.5 - 1.0
+    return {**model_state, STATE_KEY: fit(symmetric, k, rng)}
 
 
 def init_state(images: jax.Array, k: int, rng: jax.Array) -> dict[str, jax.Array]:

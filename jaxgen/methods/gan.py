@@ -218,23 +218,15 @@ class GAN(Method):
         if self.text is not None:  # one jointly trained encoder per player ({} when frozen)
             params["generator"].update(self.text.init_params(gt_rng))
             params["discriminator"].update(self.text.init_params(dt_rng))
-        if self.clusters:
-            real = images_to_symmetric(batch["image"])
-            d_vars[clusters.STATE_KEY] = clusters.init_state(
-                real, self.clusters, jax.random.fold_in(rng, 2)
-            )
+        if self.clusters:  # fitted to the training images before a fresh run's first step
+            d_vars[clusters.STATE_KEY] = clusters.placeholder_state(self.clusters, images.shape[1:])
         return params, d_vars
 
     def data_fit_count(self, available):
-        if not self.clusters:
-            return 0
         return clusters.fit_count(self.data.image_shape, available, self.clusters, "gan.clusters")
 
     def fit_to_data(self, model_state, images, rng):
-        """With ``gan.clusters``: the k-means state fitted to ``images`` (the state from
-        ``init_state`` holds centroids seeded from the example batch, a placeholder)."""
-        fitted = clusters.fit(images_to_symmetric(images), self.clusters, rng)
-        return {**model_state, clusters.STATE_KEY: fitted}
+        return clusters.fit_model_state(model_state, images, self.clusters, rng)
 
     def _split_state(self, model_state):
         """``(discriminator state, cluster state or None)`` of the ``model_state``."""

@@ -208,22 +208,20 @@ class PixelCNN(Method):
         return images.astype(jnp.float32) / 127.5 - 1.0
 
     def init_model_state(self, rng, batch):
-        """With ``model.clusters``: the k-means state, its centroids seeded from ``batch``
-        (a fresh run's are then fitted to the training images, :meth:`fit_to_data`)."""
+        """With ``model.clusters``: the k-means state's placeholder (a fresh run's is fitted
+        to the training images before its first step, :meth:`fit_to_data`)."""
+        del rng
         if not self.clusters:
             return {}
-        images = self._symmetric(batch["image"])
-        return {clusters.STATE_KEY: clusters.init_state(images, self.clusters, rng)}
+        return {
+            clusters.STATE_KEY: clusters.placeholder_state(self.clusters, batch["image"].shape[1:])
+        }
 
     def data_fit_count(self, available):
-        if not self.clusters:
-            return 0
         return clusters.fit_count(self.data.image_shape, available, self.clusters, "model.clusters")
 
     def fit_to_data(self, model_state, images, rng):
-        """With ``model.clusters``: the k-means state fitted to ``images``."""
-        fitted = clusters.fit(self._symmetric(images), self.clusters, rng)
-        return {**model_state, clusters.STATE_KEY: fitted}
+        return clusters.fit_model_state(model_state, images, self.clusters, rng)
 
     def train_step(self, state, batch, tx, ema_decay):
         """The generic step; with ``model.clusters`` on the batch labelled by its nearest
