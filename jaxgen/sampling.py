@@ -28,7 +28,8 @@ class SampleOptions:
       steps: noise levels the sampler visits (network evaluations: see ``SamplerSpec.nfe``).
       guidance: classifier-free guidance scale (0: unconditional, 1: conditional, above 1:
         sharper samples).
-      eta: DDIM's stochasticity in [0, 1] (0: deterministic, 1: ancestral).
+      eta: the stochasticity of DDIM and DPM-Solver++ in [0, 1] (0: deterministic, the
+        probability-flow ODE; DDIM 1: ancestral; DPM-Solver++ 1: the reverse SDE).
       spacing: the diffusion grid's spacing (``uniform``, ``logsnr`` or ``karras``).
       final_snr: the signal-to-noise ratio ``alpha^2 / sigma^2`` of the diffusion grid's last
         noisy level, from which the sampler returns the denoiser's estimate of the image (0:

@@ -53,6 +53,8 @@ CASES = [
     ("ddim", "vp", 100, {"eta": 1.0}),
     ("dpm_solver_pp", "vp", 20, {}),
     ("dpm_solver_pp", "edm", 25, {}),
+    ("dpm_solver_pp", "vp", 50, {"eta": 1.0}),  # the SDE form
+    ("dpm_solver_pp", "edm", 50, {"eta": 1.0}),
     ("heun", "vp", 40, {}),
     ("heun", "edm", 40, {}),
 ]
@@ -78,17 +80,31 @@ def test_fewer_steps_are_less_accurate():
     assert rel > 0.2
 
 
-def test_ddim_eta0_is_deterministic_and_eta1_is_not():
+@pytest.mark.parametrize("name", ["ddim", "dpm_solver_pp"])
+def test_eta0_is_deterministic_and_eta1_is_not(name):
     proc = vp_process()
-    grid = proc.grid(20, "uniform")
+    grid = proc.grid(20, get_sampler(name).spacing)
     x = initial_noise(jax.random.PRNGKey(0), (64, 3), grid)
-    fn = get_sampler("ddim").fn
+    fn = get_sampler(name).fn
     a = fn(gaussian_denoiser, x, grid, jax.random.PRNGKey(1), eta=0.0)
     b = fn(gaussian_denoiser, x, grid, jax.random.PRNGKey(2), eta=0.0)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     c = fn(gaussian_denoiser, x, grid, jax.random.PRNGKey(1), eta=1.0)
     d = fn(gaussian_denoiser, x, grid, jax.random.PRNGKey(2), eta=1.0)
     assert np.abs(np.asarray(c) - np.asarray(d)).max() > 1e-2
+
+
+def test_sde_dpm_solver_forgets_the_error_of_its_start():
+    """Started off the prior (every coordinate shifted by +1 at the noisiest level), the ODE
+    carries the shift into the samples' mean; the SDE replaces most of it with fresh noise."""
+    grid = vp_process().grid(50, "logsnr")
+    x = initial_noise(jax.random.PRNGKey(0), (NUM, 3), grid) + 1.0
+    fn = get_sampler("dpm_solver_pp").fn
+    ode = np.asarray(fn(gaussian_denoiser, x, grid, jax.random.PRNGKey(1), eta=0.0))
+    sde = np.asarray(fn(gaussian_denoiser, x, grid, jax.random.PRNGKey(1), eta=1.0))
+    ode_error = np.abs(ode.mean(0) - MEAN).max()
+    sde_error = np.abs(sde.mean(0) - MEAN).max()
+    assert ode_error > 0.1 and sde_error < 0.03, (ode_error, sde_error)
 
 
 def test_ddim_eta1_is_ancestral_sampling():
