@@ -51,6 +51,7 @@ def get_config(arg: str | None = None):
     c.model.d_norm = "spectral"  # spectral | batch | layer | none
     c.model.d_extra_blocks = 2
     c.model.g_extra_convs = 0  # DCGAN: 3x3 convolutions added at each generator resolution
+    c.model.d_minibatch_std = 0  # DCGAN: group size of D's minibatch stddev channel (0: off)
     c.model.text_dim = 128  # cond=text: width of the generator's projected text embedding
 
     c.gan = dict(

@@ -87,7 +87,7 @@ MODEL_SIZES = (
 )  # fmt: skip
 MODEL_SIZES_FROM_0 = (
     "latent_channels", "num_res_blocks", "convs_per_level", "num_resnet", "d_extra_blocks",
-    "g_extra_convs", "vlb_terms", "num_classes", "clusters",
+    "g_extra_convs", "vlb_terms", "num_classes", "clusters", "d_minibatch_std",
 )  # fmt: skip
 SIZED_SECTIONS = ("model", "text")
 _EVAL_RANGES = (

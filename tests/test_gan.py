@@ -22,7 +22,7 @@ from jaxgen.gan.step import (
     top_k_share,
 )
 from jaxgen.methods.gan import GAN
-from jaxgen.models.dcgan import DCGANGenerator, grid_plan
+from jaxgen.models.dcgan import DCGANDiscriminator, DCGANGenerator, grid_plan, minibatch_stddev
 from jaxgen.models.layers import UpConv
 from jaxgen.models.spectral_norm import SNConv, SNDense
 from tests.conftest import gray_batch, jitted_init, jitted_step, load_config
@@ -240,6 +240,8 @@ def test_sample_does_not_depend_on_the_other_requested_samples(conditional_gan):
         ({"gan.top_k": 0.5, "gan.top_k_gamma": 0.0}, "gan.top_k_gamma"),
         ({"gan.top_k": 0.5, "gan.top_k_every": 0}, "gan.top_k_every"),
         ({"model.arch": "resnet", "model.g_extra_convs": 1}, "model.g_extra_convs"),
+        ({"model.d_minibatch_std": 1}, "model.d_minibatch_std"),
+        ({"model.arch": "resnet", "model.d_minibatch_std": 4}, "model.d_minibatch_std"),
     ],
 )
 def test_bad_gan_config_is_a_user_error(overrides, key):
@@ -249,6 +251,30 @@ def test_bad_gan_config_is_a_user_error(overrides, key):
         config[section][name] = value
     with pytest.raises(UserError, match=key):
         GAN(config, DataSpec((8, 8, 1), 10, "none"))
+
+
+# --- the minibatch standard deviation channel ----------------------------------------------
+
+
+def test_minibatch_stddev_is_the_mean_spread_of_each_group():
+    x = np.random.default_rng(0).normal(size=(6, 3, 3, 2)).astype(np.float32)
+    x[[1, 3, 5]] = x[1]  # group 1 (images 1, 3, 5; G = gcd(6, 4) = 2 would split it): copies
+    out = np.asarray(minibatch_stddev(jnp.asarray(x), 3))
+    np.testing.assert_array_equal(out[..., :2], x)
+    spread = np.sqrt(x[[0, 2, 4]].var(axis=0) + 1e-8).mean()
+    np.testing.assert_allclose(out[[0, 2, 4], ..., 2], spread, rtol=1e-5)
+    np.testing.assert_allclose(out[[1, 3, 5], ..., 2], 1e-4, rtol=1e-3)  # sqrt(0 + 1e-8)
+
+
+def test_minibatch_std_lets_the_discriminator_see_its_group_and_only_its_group():
+    d = DCGANDiscriminator((8, 8, 1), width=4, norm="none", minibatch_std=2)
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))  # groups {0, 2} and {1, 3}
+    variables = d.init(jax.random.PRNGKey(1), x)
+    out = np.asarray(d.apply(variables, x))
+    same_group = np.asarray(d.apply(variables, x.at[2].multiply(3.0)))
+    other_group = np.asarray(d.apply(variables, x.at[3].multiply(3.0)))
+    assert abs(float(same_group[0] - out[0])) > 1e-4
+    np.testing.assert_allclose(other_group[[0, 2]], out[[0, 2]], rtol=1e-6)
 
 
 # --- a toy run: 8 Gaussians on a ring ------------------------------------------------------

@@ -17,7 +17,8 @@ ARCHS = ("dcgan", "resnet")
 
 def check_networks(config: ml_collections.ConfigDict) -> None:
     """``model.arch``, ``model.d_norm``, ``gan.loss``, gradient penalties against a
-    batch-normalised discriminator and ``model.g_extra_convs`` (DCGAN only)."""
+    batch-normalised discriminator, ``model.g_extra_convs`` and ``model.d_minibatch_std``
+    (DCGAN only)."""
     m, g = config.model, config.gan
     if m.arch not in ARCHS:
         raise UserError(f"config key model.arch={m.arch!r}: expected one of {ARCHS}")
@@ -32,6 +33,13 @@ def check_networks(config: ml_collections.ConfigDict) -> None:
     extra_convs = int(m.get("g_extra_convs", 0))
     if extra_convs and m.arch != "dcgan":
         raise UserError(f"config key model.g_extra_convs={extra_convs}: only for arch=dcgan")
+    group = int(m.get("d_minibatch_std", 0))
+    if group < 0 or group == 1:
+        raise UserError(
+            f"config key model.d_minibatch_std={group}: expected 0 (off) or a group size >= 2"
+        )
+    if group and m.arch != "dcgan":
+        raise UserError(f"config key model.d_minibatch_std={group}: only for arch=dcgan")
 
 
 def info_codes(config: ml_collections.ConfigDict, conditional: bool) -> int:

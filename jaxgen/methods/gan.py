@@ -7,7 +7,9 @@ Config (besides the shared keys):
   ``spectral`` | ``batch`` | ``layer`` | ``none``; the ResNet one is spectral
   unless ``none``); ``model.d_extra_blocks`` (ResNet); ``model.g_extra_convs`` (DCGAN:
   3x3 convolutions added at each generator resolution, see
-  :class:`~jaxgen.models.dcgan.DCGANGenerator`).
+  :class:`~jaxgen.models.dcgan.DCGANGenerator`); ``model.d_minibatch_std`` (DCGAN: the
+  group size of the discriminator's minibatch standard deviation channel, Karras et al.
+  2018; 0: off; :func:`~jaxgen.models.dcgan.minibatch_stddev`).
 * ``gan.loss``: ``nonsaturating`` | ``hinge`` | ``wasserstein``;
   ``gan.gp_weight`` (WGAN-GP); ``gan.r1_gamma`` and ``gan.r1_every`` (lazy R1);
   ``gan.g_batch_size`` (0: the discriminator's micro-batch size); ``gan.mode_seeking``
@@ -134,8 +136,9 @@ class GAN(Method):
         if m.arch == "dcgan":
             self.generator = DCGANGenerator(shape, m.g_width, labels, text_dim, extra_convs)
             self.discriminator = DCGANDiscriminator(
-                shape, m.d_width, m.d_norm, labels, conditioned, self.info_codes
-            )
+                shape, m.d_width, m.d_norm, labels, conditioned, self.info_codes,
+                int(m.get("d_minibatch_std", 0)),
+            )  # fmt: skip
         else:
             self.generator = ResNetGenerator(shape, m.g_width, labels, text_dim)
             self.discriminator = ResNetDiscriminator(
