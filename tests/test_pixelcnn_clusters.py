@@ -184,6 +184,66 @@ def test_a_fresh_run_fits_its_centroids_to_the_training_images(tmp_path, spec, s
     assert gaps[~np.eye(3, dtype=bool)].min() > 1.0  # three distinct centroids
 
 
+TWO_PROCESS_FIT = r"""
+import sys, jax, numpy as np
+sys.path.insert(0, {repo!r})
+from jaxgen import clusters, runtime
+runtime.initialize()
+from jaxgen.cli import load_config_file
+from jaxgen.experiment import Experiment
+from jaxgen.trainer import Trainer
+config = load_config_file("configs/gan.py:preset=smoke")
+config.gan.clusters = 3
+exp = Experiment(config, {workdir!r})
+state, _ = Trainer(exp).prepare()
+fitted = {{k: np.asarray(v.addressable_data(0))
+          for k, v in state.model_state[clusters.STATE_KEY].items()}}
+np.savez({out!r}.format(jax.process_index()), processes=jax.process_count(), **fitted)
+"""
+
+
+def test_two_processes_fit_the_same_centroids_as_one(tmp_path):
+    """Under ``jax.distributed`` (two local processes, one CPU device each) both processes hold
+    the fit of the same spread images, and it is the one-process fit over two devices."""
+    from jaxgen.experiment import FIT_STREAM, Experiment
+    from tests.conftest import REPO, load_config
+    from tests.test_parallel import _free_port
+
+    out = str(tmp_path / "fit_{}.npz")
+    code = TWO_PROCESS_FIT.format(repo=REPO, workdir=str(tmp_path / "run"), out=out)
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                     JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid), JAX_PLATFORMS="cpu"),
+        )
+        for pid in range(2)
+    ]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    fits = [np.load(out.format(pid)) for pid in range(2)]
+    assert int(fits[0]["processes"]) == 2
+    np.testing.assert_array_equal(fits[0]["centroids"], fits[1]["centroids"])
+    np.testing.assert_array_equal(fits[0]["counts"], fits[1]["counts"])
+
+    config = load_config("configs/gan.py:preset=smoke")
+    config.gan.clusters = 3
+    exp = Experiment(config, str(tmp_path / "direct"))
+    source = exp.train_source
+    count = min(clusters.FIT_EXAMPLES, len(source))
+    count += count % 2  # rows split evenly over the two devices
+    index = np.linspace(0, len(source) - 1, count).round().astype(np.int64)
+    images = np.stack([source[int(i)]["image"] for i in index]).astype(np.float32)
+    expected = clusters.fit(
+        jnp.asarray(images / 127.5 - 1), 3, jax.random.fold_in(exp.rng, FIT_STREAM)
+    )
+    np.testing.assert_allclose(fits[0]["centroids"], expected["centroids"], atol=1e-4)
+    np.testing.assert_array_equal(fits[0]["counts"], expected["counts"])
+
+
 def test_more_clusters_than_training_images_is_refused_before_anything_is_written(tmp_path, capfd):
     from tests.conftest import assert_refused, run_cli
 
