@@ -100,7 +100,7 @@ def get_config(arg: str | None = None):
     # The full preset keeps 3: unmeasured there.
     text_guidance = 5.0 if args["preset"] == "cpu" else 3.0
     c.sample.guidance = text_guidance if args["cond"] == "text" else 1.0
-    c.sample.eta = 0.0  # ddim only
+    c.sample.eta = 0.0  # ddim and dpm_solver_pp: 0 the ODE, 1 ancestral / the SDE
     c.sample.spacing = ""  # "": the sampler's default (uniform, logsnr or karras)
     c.sample.final_snr = 0.0  # SNR of the grid's last noisy level (0: the least noisy timestep)
 
@@ -211,6 +211,16 @@ def get_config(arg: str | None = None):
             # weighting) keep 0.
             if unconditional_unet:
                 c.sample.final_snr = 100.0
+                # The reverse SDE instead of the ODE (sample.eta=1: SDE-DPM-Solver++(2M)), same
+                # 50 steps ending at SNR 100: its fresh noise at every step washes out part of
+                # the error the small network made at the steps before. Its pair on the idle
+                # 2-core Intel Xeon (5500 steps in 18.8 minutes, against the 20.36-minute peer of
+                # the ODE's pair there; three draws of 2000, domain / contrastive): FD 5.98 ->
+                # 4.54 / 0.027 -> 0.033, precision 0.846 -> 0.868 / 0.900 -> 0.912, recall 0.842
+                # -> 0.813 / 0.869 -> 0.873, coverage 0.799 -> 0.839, C2ST 0.690 -> 0.665, broken
+                # 16.7% -> 12.8% / 5.2% -> 4.7%; ahead of the peer on 15 of 16 (the ODE: 14),
+                # level on the domain recall (the peer's 0.818 +- 0.024; benchmarks/README.md).
+                c.sample.eta = 1.0
         set_domain_sample_evals(c)
         c.evals.likelihood = dict(type="likelihood", num_examples=500, batch_size=250, every=0)
     elif args["preset"] == "smoke":

@@ -101,7 +101,7 @@ def get_config(arg: str | None = None):
     c.sample.sampler = args["sampler"] or ("meanflow" if meanflow else "euler")
     c.sample.steps = args["steps"] or (1 if meanflow else 50)
     c.sample.guidance = 3.0 if args["cond"] == "text" else 1.0  # as configs/ddpm.py
-    c.sample.eta = 0.0  # ddim only
+    c.sample.eta = 0.0  # ddim and dpm_solver_pp: 0 the ODE, 1 ancestral / the SDE
     c.sample.spacing = ""  # "": the sampler's default
 
     c.evals.quality = dict(

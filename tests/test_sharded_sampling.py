@@ -30,6 +30,9 @@ if {launch!r}:
                         "--config.sample.timing_repeats=0"]) == 0
 config = load_config_file("configs/ddpm.py:preset=smoke")
 config.model.unet.ch_mult, config.model.unet.attn_resolutions = (1,), ()
+# A stochastic sampler (the SDE form of DPM-Solver++): its fresh noise at every step must not
+# depend on how the batch is split over devices either.
+config.sample.sampler, config.sample.eta = "dpm_solver_pp", 1.0
 exp = Experiment(config, "{workdir}")
 state = exp.init_state()
 params = exp.method.sampling_params(state)

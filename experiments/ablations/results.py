@@ -66,7 +66,7 @@ def get_sweep(arg=None):
         ),  # fmt: skip
         ddpm,
         sampling_variant(
-            ddpm, "ddpm_fashion_mnist_ddim_20", "DDIM, 20 steps", sampler="ddim", steps=20
+            ddpm, "ddpm_fashion_mnist_ddim_20", "DDIM, 20 steps", sampler="ddim", steps=20, eta=0.0
         ),  # fmt: skip
         sampling_variant(
             ddpm, "ddpm_fashion_mnist_heun_10", "Heun (EDM), 10 steps", sampler="heun", steps=10

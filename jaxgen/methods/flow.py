@@ -254,7 +254,7 @@ class FlowMatching(Diffusion):
         if options.sampler == MEANFLOW:
             return meanflow.MEANFLOW_SAMPLER, grid, {}
         kwargs = {}
-        if options.sampler == "ddim":
+        if options.sampler in ("ddim", "dpm_solver_pp"):
             kwargs["eta"] = options.eta
         elif options.sampler == "ddpm":
             kwargs["variance"] = "small"
