@@ -379,7 +379,7 @@ class Diffusion(Method):
         """
         options = self.resolve_sample_options(options)
         kwargs = {}
-        if options.sampler in ("ddim", "dpm_solver_pp"):
+        if get_sampler(options.sampler).takes_eta:
             kwargs["eta"] = options.eta
         elif options.sampler == "ddpm":
             kwargs["variance"] = self.dcfg.variance

@@ -254,7 +254,7 @@ class FlowMatching(Diffusion):
         if options.sampler == MEANFLOW:
             return meanflow.MEANFLOW_SAMPLER, grid, {}
         kwargs = {}
-        if options.sampler in ("ddim", "dpm_solver_pp"):
+        if get_sampler(options.sampler).takes_eta:
             kwargs["eta"] = options.eta
         elif options.sampler == "ddpm":
             kwargs["variance"] = "small"

@@ -25,6 +25,7 @@ class SamplerSpec:
       spacing: default grid spacing (``uniform``, ``logsnr`` or ``karras``).
       default_steps: steps used when ``sample.steps`` is 0 (``None``: every timestep).
       nfe_per_step / nfe_offset: network evaluations = ``nfe_per_step * steps + nfe_offset``.
+      takes_eta: ``fn`` takes ``eta``, its stochasticity in [0, 1] (``sample.eta``).
     """
 
     fn: Callable
@@ -32,6 +33,7 @@ class SamplerSpec:
     default_steps: int | None
     nfe_per_step: int = 1
     nfe_offset: int = 0
+    takes_eta: bool = False
 
     def nfe(self, steps: int) -> int:
         return self.nfe_per_step * steps + self.nfe_offset
@@ -43,8 +45,8 @@ class SamplerSpec:
 
 SAMPLERS: dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec(ancestral.sample, "uniform", None),
-    "ddim": SamplerSpec(ddim.sample, "uniform", 50),
-    "dpm_solver_pp": SamplerSpec(dpm_solver.sample, "logsnr", 20),
+    "ddim": SamplerSpec(ddim.sample, "uniform", 50, takes_eta=True),
+    "dpm_solver_pp": SamplerSpec(dpm_solver.sample, "logsnr", 20, takes_eta=True),
     "heun": SamplerSpec(heun.sample, "karras", 18, nfe_per_step=2, nfe_offset=-1),
     "euler": SamplerSpec(flow_ode.euler, "uniform", 50),
     "flow_heun": SamplerSpec(flow_ode.heun, "uniform", 25, nfe_per_step=2, nfe_offset=-1),
