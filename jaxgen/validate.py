@@ -13,6 +13,7 @@ at the first sample grid or after the last training step:
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Iterable
@@ -23,8 +24,11 @@ from jaxgen.data.spec import check_global_batch
 from jaxgen.dotted import MISSING, lookup
 from jaxgen.errors import UserError
 from jaxgen.parallel import PARAM_SHARDINGS
+from jaxgen.samplers import SAMPLERS
 from jaxgen.sampling import SampleOptions
 from jaxgen.text.conditioning import load_prompts_file
+
+log = logging.getLogger("jaxgen")
 
 # (config key, allowed values, what the special values mean);
 # bounds are ">= a", "> a", "[a, b]" or "[a, b)".
@@ -265,7 +269,24 @@ def check_sampling_inputs(config: ml_collections.ConfigDict, method, spec) -> Sa
             )
     if spec.cond == "text" and sample.get("prompts_file"):
         load_prompts_file(sample.prompts_file)
+    warn_ignored_eta(options)
     return options
+
+
+def warn_ignored_eta(options: SampleOptions) -> None:
+    """Logs a warning when ``sample.eta`` is set but ``options.sampler`` takes no eta.
+
+    Only the families that use ``eta`` (diffusion and flow) get this far with it set; their
+    samplers without it (``ddpm``, ``heun``, ``euler``, ``flow_heun``, ``meanflow``) ignore it.
+    A warning, not an error: a preset's eta (the DDPM cpu preset's is 1) must not make every
+    ``sample.sampler=heun`` override spell out ``sample.eta=0`` too."""
+    spec = SAMPLERS.get(options.sampler)
+    if options.eta and not (spec and spec.takes_eta):
+        log.warning(
+            "config key sample.eta=%g: sampler %r takes no eta and ignores it",
+            options.eta,
+            options.sampler,
+        )
 
 
 def check_grad_accum(train: ml_collections.ConfigDict) -> None:

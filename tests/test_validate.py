@@ -1,5 +1,6 @@
 """Bad config values and sampling inputs fail when an Experiment is built, as one-line errors."""
 
+import logging
 import os
 
 import ml_collections
@@ -257,6 +258,20 @@ def test_vae_sampler_name_is_checked_before_training(tmp_path):
 def test_diffusion_sampler_options_are_checked(tmp_path):
     config = _config("configs/ddpm.py:preset=smoke", **{"sample.eta": 2.0})
     assert _refused(config, tmp_path) == "config key sample.eta=2.0: expected in [0, 1]"
+
+
+@pytest.mark.parametrize(
+    "sampler, eta, warned",
+    [("heun", 1.0, True), ("ddpm", 0.5, True), ("dpm_solver_pp", 1.0, False), ("heun", 0.0, False)],
+)
+def test_an_eta_the_sampler_ignores_is_a_warning(sampler, eta, warned, tmp_path, caplog):
+    config = _config(
+        "configs/ddpm.py:preset=smoke", **{"sample.sampler": sampler, "sample.eta": eta}
+    )
+    with caplog.at_level(logging.WARNING, logger="jaxgen"):
+        Experiment(config, str(tmp_path / "run"))
+    expected = f"config key sample.eta={eta:g}: sampler {sampler!r} takes no eta and ignores it"
+    assert (expected in caplog.text) == warned, caplog.text
 
 
 # --- batch size ----------------------------------------------------------------------------
