@@ -24,7 +24,10 @@ of the DDPM process), ``autoencoder=<VAE workdir>`` (latent diffusion),
 ``configs/backbones.py``; full: DiT-S/2).
 With ``cond=class`` or ``cond=text`` the condition is dropped with probability 0.1
 in training and ``sample.guidance`` sets classifier-free guidance (0: unconditional, 1:
-conditional).
+conditional). ``--config.model.clusters=K`` (``cond=none``) conditions the network on ``K``
+k-means clusters of the training pixels instead, fitted before the first step and refined
+online (``jaxgen/clusters.py``, as the GAN and PixelCNN presets do); each sample draws its
+cluster by the clusters' shares, and the bound adds ``-log p(cluster)``.
 """
 
 from configs.backbones import apply_backbone
@@ -79,6 +82,10 @@ def get_config(arg: str | None = None):
     c.model.autoencoder = args["autoencoder"]
     c.model.latent_scale = 1.0
     c.model.vlb_terms = 0  # 0: the exact bound over all timesteps
+    # cond=none: K > 0 conditions the network on K k-means clusters of the training pixels,
+    # fitted before the first step and refined online (jaxgen/clusters.py); each sample draws
+    # its cluster by the clusters' shares, and the bound adds -log p(cluster).
+    c.model.clusters = 0
 
     c.train.num_steps = 800_000
     c.train.batch_size = 128

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen import clusters
 from jaxgen.config_section import section_values
 from jaxgen.diffusion.likelihood import VariationalBound, nats_to_bits_per_dim
 from jaxgen.diffusion.objectives import Preconditioning, guided, min_snr_weight, q_sample
@@ -42,6 +43,7 @@ from jaxgen.diffusion.process import EDMProcess, VPProcess
 from jaxgen.diffusion.schedules import make_schedule
 from jaxgen.errors import UserError
 from jaxgen.methods.base import Method, images_to_symmetric
+from jaxgen.methods.cluster_conditioning import ClusterConditioned
 from jaxgen.methods.description import config_value
 from jaxgen.methods.gradients import cast_floating
 from jaxgen.models.backbone import build_backbone, describe_backbone
@@ -150,7 +152,7 @@ def _batch_size(cond) -> int:
     return jax.tree.leaves(cond)[0].shape[0]
 
 
-class Diffusion(Method):
+class Diffusion(ClusterConditioned, Method):
     """The diffusion family (``family = "ddpm"``)."""
 
     supports_bfloat16 = True
@@ -162,6 +164,9 @@ class Diffusion(Method):
         self.num_classes = data.num_classes if data.cond == "class" else 0
         if data.cond == "class" and not self.num_classes:
             raise UserError(f"cond=class but data {config.data.name!r} has no labels")
+        self.clusters = self.read_clusters(config, data)
+        if self.clusters:  # the network takes the cluster index as a class-conditional its label
+            self.num_classes = self.clusters
         self.cond_drop_prob = float(model.get("cond_drop_prob", 0.0))
         if not 0.0 <= self.cond_drop_prob <= 1.0:
             raise UserError(
@@ -242,7 +247,7 @@ class Diffusion(Method):
         """
         rngs = {"dropout": rng} if train else None
         extra = {} if t2 is None else {"t2": t2}
-        unet_params = {k: v for k, v in params.items() if k != PARAMS_KEY}
+        unet_params = {k: v for k, v in params.items() if k not in (PARAMS_KEY, clusters.STATE_KEY)}
         x_in = self.precond.network_input(x_t, alpha, sigma).astype(floating_dtype(unet_params))
         if isinstance(cond, TextEmbedding):
             out = self.net.apply(
@@ -395,9 +400,13 @@ class Diffusion(Method):
         options = self.resolve_sample_options(options)
         spec, grid, kwargs = self.sampler_plan(options)
         params = cast_floating(params, self.compute_dtype)
+        noise_rng, sampler_rng = jax.random.split(rng)
+        if self.clusters and "label" not in (conditioning or {}):  # by the clusters' shares
+            sampler_rng, cluster_rng = jax.random.split(sampler_rng)
+            labels = self.draw_clusters(params, cluster_rng, num)
+            conditioning = {**(conditioning or {}), "label": labels}
         cond = self._condition(params, conditioning)
         denoise = self.denoiser(params, cond, options.guidance)
-        noise_rng, sampler_rng = jax.random.split(rng)
         x = initial_noise(noise_rng, (num, *self.x_shape), grid)
         return self._decode(spec.fn(denoise, x, grid, sampler_rng, **kwargs))
 
@@ -408,12 +417,18 @@ class Diffusion(Method):
     def likelihood(self, params, batch, rng):
         """The variational bound per image in bits/dim (``model.vlb_terms`` sampled timesteps).
 
-        Conditional models are evaluated with the true labels or captions (``-log p(x | y)``).
-        Returns None for the EDM process and for latent diffusion (see :attr:`has_likelihood`).
+        Conditional models are evaluated with the true labels or captions (``-log p(x | y)``);
+        with ``model.clusters`` the bound is ``-log p(c) - log p(x | c)`` at the image's nearest
+        cluster ``c``, a bound on ``-log p(x)`` too. Returns None for the EDM process and for
+        latent diffusion (see :attr:`has_likelihood`).
         """
         if not self.has_likelihood:
             return None
         x0 = images_to_symmetric(batch["image"])
+        cluster_nats = 0.0
+        if self.clusters:
+            labels, log_share = self.nearest_clusters(params, batch["image"])
+            batch, cluster_nats = {**batch, "label": labels}, -log_share
         cond = self._condition(params, batch)
 
         def x0_fn(x_t, t):
@@ -424,7 +439,7 @@ class Diffusion(Method):
         nats = self.bound.nats(x0_fn, x0, rng, self.vlb_terms)
         dims = int(np.prod(self.data.image_shape))
         return {
-            "bits_per_dim": nats_to_bits_per_dim(nats["total"], dims),
+            "bits_per_dim": nats_to_bits_per_dim(nats["total"] + cluster_nats, dims),
             "vlb_prior_bits_per_dim": nats_to_bits_per_dim(nats["prior"], dims),
             "vlb_decoder_bits_per_dim": nats_to_bits_per_dim(nats["decoder"], dims),
         }
@@ -436,9 +451,16 @@ class Diffusion(Method):
         diff = model.get("diffusion", {}) or {}
         process = "EDM" if diff.get("process") == "edm" else f"{diff.get('schedule')} schedule"
         terms = model.get("vlb_terms")
+        bound = f"VLB, {terms} sampled terms" if terms else "VLB, all terms"
+        k = int(model.get("clusters") or 0)
+        if model.get("autoencoder"):
+            arch += ", latent"
+        if k:
+            arch += f", conditioned on {k} pixel clusters"
+            bound += f", the image's nearest of {k} clusters"
         generic = super().describe(config)
         return generic.replace(
-            architecture=arch + (", latent" if model.get("autoencoder") else ""),
+            architecture=arch,
             training=f"{process}, {diff.get('prediction')}-prediction",
-            likelihood_bound=f"VLB, {terms} sampled terms" if terms else "VLB, all terms",
+            likelihood_bound=bound,
         )

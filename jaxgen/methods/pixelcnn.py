@@ -47,6 +47,7 @@ from jaxgen import clusters
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.methods.base import Method
+from jaxgen.methods.cluster_conditioning import ClusterConditioned
 from jaxgen.methods.description import config_value
 from jaxgen.methods.gradients import cast_floating
 from jaxgen.models.gated_pixelcnn import GatedPixelCNNNet
@@ -110,7 +111,7 @@ def build_model(model_config, data: DataSpec, num_classes: int) -> ARModel:
     return ARModel(net, data.image_shape, "categorical")
 
 
-class PixelCNN(Method):
+class PixelCNN(ClusterConditioned, Method):
     """Exact-likelihood autoregressive models over 8-bit pixels."""
 
     supports_bfloat16 = True
@@ -129,12 +130,7 @@ class PixelCNN(Method):
             )
         # sample.temperature >= 0 and model.clusters >= 0: jaxgen.validate, before this.
         self.temperature = float(config.get("sample", {}).get("temperature", 1.0))
-        self.clusters = int(config.model.get("clusters", 0))
-        if self.clusters and data.cond != "none":
-            raise UserError(
-                f"config key model.clusters={self.clusters}: for data without labels or text "
-                f"(cond=none); this config has cond={data.cond!r}"
-            )
+        self.clusters = self.read_clusters(config, data)
         self.model = build_model(config.model, data, self.num_classes or self.clusters)
         self.num_dims = math.prod(data.image_shape)
 
@@ -203,48 +199,6 @@ class PixelCNN(Method):
         )
         return -self.model.log_prob(out, images)
 
-    @staticmethod
-    def _symmetric(images: jax.Array) -> jax.Array:
-        return images.astype(jnp.float32) / 127.5 - 1.0
-
-    def init_model_state(self, rng, batch):
-        """With ``model.clusters``: the k-means state's placeholder (a fresh run's is fitted
-        to the training images before its first step, :meth:`fit_to_data`)."""
-        del rng
-        if not self.clusters:
-            return {}
-        return {
-            clusters.STATE_KEY: clusters.placeholder_state(self.clusters, batch["image"].shape[1:])
-        }
-
-    def data_fit_count(self, available):
-        return clusters.fit_count(self.data.image_shape, available, self.clusters, "model.clusters")
-
-    def fit_to_data(self, model_state, images, rng):
-        return clusters.fit_model_state(model_state, images, self.clusters, rng)
-
-    def train_step(self, state, batch, tx, ema_decay):
-        """The generic step; with ``model.clusters`` on the batch labelled by its nearest
-        centroids, which then move towards it."""
-        if not self.clusters:
-            return super().train_step(state, batch, tx, ema_decay)
-        images = self._symmetric(batch["image"])
-        cluster_state = state.model_state[clusters.STATE_KEY]
-        labels = clusters.assign(images, cluster_state["centroids"])
-        cluster_state = clusters.update(cluster_state, images, labels)
-        state, metrics = super().train_step(state, {**batch, "label": labels}, tx, ema_decay)
-        share = cluster_state["counts"] / jnp.sum(cluster_state["counts"])
-        metrics = dict(metrics, cluster_min_share=jnp.min(share))
-        return state.replace(model_state={clusters.STATE_KEY: cluster_state}), metrics
-
-    def sampling_params(self, state, options=None):
-        """The EMA parameters; with ``model.clusters`` also the k-means state under
-        ``"clusters"`` (the likelihood's labels, the samples' cluster shares)."""
-        params = super().sampling_params(state, options)
-        if self.clusters:
-            params = {**params, clusters.STATE_KEY: state.model_state[clusters.STATE_KEY]}
-        return params
-
     def loss(self, params, batch, rng):
         nats_per_dim = jnp.mean(self._nll(params, batch, rng, train=True)) / self.num_dims
         return nats_per_dim, {"bits_per_dim": nats_per_dim / math.log(2.0)}
@@ -253,11 +207,8 @@ class PixelCNN(Method):
 
     def likelihood(self, params, batch, rng):
         if self.clusters:  # the bound -log p(c) - log p(x | c) at the image's nearest cluster
-            state = params[clusters.STATE_KEY]
-            labels = clusters.assign(self._symmetric(batch["image"]), state["centroids"])
-            log_share = jnp.log(state["counts"] / jnp.sum(state["counts"]))
-            nll = self._nll(params, {**batch, "label": labels}, rng, train=False)
-            nll = nll - log_share[labels]
+            labels, log_share = self.nearest_clusters(params, batch["image"])
+            nll = self._nll(params, {**batch, "label": labels}, rng, train=False) - log_share
         else:
             nll = self._nll(params, batch, rng, train=False)
         return {"bits_per_dim": nll / (self.num_dims * math.log(2.0)), "nll": nll}
@@ -282,9 +233,8 @@ class PixelCNN(Method):
         if self.num_classes and "label" not in conditioning:
             conditioning["label"] = jnp.arange(num, dtype=jnp.int32) % self.num_classes
         if self.clusters and "label" not in conditioning:  # drawn by the clusters' shares
-            counts = params[clusters.STATE_KEY]["counts"].astype(jnp.float32)
             rng, cluster_rng = jax.random.split(rng)
-            conditioning["label"] = clusters.draw(cluster_rng, counts, num)
+            conditioning["label"] = self.draw_clusters(params, cluster_rng, num)
         if self.text is not None and not any(k in conditioning for k in self.text.fields):
             # No prompt: the null text (a meaningful p(x) only with model.cond_drop_prob > 0).
             cond = {"context": jnp.zeros((num, self.text.width), jnp.float32)}
