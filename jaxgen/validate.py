@@ -270,7 +270,22 @@ def check_sampling_inputs(config: ml_collections.ConfigDict, method, spec) -> Sa
     if spec.cond == "text" and sample.get("prompts_file"):
         load_prompts_file(sample.prompts_file)
     warn_ignored_eta(options)
+    check_guidance_trained(method, options)
     return options
+
+
+def check_guidance_trained(method, options: SampleOptions) -> None:
+    """``sample.guidance`` other than 1 on a conditional model needs its unconditional
+    prediction, which only a network trained with its condition sometimes dropped
+    (``model.cond_drop_prob > 0``) has learned; with 0 it would come from the untrained null
+    label or text, and every sample, a run's final evaluation included, would be wrong."""
+    conditional = bool(getattr(method, "num_classes", 0)) or getattr(method, "text", None)
+    if conditional and options.guidance != 1 and getattr(method, "cond_drop_prob", 1.0) == 0:
+        raise UserError(
+            f"config key sample.guidance={options.guidance:g}: needs the unconditional model, "
+            "which model.cond_drop_prob=0 never trains; set model.cond_drop_prob > 0 (e.g. 0.1) "
+            "or sample with guidance 1"
+        )
 
 
 def warn_ignored_eta(options: SampleOptions) -> None:

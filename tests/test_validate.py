@@ -274,6 +274,30 @@ def test_an_eta_the_sampler_ignores_is_a_warning(sampler, eta, warned, tmp_path,
     assert (expected in caplog.text) == warned, caplog.text
 
 
+@pytest.mark.parametrize(
+    "spec, values, refused",
+    [
+        ("configs/ddpm.py:preset=smoke,cond=class", {"model.cond_drop_prob": 0.0}, True),
+        ("configs/ddpm.py:preset=smoke", {"model.clusters": 3}, True),
+        ("configs/flow.py:preset=smoke,cond=class", {"model.cond_drop_prob": 0.0}, True),
+        ("configs/ddpm.py:preset=smoke,cond=class", {}, False),  # cond_drop_prob 0.1
+        ("configs/ddpm.py:preset=smoke", {"model.clusters": 3, "model.cond_drop_prob": 0.1}, False),
+    ],
+)
+def test_guidance_without_a_trained_unconditional_model_is_refused(spec, values, refused, tmp_path):
+    config = _config(spec, **values, **{"sample.guidance": 2.0})
+    if not refused:
+        Experiment(config, str(tmp_path / "run"))
+        return
+    assert _refused(config, tmp_path) == (
+        "config key sample.guidance=2: needs the unconditional model, which "
+        "model.cond_drop_prob=0 never trains; set model.cond_drop_prob > 0 (e.g. 0.1) or "
+        "sample with guidance 1"
+    )
+    _set(config, "sample.guidance", 1.0)
+    Experiment(config, str(tmp_path / "run"))  # the conditional model alone is trained
+
+
 # --- batch size ----------------------------------------------------------------------------
 
 
