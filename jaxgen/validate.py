@@ -278,8 +278,15 @@ def check_guidance_trained(method, options: SampleOptions) -> None:
     """``sample.guidance`` other than 1 on a conditional model needs its unconditional
     prediction, which only a network trained with its condition sometimes dropped
     (``model.cond_drop_prob > 0``) has learned; with 0 it would come from the untrained null
-    label or text, and every sample, a run's final evaluation included, would be wrong."""
+    label or text, and every sample, a run's final evaluation included, would be wrong.
+    An unconditional model ignores guidance: a value other than 0 or 1 gets a warning."""
     conditional = bool(getattr(method, "num_classes", 0)) or getattr(method, "text", None)
+    if not conditional and options.guidance not in (0, 1):
+        log.warning(
+            "config key sample.guidance=%g: the model is unconditional (no labels, text or "
+            "clusters) and ignores it",
+            options.guidance,
+        )
     if conditional and options.guidance != 1 and getattr(method, "cond_drop_prob", 1.0) == 0:
         raise UserError(
             f"config key sample.guidance={options.guidance:g}: needs the unconditional model, "

@@ -298,6 +298,25 @@ def test_guidance_without_a_trained_unconditional_model_is_refused(spec, values,
     Experiment(config, str(tmp_path / "run"))  # the conditional model alone is trained
 
 
+@pytest.mark.parametrize(
+    "spec, guidance, warned",
+    [
+        ("configs/ddpm.py:preset=smoke", 2.0, True),
+        ("configs/ddpm.py:preset=smoke", 1.0, False),
+        ("configs/flow.py:preset=smoke", 0.0, False),
+        ("configs/ddpm.py:preset=smoke,cond=class", 2.0, False),
+    ],
+)
+def test_guidance_an_unconditional_model_ignores_is_a_warning(
+    spec, guidance, warned, tmp_path, caplog
+):
+    config = _config(spec, **{"sample.guidance": guidance})
+    with caplog.at_level(logging.WARNING, logger="jaxgen"):
+        Experiment(config, str(tmp_path / "run"))
+    expected = f"config key sample.guidance={guidance:g}: the model is unconditional"
+    assert (expected in caplog.text) == warned, caplog.text
+
+
 # --- batch size ----------------------------------------------------------------------------
 
 
