@@ -275,11 +275,14 @@ def check_sampling_inputs(config: ml_collections.ConfigDict, method, spec) -> Sa
 
 
 def check_guidance_trained(method, options: SampleOptions) -> None:
-    """``sample.guidance`` other than 1 on a conditional model needs its unconditional
-    prediction, which only a network trained with its condition sometimes dropped
-    (``model.cond_drop_prob > 0``) has learned; with 0 it would come from the untrained null
-    label or text, and every sample, a run's final evaluation included, would be wrong.
-    An unconditional model ignores guidance: a value other than 0 or 1 gets a warning."""
+    """For a family that reads it (``method.reads_guidance``): ``sample.guidance`` other than
+    1 on a conditional model needs its unconditional prediction, which only a network trained
+    with its condition sometimes dropped (``model.cond_drop_prob > 0``) has learned; with 0 it
+    would come from the untrained null label or text, and every sample, a run's final
+    evaluation included, would be wrong. An unconditional model ignores guidance: a value other
+    than 0 or 1 gets a warning."""
+    if not method.reads_guidance:
+        return  # its options' guidance is the unused default, checked by the family
     conditional = bool(getattr(method, "num_classes", 0)) or getattr(method, "text", None)
     if not conditional and options.guidance not in (0, 1):
         log.warning(

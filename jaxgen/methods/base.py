@@ -120,6 +120,9 @@ class Method:
     supports_bfloat16 = False
     # False for a family that draws no images (a classifier, CLIP): tables list it apart.
     is_generator = True
+    # True for a family whose sampler reads ``sample.guidance`` (classifier-free guidance with
+    # the null label or text of ``model.cond_drop_prob``): jaxgen.validate checks it then.
+    reads_guidance = False
 
     def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
         self.config = config

@@ -156,6 +156,7 @@ class Diffusion(ClusterConditioned, Method):
     """The diffusion family (``family = "ddpm"``)."""
 
     supports_bfloat16 = True
+    reads_guidance = True
 
     def __init__(self, config, data):
         super().__init__(config, data)

@@ -63,6 +63,7 @@ class TokenPrior(Method):
     """The token prior; see the module docstring."""
 
     supports_bfloat16 = True
+    reads_guidance = True
 
     def __init__(self, config, data: DataSpec, tokenizer: FrozenTokenizer | None = None):
         """``tokenizer``: an in-memory frozen tokenizer (tests); None loads ``model.tokenizer``."""
