@@ -140,11 +140,7 @@ np.savez({out!r}, devices=len(jax.devices()), **fitted)
 
 @pytest.mark.parametrize(
     "spec, section",
-    [
-        ("configs/pixelcnn.py:preset=smoke", "model"),
-        ("configs/gan.py:preset=smoke", "gan"),
-        ("configs/ddpm.py:preset=smoke", "model"),
-    ],
+    [("configs/pixelcnn.py:preset=smoke", "model"), ("configs/gan.py:preset=smoke", "gan")],
 )
 def test_a_fresh_run_fits_its_centroids_to_the_training_images(tmp_path, spec, section):
     """The trainer's fresh state holds k-means fitted to images spread over the training split
