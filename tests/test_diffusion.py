@@ -156,7 +156,7 @@ def test_min_snr_weight_makes_the_x0_error_count_min_snr_gamma_times(kind):
     "key, value", [("loss_weighting", "snr"), ("min_snr_gamma", 0.0), ("min_snr_gamma", "five")]
 )
 def test_bad_loss_weighting_is_a_one_line_error(key, value):
-    from jaxgen.methods.diffusion import DiffusionConfig
+    from jaxgen.diffusion.config import DiffusionConfig
 
     with pytest.raises(UserError, match=f"config key model.diffusion.{key}="):
         DiffusionConfig.from_config({key: value})
@@ -388,7 +388,7 @@ def test_min_snr_training_loss_reweights_the_same_draws():
 
 
 def test_importance_levels_keep_the_min_snr_objective():
-    from jaxgen.methods.diffusion import importance_levels
+    from jaxgen.diffusion.config import importance_levels
 
     weights = np.random.default_rng(0).uniform(0.0, 5.0, 50)
     per_step_mse = np.random.default_rng(1).uniform(0.0, 1.0, 50)
