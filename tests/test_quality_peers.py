@@ -267,10 +267,11 @@ def test_peer_records_score_jaxgen_only_and_check_the_peer_was_scored_alike(tmp_
     out = tmp_path / "records.jsonl"
     argv = ["--families=vae", f"--root={tmp_path}", "--num=40", "--draws=2", "--num-ref=200",
             "--torch-python=/nonexistent/python", f"--out={out}",
-            f"--peer-records={saved}", "--no-real-row"]  # fmt: skip
+            f"--peer-records={saved}", "--no-real-row", "--launch-arg=--config.seed=3"]  # fmt: skip
     assert quality_table.main(argv) == 0
     (jaxgen,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert jaxgen["implementation"] == "jaxgen" and jaxgen["draws"] == 2
+    assert jaxgen["launch_args"] == ["--config.seed=3"]  # the record says what was overridden
     assert jaxgen["peer_hardware"] == "cpu"  # the saved peer's, not this machine's
     captured = capsys.readouterr()
     assert "measured on cpu" in captured.err and "not an equal budget" in captured.err

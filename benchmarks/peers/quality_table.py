@@ -21,7 +21,8 @@ For each family of ``--families``:
 3. Each model's ``N`` samples are ``--draws`` independent draws of ``--num``: consecutive
    slices of the file. Every draw is scored by :class:`score_samples.Scorer` against the same
    first ``--num-ref`` test images with the same ``--seed``; a record holds the mean over draws
-   of each metric and its standard deviation (``<metric>_std``).
+   of each metric and its standard deviation (``<metric>_std``); jaxgen's record names its
+   ``config`` and the ``--launch-arg`` overrides it was trained and sampled with (``launch_args``).
 
 Prints one JSON record per family and implementation (with the hardware, appended to ``--out``,
 default ``<root>/quality_table.jsonl``), then a Markdown table and, per family, the metrics on
@@ -297,7 +298,8 @@ def main(argv=None) -> int:
                   "--mode=sample", f"--config.sample.num={total}"],
                  os.path.join(logs, f"{family}_sample.log"))  # fmt: skip
         jaxgen_run = ("jaxgen", samples, dict(minutes=minutes, steps=step,
-                      params=jaxgen_params(workdir, step), config=config_arg))  # fmt: skip
+                      params=jaxgen_params(workdir, step), config=config_arg,
+                      launch_args=list(args.launch_arg)))  # fmt: skip
         if args.peer_records:
             saved = peer_record(family, minutes)
             if saved.get("hardware") != info["hardware"]:
