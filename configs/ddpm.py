@@ -148,7 +148,7 @@ def get_config(arg: str | None = None):
         # minutes"). 5500 steps took 16.75 to 20.35 minutes on the 2-core Xeon, as fast as
         # the VM ran that day (same file); the text preset's larger network (cross-attention)
         # keeps the 5000 it was measured with.
-        # On today's preset gamma 20 (one training run, five sampling seeds each) raised the
+        # On the preset as it stands, gamma 20 (one training run, five sampling seeds) raised the
         # domain / contrastive recall to 0.847 / 0.879 from 0.834 / 0.859 for a domain FD of
         # 5.34 against 4.53 and precision 0.864 against 0.874: ahead of the peer on the same
         # 14 figures (benchmarks/README.md, "How much one draw says").
