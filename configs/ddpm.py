@@ -150,8 +150,8 @@ def get_config(arg: str | None = None):
         # keeps the 5000 it was measured with.
         # On the preset as it stands, gamma 20 (one training run, five sampling seeds) raised the
         # domain / contrastive recall to 0.847 / 0.879 from 0.834 / 0.859 for a domain FD of
-        # 5.34 against 4.53 and precision 0.864 against 0.874: ahead of the peer on the same
-        # 14 figures (benchmarks/README.md, "How much one draw says").
+        # 5.34 against 4.53 and precision 0.864 against 0.874: ahead of the peer on 14
+        # figures, as many as the preset (benchmarks/README.md, "How much one draw says").
         c.train.num_steps = 5000 if args["cond"] == "text" else 5500
         # The 1000 timesteps drawn in proportion to their min-SNR-5 weight instead of
         # uniformly (the same objective, model.diffusion.level_sampling): under uniform draws

@@ -7,7 +7,8 @@
 For every seed of ``--seeds`` the run (its newest checkpoint, EMA parameters, as
 ``launch.py --mode=sample`` draws) samples ``--num`` images with its own ``config.sample``
 options, and again with each ``--variant`` (``key=value`` pairs of
-:class:`jaxgen.api.Run.sample`'s ``sampler``, ``steps``, ``guidance``, ``eta``, ``final_snr``).
+:class:`jaxgen.api.Run.sample`'s ``sampler``, ``steps``, ``guidance``, ``eta``, ``final_snr``,
+``drs_percentile``, typed as :class:`jaxgen.sampling.SampleOptions` types them).
 Seed ``s`` is :meth:`jaxgen.api.Run.sample`'s ``seed=s``: seed 0 of the run's own options is
 the set ``--mode=sample`` writes for ``sample.num = --num`` when the run's seed is 0. Every set
 is scored as ``score_samples.py`` scores a file (against the first ``--num-ref`` test images,
@@ -28,6 +29,8 @@ many sampler settings. Needs jax, not torch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -40,10 +43,17 @@ if ROOT not in sys.path:
 
 from benchmarks.peers import records  # noqa: E402
 from benchmarks.peers.score_samples import Scorer, reference_images  # noqa: E402
+from jaxgen.api import Run  # noqa: E402
+from jaxgen.sampling import SampleOptions  # noqa: E402
 
 BENCHMARK = "seed_draws"
 RUN_OPTIONS = "run"  # the variant name of the run's own config.sample options
-VARIANT_TYPES = {"sampler": str, "steps": int, "guidance": float, "eta": float, "final_snr": float}
+# The SampleOptions fields that Run.sample takes as keywords, with their types.
+VARIANT_TYPES = {
+    f.name: {"str": str, "int": int, "float": float}[f.type]
+    for f in dataclasses.fields(SampleOptions)
+    if f.name in inspect.signature(Run.sample).parameters
+}
 
 
 def parse_variant(text: str) -> dict:
@@ -105,12 +115,12 @@ def report(scores: dict[tuple[str, int], dict], variants: list[str], seeds: list
     lines = [f"{len(seeds)} seeds ({','.join(map(str, seeds))}); each: mean over seeds +- std"]
     lines.append("| metric | " + " | ".join(variants) + " |")
     lines.append("|---|" + "---:|" * len(variants))
+    summaries = [records.summarize_draws([scores[name, s] for s in seeds]) for name in variants]
     for key in records.metric_keys():
-        cells = []
-        for name in variants:
-            values = np.asarray([scores[name, s][key] for s in seeds])
-            spread = f" +- {values.std(ddof=1):.3g}" if len(values) > 1 else ""
-            cells.append(f"{values.mean():.4g}{spread}")
+        cells = [
+            f"{summary[key]:.4g}" + (f" +- {summary[key + '_std']:.3g}" if len(seeds) > 1 else "")
+            for summary in summaries
+        ]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     for name in variants[1:]:
         diffs = paired_differences(scores, name, seeds)
